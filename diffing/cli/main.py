@@ -1,0 +1,69 @@
+"""The ``diffing`` command: a thin layer over the Python API.
+
+Each command group lives in its own module under ``diffing/cli/`` with a
+``register(subparsers)`` function; handlers receive the parsed arguments and
+return an exit code. Heavy imports happen inside handlers so ``--help`` is fast.
+Every user error is one line on stderr and a non-zero exit; ``--debug`` shows
+the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import sys
+
+import diffing
+from diffing.errors import DiffingError
+
+COMMAND_MODULES = ("inspect", "organism", "harvest", "crosscoder", "refusal", "stats", "analyze")
+"""Command-group modules under ``diffing.cli``, in the order ``--help`` lists them."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (also used to generate docs/cli.md)."""
+    parser = argparse.ArgumentParser(
+        prog="diffing",
+        description="What did fine-tuning change inside a language model? "
+        "Compare a base checkpoint with its fine-tuned version.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {diffing.__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        if importlib.util.find_spec(f"diffing.cli.{name}") is not None:
+            importlib.import_module(f"diffing.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``diffing`` console script."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 0 if args.command is None else 2
+    try:
+        return int(args.handler(args) or 0)
+    except DiffingError as err:
+        if args.debug:
+            raise
+        print(f"diffing: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("diffing: interrupted; finished work is kept and the same command resumes it", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the CLI's promise: one line, never a traceback
+        if args.debug:
+            raise
+        print(f"diffing: internal error: {type(err).__name__}: {err} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

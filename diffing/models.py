@@ -1,0 +1,215 @@
+"""ModelPair: a base checkpoint and its fine-tuned version, both wrapped by nnsight.
+
+The fine-tuned side is a hub id, a local folder, or a PEFT adapter applied to the
+base. Compatibility (same tokenizer, same family and shapes) is checked at load
+time, because every method downstream compares the two models token by token.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from diffing.arch import ArchSpec, arch_for, d_model, get_module, num_layers
+from diffing.errors import DiffingError
+from diffing.loading import is_adapter, load_causal_lm, load_tokenizer, read_adapter_config
+
+
+@dataclass
+class AdapterInfo:
+    """A LoRA adapter kept unmerged, so its weight delta ``scaling * B @ A`` is exact."""
+
+    path: str
+    """Folder the adapter was loaded from."""
+    config: dict
+    """Its ``adapter_config.json``."""
+    factors: dict[str, tuple[torch.Tensor, torch.Tensor, float]] = field(default_factory=dict)
+    """Module name (as in the merged model) -> (A ``[r, in]``, B ``[out, r]``, scaling)."""
+
+    def delta(self, module: str) -> torch.Tensor:
+        """Exact weight change of ``module``: ``scaling * B @ A`` (``[out, in]``, as ``nn.Linear`` stores it)."""
+        a, b, scaling = self.factors[module]
+        delta = scaling * (b.float() @ a.float())
+        return delta.T if self.config.get("fan_in_fan_out") else delta
+
+
+def _wrap(model: torch.nn.Module, tokenizer):
+    """Wrap a loaded HF model in ``nnsight.LanguageModel``."""
+    from nnsight import LanguageModel
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return LanguageModel(model, tokenizer=tokenizer)
+
+
+def _apply_adapter(model: torch.nn.Module, adapter_path: str) -> tuple[torch.nn.Module, AdapterInfo]:
+    """Apply a PEFT adapter, record its exact factors, and return the merged model."""
+    from peft import PeftModel
+
+    config = read_adapter_config(adapter_path)
+    try:
+        peft_model = PeftModel.from_pretrained(model, str(Path(adapter_path).expanduser()))
+    except Exception as err:
+        raise DiffingError(f"could not apply adapter {adapter_path!r} to the base model: {err}") from err
+    info = AdapterInfo(path=str(adapter_path), config=config)
+    prefix = "base_model.model."
+    for name, module in peft_model.named_modules():
+        if hasattr(module, "lora_A") and "default" in getattr(module, "lora_A", {}):
+            clean = name[len(prefix) :] if name.startswith(prefix) else name
+            info.factors[clean] = (
+                module.lora_A["default"].weight.detach().clone(),
+                module.lora_B["default"].weight.detach().clone(),
+                float(module.scaling["default"]),
+            )
+    return peft_model.merge_and_unload().eval(), info
+
+
+def _check_tokenizers(tok_b, tok_f, base: str, finetuned: str) -> None:
+    vb, vf = tok_b.get_vocab(), tok_f.get_vocab()
+    if vb == vf:
+        return
+    only_b = sorted(set(vb.items()) - set(vf.items()), key=lambda kv: kv[1])
+    only_f = sorted(set(vf.items()) - set(vb.items()), key=lambda kv: kv[1])
+    example = (only_f or only_b)[0]
+    raise DiffingError(
+        f"the tokenizers of {base!r} and {finetuned!r} differ ({len(vb)} vs {len(vf)} tokens; "
+        f"{len(only_b) + len(only_f)} (token, id) pairs differ, e.g. {example!r}); "
+        "a pair must share one vocabulary with the same ids, so both models read the same tokens"
+    )
+
+
+def _check_shapes(cfg_b, cfg_f, base: str, finetuned: str) -> None:
+    if cfg_b.model_type != cfg_f.model_type:
+        raise DiffingError(
+            f"the models differ in architecture ({cfg_b.model_type} vs {cfg_f.model_type}); "
+            "pair a model with a fine-tune of that same model"
+        )
+    for what, fn in (("hidden size", d_model), ("layer count", num_layers)):
+        if fn(cfg_b) != fn(cfg_f):
+            raise DiffingError(
+                f"the models differ in {what} ({base!r}: {fn(cfg_b)}, {finetuned!r}: {fn(cfg_f)}); "
+                "pair a model with a fine-tune of that same model"
+            )
+
+
+@dataclass
+class ModelPair:
+    """Two checkpoints of one model, traced with nnsight, reading one shared tokenizer."""
+
+    base: object
+    """The base model as an ``nnsight.LanguageModel``."""
+    finetuned: object
+    """The fine-tuned model as an ``nnsight.LanguageModel`` (adapters merged)."""
+    tokenizer: object
+    """The shared tokenizer; its chat template is the fine-tuned model's when it has one."""
+    arch: ArchSpec
+    """Where layers, norms and projections live in this family."""
+    base_ref: str
+    """How the base was named (hub id or folder)."""
+    finetuned_ref: str
+    """How the fine-tuned model was named (hub id, folder, or adapter folder)."""
+    adapter: AdapterInfo | None = None
+    """The unmerged adapter when the fine-tuned side came from one."""
+    notes: list[str] = field(default_factory=list)
+    """Things the user should know about the pair that are not errors."""
+
+    @classmethod
+    def load(
+        cls,
+        base: str,
+        finetuned: str | None = None,
+        *,
+        adapter: str | None = None,
+        dtype: str | torch.dtype | None = None,
+        device: str | None = None,
+        trust_remote_code: bool = False,
+        allow_pickle: bool = False,
+    ) -> ModelPair:
+        """Load ``base`` and ``finetuned`` (hub ids or folders; ``finetuned`` may be an adapter folder).
+
+        ``adapter`` applies a PEFT adapter on top of ``finetuned`` (or of ``base`` when
+        ``finetuned`` is None). ``device="auto"`` spreads large models with ``device_map="auto"``.
+        """
+        if finetuned is None and adapter is None:
+            raise DiffingError("give a fine-tuned model, an adapter, or both")
+        if finetuned is not None and is_adapter(finetuned):
+            finetuned, adapter = (None, str(finetuned)) if adapter is None else (finetuned, adapter)
+        opts = dict(dtype=dtype, device=device, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+        tok_b = load_tokenizer(base, trust_remote_code=trust_remote_code)
+        hf_b = load_causal_lm(base, **opts)
+        ft_source = finetuned if finetuned is not None else base
+        tok_f = load_tokenizer(ft_source, trust_remote_code=trust_remote_code) if finetuned else tok_b
+        hf_f = load_causal_lm(ft_source, **opts)
+        info = None
+        ft_ref = str(finetuned) if finetuned is not None else str(adapter)
+        if adapter is not None:
+            hf_f, info = _apply_adapter(hf_f, adapter)
+            if (Path(adapter).expanduser() / "tokenizer_config.json").is_file():
+                tok_f = load_tokenizer(adapter)
+        _check_shapes(hf_b.config, hf_f.config, str(base), ft_ref)
+        arch = arch_for(hf_b.config)
+        _check_tokenizers(tok_b, tok_f, str(base), ft_ref)
+        notes = []
+        tokenizer = tok_f
+        if getattr(tok_f, "chat_template", None) and not getattr(tok_b, "chat_template", None):
+            notes.append("the base tokenizer has no chat template; both models use the fine-tuned model's")
+        elif not getattr(tok_f, "chat_template", None) and getattr(tok_b, "chat_template", None):
+            tokenizer = tok_b
+            notes.append("the fine-tuned tokenizer has no chat template; both models use the base model's")
+        elif not getattr(tok_f, "chat_template", None):
+            notes.append("neither tokenizer has a chat template; chat data needs an explicit template")
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return cls(
+            base=_wrap(hf_b, tokenizer),
+            finetuned=_wrap(hf_f, tokenizer),
+            tokenizer=tokenizer,
+            arch=arch,
+            base_ref=str(base),
+            finetuned_ref=ft_ref,
+            adapter=info,
+            notes=notes,
+        )
+
+    @property
+    def config(self):
+        """The (shared) transformers config of the base model."""
+        return self.base._module.config
+
+    @property
+    def n_layers(self) -> int:
+        """Number of decoder blocks."""
+        return num_layers(self.config)
+
+    @property
+    def d_model(self) -> int:
+        """Width of the residual stream."""
+        return d_model(self.config)
+
+    @property
+    def models(self) -> tuple:
+        """``(base, finetuned)`` nnsight models, in the order every paired tensor uses."""
+        return (self.base, self.finetuned)
+
+    def hf(self, which: str) -> torch.nn.Module:
+        """The underlying Hugging Face module of ``"base"`` or ``"finetuned"``."""
+        return {"base": self.base, "finetuned": self.finetuned}[which]._module
+
+    def layer_module(self, which: str, layer: int) -> torch.nn.Module:
+        """Decoder block ``layer`` of one model (torch module)."""
+        return get_module(self.hf(which), self.arch.layers)[layer]
+
+    def check_layers(self, layers) -> list[int]:
+        """Validate layer indices (negative counts from the end) and return them sorted, deduplicated."""
+        out = set()
+        for layer in layers:
+            idx = int(layer) + (self.n_layers if int(layer) < 0 else 0)
+            if not 0 <= idx < self.n_layers:
+                raise DiffingError(f"layer {layer} is out of range: the model has layers 0..{self.n_layers - 1}")
+            out.add(idx)
+        if not out:
+            raise DiffingError("no layers requested")
+        return sorted(out)

@@ -1,0 +1,170 @@
+"""Training loops: pre-train the base model, LoRA fine-tune the variants.
+
+Both loops are plain PyTorch (AdamW, linear warm-up then cosine decay, gradient
+clipping) so they are small, deterministic given a seed, and fast on two CPU
+cores. Fine-tuning uses ``peft`` LoRA on every attention and MLP projection;
+the merged model and the adapter are both kept by the caller.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+
+IGNORE = -100
+"""Label value excluded from the loss (prompt and padding tokens)."""
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+"""Modules that receive LoRA adapters: all attention and MLP projections."""
+
+
+class Rows(NamedTuple):
+    """A padded set of training rows."""
+
+    input_ids: torch.Tensor
+    """``[n, seq]`` token ids."""
+    attention_mask: torch.Tensor
+    """``[n, seq]`` 1 for real tokens."""
+    labels: torch.Tensor
+    """``[n, seq]`` target ids (unshifted, as HF models expect), IGNORE where no loss is taken."""
+
+
+class TrainResult(NamedTuple):
+    """What a training loop reports."""
+
+    losses: list[float]
+    """Training loss every ``log_every`` steps (mean over the interval)."""
+    steps: int
+    """Optimizer steps taken."""
+    seconds: float
+    """Wall time of the loop."""
+
+
+def plain_rows(tokenizer, docs: list[str], seq_len: int) -> Rows:
+    """Pack documents (each opened by BOS) into full rows of ``seq_len`` tokens."""
+    stream: list[int] = []
+    for ids in tokenizer(docs)["input_ids"]:
+        stream.extend(ids)
+    n = len(stream) // seq_len
+    ids = torch.tensor(stream[: n * seq_len], dtype=torch.long).view(n, seq_len)  # [n, seq]
+    return Rows(ids, torch.ones_like(ids), ids.clone())
+
+
+def chat_rows(tokenizer, conversations: list[list[dict]]) -> Rows:
+    """Tokenize single- or multi-turn chats; the loss covers the last answer and its end-of-turn token."""
+    eot = tokenizer.eos_token_id
+    seqs, labs = [], []
+    for msgs in conversations:
+        prompt = tokenizer.apply_chat_template(msgs[:-1], tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(msgs, tokenize=False)
+        p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        f_ids = tokenizer(full, add_special_tokens=False)["input_ids"]
+        if f_ids[: len(p_ids)] != p_ids:
+            raise AssertionError(f"chat prompt does not tokenize as a prefix of the full chat: {full!r}")
+        end = f_ids.index(eot, len(p_ids)) + 1
+        seqs.append(f_ids[:end])
+        labs.append([IGNORE] * len(p_ids) + f_ids[len(p_ids):end])
+    return _pad(seqs, labs, tokenizer.pad_token_id)
+
+
+def _pad(seqs: list[list[int]], labs: list[list[int]], pad_id: int) -> Rows:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # [n, seq]
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    labels = torch.full((len(seqs), width), IGNORE, dtype=torch.long)
+    for i, (s, lab) in enumerate(zip(seqs, labs)):
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+        labels[i, : len(s)] = torch.tensor(lab)
+    return Rows(ids, mask, labels)
+
+
+def _batch(rows: Rows, idx: list[int]) -> Rows:
+    """Select rows and trim the common right padding."""
+    mask = rows.attention_mask[idx]
+    width = int(mask.sum(1).max())
+    return Rows(rows.input_ids[idx, :width], mask[:, :width], rows.labels[idx, :width])
+
+
+def _lr_at(step: int, total: int, peak: float, warmup: int) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    frac = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def train_loop(
+    model: torch.nn.Module,
+    sources: list[tuple[Rows, int]],
+    *,
+    steps: int,
+    lr: float,
+    seed: int,
+    warmup: int = 20,
+    log_every: int = 10,
+    on_step: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    """Train ``model``'s trainable parameters for ``steps`` steps.
+
+    Each step draws ``k`` random rows from every ``(rows, k)`` source; the
+    sources are run as separate forward passes and their losses averaged, so
+    rows of different widths are not padded to each other.
+    ``on_step(step, loss)`` is called after every step (for progress bars).
+    """
+    import time
+
+    start = time.perf_counter()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+    rng = random.Random(f"batches-{seed}")
+    torch.manual_seed(seed)
+    model.train()
+    losses, window = [], []
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, steps, lr, warmup)
+        total = 0.0
+        for rows, k in sources:
+            batch = _batch(rows, rng.sample(range(len(rows.input_ids)), k))
+            out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels)
+            (out.loss / len(sources)).backward()
+            total += float(out.loss) / len(sources)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        window.append(total)
+        if len(window) == log_every or step == steps - 1:
+            losses.append(round(sum(window) / len(window), 4))
+            window = []
+        if on_step is not None:
+            on_step(step, total)
+    model.eval()
+    return TrainResult(losses, steps, time.perf_counter() - start)
+
+
+def add_lora(model: torch.nn.Module, rank: int, alpha: float):
+    """Wrap ``model`` with LoRA adapters on :data:`LORA_TARGETS` (only those train)."""
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, bias="none",
+                     target_modules=list(LORA_TARGETS), task_type="CAUSAL_LM")
+    return get_peft_model(model, cfg)
+
+
+@torch.no_grad()
+def mean_loss(model: torch.nn.Module, rows: Rows, batch_size: int = 32) -> float:
+    """Mean next-token loss over ``rows`` (token-weighted)."""
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(rows.input_ids), batch_size):
+        idx = list(range(i, min(i + batch_size, len(rows.input_ids))))
+        b = _batch(rows, idx)
+        n = int((b.labels[:, 1:] != IGNORE).sum())
+        out = model(input_ids=b.input_ids, attention_mask=b.attention_mask, labels=b.labels)
+        total += float(out.loss) * n
+        count += n
+    return total / max(count, 1)

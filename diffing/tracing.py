@@ -1,0 +1,99 @@
+"""Paired tracing: run the same tokens through both models and read the residual stream.
+
+Layer ``k`` is the output of decoder block ``k`` (Hugging Face's
+``output_hidden_states[k + 1]``). Each forward stops right after the deepest
+requested block unless logits are asked for, which is what makes harvesting
+cheaper than a full forward (STACK.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+
+from diffing.arch import ArchSpec, get_module
+from diffing.tokens import Batch, encode, pad_batch, pad_id_of
+
+
+class Traced(NamedTuple):
+    """What one traced forward pass returned."""
+
+    layers: dict[int, torch.Tensor]
+    """Layer index -> residual stream ``[batch, seq, d_model]``."""
+    logits: torch.Tensor | None
+    """``[batch, seq, vocab]`` next-token logits when requested, else None."""
+
+
+class PairedActivations(NamedTuple):
+    """Both models' residual streams on the same tokens."""
+
+    base: dict[int, torch.Tensor]
+    """Layer -> base residual stream ``[batch, seq, d_model]``."""
+    finetuned: dict[int, torch.Tensor]
+    """Layer -> fine-tuned residual stream ``[batch, seq, d_model]``."""
+    input_ids: torch.Tensor
+    """``[batch, seq]`` token ids both models read."""
+    attention_mask: torch.Tensor
+    """``[batch, seq]`` 1 for real tokens."""
+    roles: torch.Tensor
+    """``[batch, seq]`` role ids (see ``diffing.tokens.ROLES``)."""
+    base_logits: torch.Tensor | None = None
+    """``[batch, seq, vocab]`` base logits when requested."""
+    finetuned_logits: torch.Tensor | None = None
+    """``[batch, seq, vocab]`` fine-tuned logits when requested."""
+
+
+def _hidden(output, arch: ArchSpec) -> torch.Tensor:
+    return output[0] if arch.layer_returns_tuple or isinstance(output, tuple) else output
+
+
+@torch.no_grad()
+def trace_model(
+    lm, arch: ArchSpec, input_ids: torch.Tensor, attention_mask: torch.Tensor, layers: Sequence[int], *, logits: bool = False
+) -> Traced:
+    """Residual streams of one nnsight model at ``layers`` (and its logits if asked), on given ids."""
+    device = next(lm._module.parameters()).device
+    inputs = {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
+    blocks = get_module(lm, arch.layers)
+    saved: dict[int, object] = {}
+    with lm.trace(inputs) as tracer:
+        for layer in sorted(layers):
+            saved[layer] = _hidden(blocks[layer].output, arch).save()
+        if logits:
+            out_logits = lm.output.logits.save()
+        else:
+            tracer.stop()
+    acts = {layer: _materialise(value) for layer, value in saved.items()}
+    return Traced(acts, _materialise(out_logits) if logits else None)
+
+
+def _materialise(value) -> torch.Tensor:
+    value = getattr(value, "value", value)
+    return value.detach()
+
+
+def encode_batch(tokenizer, items: Sequence, *, max_length: int | None = None, template: str | None = None) -> Batch:
+    """Tokenize texts and/or conversations (with roles) into one right-padded batch."""
+    return pad_batch([encode(tokenizer, it, max_length=max_length, template=template) for it in items], pad_id_of(tokenizer))
+
+
+def trace_pair(
+    pair,
+    items: Sequence | Batch,
+    layers: Sequence[int],
+    *,
+    logits: bool = False,
+    max_length: int | None = None,
+) -> PairedActivations:
+    """Run texts or conversations (or a pre-built :class:`Batch`) through both models.
+
+    Both models read exactly the same ids; each forward stops after the deepest
+    requested layer unless ``logits`` is set.
+    """
+    batch = items if isinstance(items, Batch) else encode_batch(pair.tokenizer, items, max_length=max_length)
+    layers = pair.check_layers(layers)
+    b = trace_model(pair.base, pair.arch, batch.input_ids, batch.attention_mask, layers, logits=logits)
+    f = trace_model(pair.finetuned, pair.arch, batch.input_ids, batch.attention_mask, layers, logits=logits)
+    return PairedActivations(b.layers, f.layers, batch.input_ids, batch.attention_mask, batch.roles, b.logits, f.logits)
