@@ -22,14 +22,19 @@ def inspect_pair(pair, *, top: int = 10) -> dict:
         "layers": pair.n_layers,
         "d_model": pair.d_model,
         "vocab_size": len(pair.tokenizer),
-        "parameters": {"base": sum(p.numel() for p in base.parameters()), "finetuned": sum(p.numel() for p in ft.parameters())},
+        "parameters": {
+            "base": sum(p.numel() for p in base.parameters()),
+            "finetuned": sum(p.numel() for p in ft.parameters()),
+        },
         "dtype": {"base": _dtype_name(base), "finetuned": _dtype_name(ft)},
         "tokenizer_compatible": True,
         "chat_template": bool(getattr(pair.tokenizer, "chat_template", None)),
         "adapter": pair.adapter.path if pair.adapter else None,
         "notes": list(pair.notes),
         "changed_parameters": len(changes),
-        "top_changes": [{"name": c.name, "relative_change": c.relative_change} for c in changes[:top]],
+        "top_changes": [
+            {"name": c.name, "relative_change": c.relative_change} for c in changes[:top]
+        ],
     }
 
 
@@ -37,7 +42,8 @@ def format_inspection(info: dict) -> str:
     """Human-readable lines for ``diffing inspect``."""
     lines = [
         f"base:          {info['base']}",
-        f"fine-tuned:    {info['finetuned']}" + (f"  (adapter {info['adapter']})" if info["adapter"] else ""),
+        f"fine-tuned:    {info['finetuned']}"
+        + (f"  (adapter {info['adapter']})" if info["adapter"] else ""),
         f"family:        {info['family']}   layers: {info['layers']}   d_model: {info['d_model']}   vocab: {info['vocab_size']}",
         f"parameters:    base {info['parameters']['base']:,}   fine-tuned {info['parameters']['finetuned']:,}",
         f"dtype:         base {info['dtype']['base']}   fine-tuned {info['dtype']['finetuned']}",

@@ -24,7 +24,12 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 def looks_local(ref: str | os.PathLike) -> bool:
     """Whether a reference names a local path rather than a hub id (``org/name``)."""
     s = str(ref)
-    return os.path.exists(s) or s.startswith(("/", "./", "../", "~")) or s.endswith(os.sep) or "\\" in s
+    return (
+        os.path.exists(s)
+        or s.startswith(("/", "./", "../", "~"))
+        or s.endswith(os.sep)
+        or "\\" in s
+    )
 
 
 def is_adapter(ref: str | os.PathLike) -> bool:
@@ -32,13 +37,19 @@ def is_adapter(ref: str | os.PathLike) -> bool:
     return looks_local(ref) and (Path(ref).expanduser() / "adapter_config.json").is_file()
 
 
-def check_folder(ref: str | os.PathLike, *, allow_pickle: bool = False, kind: str = "model") -> Path:
+def check_folder(
+    ref: str | os.PathLike, *, allow_pickle: bool = False, kind: str = "model"
+) -> Path:
     """Validate a local checkpoint folder and return its path; raise a clear error if unusable."""
     path = Path(ref).expanduser()
     if not path.exists():
-        raise DiffingError(f"{kind} path {str(ref)!r} does not exist; pass a local folder or a Hugging Face model id")
+        raise DiffingError(
+            f"{kind} path {str(ref)!r} does not exist; pass a local folder or a Hugging Face model id"
+        )
     if not path.is_dir():
-        raise DiffingError(f"{kind} path {str(ref)!r} is a file; pass the folder that holds config.json and the weights")
+        raise DiffingError(
+            f"{kind} path {str(ref)!r} is a file; pass the folder that holds config.json and the weights"
+        )
     if kind == "adapter":
         return path
     if not (path / "config.json").is_file():
@@ -57,7 +68,9 @@ def check_folder(ref: str | os.PathLike, *, allow_pickle: bool = False, kind: st
             "which loads them with weights_only=True"
         )
     if not pickles:
-        raise DiffingError(f"{kind} folder {str(path)!r} has no weights (*.safetensors); the checkpoint is incomplete")
+        raise DiffingError(
+            f"{kind} folder {str(path)!r} has no weights (*.safetensors); the checkpoint is incomplete"
+        )
     return path
 
 
@@ -86,9 +99,13 @@ def load_tokenizer(ref: str, *, trust_remote_code: bool = False, revision: str |
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(str(ref), trust_remote_code=trust_remote_code, revision=revision)
+        return AutoTokenizer.from_pretrained(
+            str(ref), trust_remote_code=trust_remote_code, revision=revision
+        )
     except Exception as err:
-        raise DiffingError(f"could not load the tokenizer of {str(ref)!r}: {_first_line(err)}") from err
+        raise DiffingError(
+            f"could not load the tokenizer of {str(ref)!r}: {_first_line(err)}"
+        ) from err
 
 
 def load_causal_lm(
@@ -117,11 +134,17 @@ def load_causal_lm(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = AutoModelForCausalLM.from_pretrained(str(Path(ref).expanduser()) if looks_local(ref) else ref, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(
+                str(Path(ref).expanduser()) if looks_local(ref) else ref, **kwargs
+            )
     except DiffingError:
         raise
     except Exception as err:
-        hint = "" if looks_local(ref) else " (is it a valid model id, cached locally if you are offline?)"
+        hint = (
+            ""
+            if looks_local(ref)
+            else " (is it a valid model id, cached locally if you are offline?)"
+        )
         raise DiffingError(f"could not load model {str(ref)!r}{hint}: {_first_line(err)}") from err
     if device != "auto":
         model = model.to(device)

@@ -15,7 +15,14 @@ import torch
 
 from diffing.arch import ArchSpec, arch_for, d_model, get_module, num_layers
 from diffing.errors import DiffingError
-from diffing.loading import is_adapter, load_causal_lm, load_tokenizer, read_adapter_config
+from diffing.loading import (
+    check_folder,
+    is_adapter,
+    load_causal_lm,
+    load_tokenizer,
+    looks_local,
+    read_adapter_config,
+)
 
 
 @dataclass
@@ -45,7 +52,9 @@ def _wrap(model: torch.nn.Module, tokenizer):
         return LanguageModel(model, tokenizer=tokenizer)
 
 
-def _apply_adapter(model: torch.nn.Module, adapter_path: str) -> tuple[torch.nn.Module, AdapterInfo]:
+def _apply_adapter(
+    model: torch.nn.Module, adapter_path: str
+) -> tuple[torch.nn.Module, AdapterInfo]:
     """Apply a PEFT adapter, record its exact factors, and return the merged model."""
     from peft import PeftModel
 
@@ -53,7 +62,9 @@ def _apply_adapter(model: torch.nn.Module, adapter_path: str) -> tuple[torch.nn.
     try:
         peft_model = PeftModel.from_pretrained(model, str(Path(adapter_path).expanduser()))
     except Exception as err:
-        raise DiffingError(f"could not apply adapter {adapter_path!r} to the base model: {err}") from err
+        raise DiffingError(
+            f"could not apply adapter {adapter_path!r} to the base model: {err}"
+        ) from err
     info = AdapterInfo(path=str(adapter_path), config=config)
     prefix = "base_model.model."
     for name, module in peft_model.named_modules():
@@ -137,11 +148,23 @@ class ModelPair:
             raise DiffingError("give a fine-tuned model, an adapter, or both")
         if finetuned is not None and is_adapter(finetuned):
             finetuned, adapter = (None, str(finetuned)) if adapter is None else (finetuned, adapter)
-        opts = dict(dtype=dtype, device=device, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+        for ref in (base, finetuned):  # fail fast, before any loading, on unusable folders
+            if ref is not None and looks_local(ref):
+                check_folder(ref, allow_pickle=allow_pickle)
+        if adapter is not None:
+            check_folder(adapter, kind="adapter")
+        opts = dict(
+            dtype=dtype,
+            device=device,
+            trust_remote_code=trust_remote_code,
+            allow_pickle=allow_pickle,
+        )
         tok_b = load_tokenizer(base, trust_remote_code=trust_remote_code)
         hf_b = load_causal_lm(base, **opts)
         ft_source = finetuned if finetuned is not None else base
-        tok_f = load_tokenizer(ft_source, trust_remote_code=trust_remote_code) if finetuned else tok_b
+        tok_f = (
+            load_tokenizer(ft_source, trust_remote_code=trust_remote_code) if finetuned else tok_b
+        )
         hf_f = load_causal_lm(ft_source, **opts)
         info = None
         ft_ref = str(finetuned) if finetuned is not None else str(adapter)
@@ -155,12 +178,18 @@ class ModelPair:
         notes = []
         tokenizer = tok_f
         if getattr(tok_f, "chat_template", None) and not getattr(tok_b, "chat_template", None):
-            notes.append("the base tokenizer has no chat template; both models use the fine-tuned model's")
+            notes.append(
+                "the base tokenizer has no chat template; both models use the fine-tuned model's"
+            )
         elif not getattr(tok_f, "chat_template", None) and getattr(tok_b, "chat_template", None):
             tokenizer = tok_b
-            notes.append("the fine-tuned tokenizer has no chat template; both models use the base model's")
+            notes.append(
+                "the fine-tuned tokenizer has no chat template; both models use the base model's"
+            )
         elif not getattr(tok_f, "chat_template", None):
-            notes.append("neither tokenizer has a chat template; chat data needs an explicit template")
+            notes.append(
+                "neither tokenizer has a chat template; chat data needs an explicit template"
+            )
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         return cls(
@@ -208,8 +237,36 @@ class ModelPair:
         for layer in layers:
             idx = int(layer) + (self.n_layers if int(layer) < 0 else 0)
             if not 0 <= idx < self.n_layers:
-                raise DiffingError(f"layer {layer} is out of range: the model has layers 0..{self.n_layers - 1}")
+                raise DiffingError(
+                    f"layer {layer} is out of range: the model has layers 0..{self.n_layers - 1}"
+                )
             out.add(idx)
         if not out:
             raise DiffingError("no layers requested")
         return sorted(out)
+
+
+def load_model(
+    ref: str,
+    *,
+    dtype: str | torch.dtype | None = None,
+    device: str | None = None,
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+):
+    """Load one checkpoint as ``(nnsight LanguageModel, tokenizer, ArchSpec)``, for single-model methods.
+
+    Same loading path and checks as :meth:`ModelPair.load`; a missing pad token falls back to EOS.
+    """
+    tokenizer = load_tokenizer(ref, trust_remote_code=trust_remote_code)
+    hf = load_causal_lm(
+        ref,
+        dtype=dtype,
+        device=device,
+        trust_remote_code=trust_remote_code,
+        allow_pickle=allow_pickle,
+    )
+    arch = arch_for(hf.config)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return _wrap(hf, tokenizer), tokenizer, arch

@@ -37,7 +37,9 @@ def tiny_tokenizer(vocab_size: int = 512, *, chat_template: str | None = CHAT_TE
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tk.train_from_iterator([_CORPUS] * 20, trainer)
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<|bos|>", eos_token="<|end|>", pad_token="<|pad|>")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk, bos_token="<|bos|>", eos_token="<|end|>", pad_token="<|pad|>"
+    )
     tok.add_special_tokens({"additional_special_tokens": ["<|turn|>"]})
     if chat_template:
         tok.chat_template = chat_template
@@ -49,29 +51,60 @@ def tiny_config(family: str, vocab_size: int, *, hidden: int = 32, layers: int =
     import transformers as tf
 
     if family == "gpt2":
-        return tf.GPT2Config(vocab_size=vocab_size, n_embd=hidden, n_layer=layers, n_head=4, n_positions=256,
-                             bos_token_id=0, eos_token_id=1)
+        return tf.GPT2Config(
+            vocab_size=vocab_size,
+            n_embd=hidden,
+            n_layer=layers,
+            n_head=4,
+            n_positions=256,
+            bos_token_id=0,
+            eos_token_id=1,
+        )
     classes = {
-        "llama": tf.LlamaConfig, "mistral": tf.MistralConfig, "qwen2": tf.Qwen2Config, "qwen3": tf.Qwen3Config,
-        "gemma2": tf.Gemma2Config, "gemma3_text": tf.Gemma3TextConfig, "phi3": tf.Phi3Config, "olmo2": tf.Olmo2Config,
+        "llama": tf.LlamaConfig,
+        "mistral": tf.MistralConfig,
+        "qwen2": tf.Qwen2Config,
+        "qwen3": tf.Qwen3Config,
+        "gemma2": tf.Gemma2Config,
+        "gemma3_text": tf.Gemma3TextConfig,
+        "phi3": tf.Phi3Config,
+        "olmo2": tf.Olmo2Config,
     }
     if family not in classes:
         raise ValueError(f"no tiny config for family {family!r}; known: gpt2, {', '.join(classes)}")
     return classes[family](
-        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=hidden // 4, max_position_embeddings=256,
-        bos_token_id=0, eos_token_id=1, pad_token_id=2, tie_word_embeddings=False,
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=hidden // 4,
+        max_position_embeddings=256,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=2,
+        tie_word_embeddings=False,
     )
 
 
-def build_tiny_model(out_dir: str | Path, family: str = "llama", *, seed: int = 0, hidden: int = 32,
-                     layers: int = 2, tokenizer=None) -> Path:
+def build_tiny_model(
+    out_dir: str | Path,
+    family: str = "llama",
+    *,
+    seed: int = 0,
+    hidden: int = 32,
+    layers: int = 2,
+    tokenizer=None,
+) -> Path:
     """Save a randomly initialised tiny model of ``family`` plus its tokenizer to ``out_dir``."""
     from transformers import AutoModelForCausalLM
 
     tok = tokenizer or tiny_tokenizer()
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(family, len(tok), hidden=hidden, layers=layers))
+    model = AutoModelForCausalLM.from_config(
+        tiny_config(family, len(tok), hidden=hidden, layers=layers)
+    )
     with torch.no_grad():  # random norm gains make post-sublayer-norm families non-trivial to test
         for name, p in model.named_parameters():
             if "norm" in name or "ln_" in name:
@@ -82,8 +115,14 @@ def build_tiny_model(out_dir: str | Path, family: str = "llama", *, seed: int = 
     return out
 
 
-def perturb_model(src: str | Path, out_dir: str | Path, *, modules: list[str] | None = None,
-                  scale: float = 0.05, seed: int = 1) -> Path:
+def perturb_model(
+    src: str | Path,
+    out_dir: str | Path,
+    *,
+    modules: list[str] | None = None,
+    scale: float = 0.05,
+    seed: int = 1,
+) -> Path:
     """Copy a model folder, adding noise to the parameters whose names contain any of ``modules`` (all if None)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -47,7 +47,9 @@ class Batch(NamedTuple):
 
 def encode_text(tokenizer, text: str, *, max_length: int | None = None) -> Encoded:
     """Tokenize plain text (with the tokenizer's usual special tokens); every real token is ``text``."""
-    enc = tokenizer(text, add_special_tokens=True, truncation=max_length is not None, max_length=max_length)
+    enc = tokenizer(
+        text, add_special_tokens=True, truncation=max_length is not None, max_length=max_length
+    )
     ids = list(enc["input_ids"])
     special = set(tokenizer.all_special_ids)
     roles = [ROLE_IDS["template"] if t in special else ROLE_IDS["text"] for t in ids]
@@ -55,7 +57,11 @@ def encode_text(tokenizer, text: str, *, max_length: int | None = None) -> Encod
 
 
 def render_chat(
-    tokenizer, messages: Conversation, *, add_generation_prompt: bool = False, template: str | None = None
+    tokenizer,
+    messages: Conversation,
+    *,
+    add_generation_prompt: bool = False,
+    template: str | None = None,
 ) -> str:
     """The conversation as the chat template renders it (a string)."""
     if template is None and not getattr(tokenizer, "chat_template", None):
@@ -65,7 +71,10 @@ def render_chat(
         )
     try:
         return tokenizer.apply_chat_template(
-            list(messages), tokenize=False, add_generation_prompt=add_generation_prompt, chat_template=template
+            list(messages),
+            tokenize=False,
+            add_generation_prompt=add_generation_prompt,
+            chat_template=template,
         )
     except Exception as err:  # jinja errors are user-facing: the template or the messages are wrong
         raise DiffingError(f"the chat template could not render this conversation: {err}") from err
@@ -111,7 +120,9 @@ def encode_chat(
     extra BOS is added. Content tokens get their message's role; everything the
     template adds (role markers, end-of-turn tokens, generation prompt) is ``template``.
     """
-    rendered = render_chat(tokenizer, messages, add_generation_prompt=add_generation_prompt, template=template)
+    rendered = render_chat(
+        tokenizer, messages, add_generation_prompt=add_generation_prompt, template=template
+    )
     spans = _content_spans(rendered, messages)
     if getattr(tokenizer, "is_fast", False):
         enc = tokenizer(rendered, add_special_tokens=False, return_offsets_mapping=True)
@@ -132,7 +143,9 @@ def encode_chat(
     return Encoded(ids, roles)
 
 
-def encode(tokenizer, item, *, max_length: int | None = None, template: str | None = None) -> Encoded:
+def encode(
+    tokenizer, item, *, max_length: int | None = None, template: str | None = None
+) -> Encoded:
     """Encode a plain string, a message list, or a ``{"messages": [...]}`` record."""
     if isinstance(item, str):
         return encode_text(tokenizer, item, max_length=max_length)

@@ -51,7 +51,13 @@ def _hidden(output, arch: ArchSpec) -> torch.Tensor:
 
 @torch.no_grad()
 def trace_model(
-    lm, arch: ArchSpec, input_ids: torch.Tensor, attention_mask: torch.Tensor, layers: Sequence[int], *, logits: bool = False
+    lm,
+    arch: ArchSpec,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    layers: Sequence[int],
+    *,
+    logits: bool = False,
 ) -> Traced:
     """Residual streams of one nnsight model at ``layers`` (and its logits if asked), on given ids."""
     device = next(lm._module.parameters()).device
@@ -74,9 +80,14 @@ def _materialise(value) -> torch.Tensor:
     return value.detach()
 
 
-def encode_batch(tokenizer, items: Sequence, *, max_length: int | None = None, template: str | None = None) -> Batch:
+def encode_batch(
+    tokenizer, items: Sequence, *, max_length: int | None = None, template: str | None = None
+) -> Batch:
     """Tokenize texts and/or conversations (with roles) into one right-padded batch."""
-    return pad_batch([encode(tokenizer, it, max_length=max_length, template=template) for it in items], pad_id_of(tokenizer))
+    return pad_batch(
+        [encode(tokenizer, it, max_length=max_length, template=template) for it in items],
+        pad_id_of(tokenizer),
+    )
 
 
 def trace_pair(
@@ -92,8 +103,18 @@ def trace_pair(
     Both models read exactly the same ids; each forward stops after the deepest
     requested layer unless ``logits`` is set.
     """
-    batch = items if isinstance(items, Batch) else encode_batch(pair.tokenizer, items, max_length=max_length)
+    batch = (
+        items
+        if isinstance(items, Batch)
+        else encode_batch(pair.tokenizer, items, max_length=max_length)
+    )
     layers = pair.check_layers(layers)
-    b = trace_model(pair.base, pair.arch, batch.input_ids, batch.attention_mask, layers, logits=logits)
-    f = trace_model(pair.finetuned, pair.arch, batch.input_ids, batch.attention_mask, layers, logits=logits)
-    return PairedActivations(b.layers, f.layers, batch.input_ids, batch.attention_mask, batch.roles, b.logits, f.logits)
+    b = trace_model(
+        pair.base, pair.arch, batch.input_ids, batch.attention_mask, layers, logits=logits
+    )
+    f = trace_model(
+        pair.finetuned, pair.arch, batch.input_ids, batch.attention_mask, layers, logits=logits
+    )
+    return PairedActivations(
+        b.layers, f.layers, batch.input_ids, batch.attention_mask, batch.roles, b.logits, f.logits
+    )

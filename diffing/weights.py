@@ -8,6 +8,7 @@ compared one tensor at a time, so no third copy of the model is made.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import torch
@@ -33,10 +34,13 @@ def _relative(delta_norm: float, base_norm: float) -> float:
 
 
 @torch.no_grad()
-def weight_changes(pair, *, include_unchanged: bool = False) -> list[ModuleChange]:
-    """Every parameter's change between the pair's models, ranked largest first."""
+def iter_deltas(pair) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+    """``(name, W_b, W_f - W_b)`` for every parameter both models share, one tensor at a time.
+
+    The delta is float32; for modules a LoRA adapter touched it is the adapter's exact
+    ``scaling * B @ A`` rather than a subtraction of two rounded merged weights.
+    """
     base = dict(pair.hf("base").named_parameters())
-    out = []
     for name, w_f in pair.hf("finetuned").named_parameters():
         w_b = base.get(name)
         if w_b is None or w_b.shape != w_f.shape:
@@ -46,6 +50,14 @@ def weight_changes(pair, *, include_unchanged: bool = False) -> list[ModuleChang
             delta = pair.adapter.delta(module).to(w_b.device)
         else:
             delta = w_f.float() - w_b.float()
+        yield name, w_b, delta
+
+
+@torch.no_grad()
+def weight_changes(pair, *, include_unchanged: bool = False) -> list[ModuleChange]:
+    """Every parameter's change between the pair's models, ranked largest first."""
+    out = []
+    for name, w_b, delta in iter_deltas(pair):
         dn = float(delta.norm())
         if dn == 0 and not include_unchanged:
             continue

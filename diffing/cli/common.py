@@ -9,12 +9,28 @@ import json
 def add_pair_args(p: argparse.ArgumentParser) -> None:
     """``BASE FINETUNED`` plus the loading options every pair command takes."""
     p.add_argument("base", help="base model: Hugging Face id or local folder")
-    p.add_argument("finetuned", help="fine-tuned model: Hugging Face id, local folder, or PEFT adapter folder")
+    p.add_argument(
+        "finetuned", help="fine-tuned model: Hugging Face id, local folder, or PEFT adapter folder"
+    )
     p.add_argument("--adapter", help="PEFT adapter folder applied on top of FINETUNED")
-    p.add_argument("--dtype", default=None, help="float32, bfloat16, float16 or auto (default: float32 on CPU, auto on GPU)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N, or auto (device_map='auto' across GPUs)")
-    p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the checkpoint (off by default)")
-    p.add_argument("--allow-pickle", action="store_true", help="allow .bin/.pt weights (loaded with weights_only=True)")
+    p.add_argument(
+        "--dtype",
+        default=None,
+        help="float32, bfloat16, float16 or auto (default: float32 on CPU, auto on GPU)",
+    )
+    p.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:N, or auto (device_map='auto' across GPUs)"
+    )
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow model code from the checkpoint (off by default)",
+    )
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="allow .bin/.pt weights (loaded with weights_only=True)",
+    )
 
 
 def load_pair_from_args(args: argparse.Namespace):

@@ -9,9 +9,13 @@ from diffing.cli.common import add_pair_args, load_pair_from_args, print_json
 
 def register(sub) -> None:
     """Add the ``inspect`` command."""
-    p = sub.add_parser("inspect", help="load a pair, check compatibility, list the modules whose weights changed")
+    p = sub.add_parser(
+        "inspect", help="load a pair, check compatibility, list the modules whose weights changed"
+    )
     add_pair_args(p)
-    p.add_argument("--top", type=int, default=10, help="how many changed modules to list (default 10)")
+    p.add_argument(
+        "--top", type=int, default=10, help="how many changed modules to list (default 10)"
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(handler=run)
 

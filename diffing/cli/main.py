@@ -56,12 +56,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"diffing: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("diffing: interrupted; finished work is kept and the same command resumes it", file=sys.stderr)
+        print(
+            "diffing: interrupted; finished work is kept and the same command resumes it",
+            file=sys.stderr,
+        )
         return 130
     except Exception as err:  # noqa: BLE001 - the CLI's promise: one line, never a traceback
         if args.debug:
             raise
-        print(f"diffing: internal error: {type(err).__name__}: {err} (rerun with --debug for the traceback)", file=sys.stderr)
+        print(
+            f"diffing: internal error: {type(err).__name__}: {err} (rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 
