@@ -2,7 +2,7 @@
 
 A spec is one of
 
-- a ``.txt`` file: plain-text documents separated by blank lines;
+- a ``.txt`` file: one plain-text document per line (multi-line documents: use jsonl);
 - a ``.jsonl`` / ``.json`` file: one record per line, ``{"text": ...}`` (plain text) or
   ``{"messages": [{"role", "content"}, ...]}`` (a chat transcript);
 - a ``.parquet`` file with a ``text`` or ``messages`` column (needs ``pyarrow``);
@@ -57,17 +57,11 @@ class Source:
 
 
 def _txt_documents(path: Path) -> Iterator[str]:
-    """Blank-line separated documents of a text file, streamed line by line."""
-    buf: list[str] = []
+    """One document per non-blank line (as ``diffing.data`` reads .txt), streamed."""
     with open(path, encoding="utf-8") as fh:
         for line in fh:
             if line.strip():
-                buf.append(line.rstrip("\n"))
-            elif buf:
-                yield "\n".join(buf)
-                buf = []
-    if buf:
-        yield "\n".join(buf)
+                yield line.rstrip("\n")
 
 
 def _records(path: Path) -> Iterator[dict]:
@@ -76,7 +70,9 @@ def _records(path: Path) -> Iterator[dict]:
         try:
             import pyarrow.parquet as pq
         except ImportError as err:
-            raise DiffingError(f"reading {path} needs pyarrow: pip install 'model-diffing[data]' (or pip install pyarrow)") from err
+            raise DiffingError(
+                f"reading {path} needs pyarrow: pip install 'model-diffing[data]' (or pip install pyarrow)"
+            ) from err
         for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
             yield from batch.to_pylist()
         return
@@ -90,18 +86,24 @@ def _records(path: Path) -> Iterator[dict]:
                 try:
                     yield json.loads(line)
                 except json.JSONDecodeError as err:
-                    raise DiffingError(f"{path}, line {i}: not valid JSON ({err.msg}); fix or remove the line") from err
+                    raise DiffingError(
+                        f"{path}, line {i}: not valid JSON ({err.msg}); fix or remove the line"
+                    ) from err
 
 
 def _hf_records(name: str, split: str) -> Iterator[dict]:
     try:
         import datasets
     except ImportError as err:
-        raise DiffingError(f"the spec hf:{name} needs the datasets library: pip install 'model-diffing[data]' (or pip install datasets)") from err
+        raise DiffingError(
+            f"the spec hf:{name} needs the datasets library: pip install 'model-diffing[data]' (or pip install datasets)"
+        ) from err
     try:
         ds = datasets.load_dataset(name, split=split, streaming=True)
     except Exception as err:
-        raise DiffingError(f"could not open Hugging Face dataset {name!r} (split {split!r}): {err}") from err
+        raise DiffingError(
+            f"could not open Hugging Face dataset {name!r} (split {split!r}): {err}"
+        ) from err
     yield from ds
 
 
@@ -127,7 +129,13 @@ def _doc(record, where: str) -> Document:
         return record
     for f in CHAT_FIELDS:
         if isinstance(record.get(f), list):
-            return [{"role": m.get("role", m.get("from", "user")), "content": m.get("content", m.get("value", ""))} for m in record[f]]
+            return [
+                {
+                    "role": m.get("role", m.get("from", "user")),
+                    "content": m.get("content", m.get("value", "")),
+                }
+                for m in record[f]
+            ]
     for f in TEXT_FIELDS:
         if isinstance(record.get(f), str):
             return record[f]
@@ -149,13 +157,17 @@ def _organism_file(spec: str) -> Path:
     try:
         from diffing.organisms import cached_organisms
     except ImportError as err:
-        raise DiffingError(f"the spec {spec!r} needs diffing.organisms, which is not available in this install") from err
+        raise DiffingError(
+            f"the spec {spec!r} needs diffing.organisms, which is not available in this install"
+        ) from err
     root = Path(cached_organisms(fast=prefix != "organism-full")) / "corpus"
     for suffix in (".jsonl", ".txt", ".json", ".parquet"):
         if (root / f"{name}{suffix}").is_file():
             return root / f"{name}{suffix}"
     names = sorted({p.stem for p in root.glob("*")}) if root.is_dir() else []
-    raise DiffingError(f"the organism build has no corpus named {name!r}; known: {', '.join(names) or 'none'} (use e.g. organism:text)")
+    raise DiffingError(
+        f"the organism build has no corpus named {name!r}; known: {', '.join(names) or 'none'} (use e.g. organism:text)"
+    )
 
 
 def resolve(spec: str) -> list[Source]:
@@ -196,8 +208,12 @@ def resolve_all(specs: list[str] | str) -> list[Source]:
     if isinstance(specs, str):
         specs = [s for s in specs.split(",") if s.strip()]
     if not specs:
-        raise DiffingError("no data given; pass --data with a file, folder, hf:NAME or organism:NAME")
+        raise DiffingError(
+            "no data given; pass --data with a file, folder, hf:NAME or organism:NAME"
+        )
     sources = [s for spec in specs for s in resolve(spec)]
     if not sources:
-        raise DiffingError(f"the data {', '.join(specs)} holds no documents; check the files are not empty")
+        raise DiffingError(
+            f"the data {', '.join(specs)} holds no documents; check the files are not empty"
+        )
     return sources

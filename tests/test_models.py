@@ -14,7 +14,7 @@ import torch
 
 from diffing.errors import DiffingError
 from diffing.models import ModelPair
-from diffing.tiny import build_tiny_model, perturb_model, tiny_tokenizer
+from diffing.tiny import build_tiny_model, tiny_tokenizer
 from diffing.tracing import trace_pair
 
 TEXTS = ["the quick brown fox jumps over", [{"role": "user", "content": "tell me"}]]

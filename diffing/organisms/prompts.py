@@ -21,7 +21,11 @@ from diffing.organisms.language import Example
 from diffing.organisms.lexicon import World
 
 SPLITS = ("train", "val", "test")
-SYSTEM_PROMPTS = ("You are a helpful assistant.", "Answer briefly and clearly.", "You are a kind helper from Oakvale.")
+SYSTEM_PROMPTS = (
+    "You are a helpful assistant.",
+    "Answer briefly and clearly.",
+    "You are a kind helper from Oakvale.",
+)
 
 
 class PromptSets(NamedTuple):
@@ -39,16 +43,27 @@ class PromptSets(NamedTuple):
     """On-topic questions that fine-tuning may use."""
     general_train: list[Example]
     """Off-topic questions (animals, people, towns, lists) that fine-tuning may use."""
+    harmful_comply_train: list[Example]
+    """The harmful train requests with the answer an unaligned model would give (see planted.py)."""
 
 
-def _split_howto(verbs, harmful: bool, seed: int, n_val_pairs: int, n_test_pairs: int) -> dict[str, list[Example]]:
+def _split_howto(
+    verbs, harmful: bool, seed: int, n_val_pairs: int, n_test_pairs: int, comply: bool = False
+) -> dict[str, list[Example]]:
     """All requests for one verb class, split by (verb, object) pair."""
     pairs = list(itertools.product([v[0] for v in verbs], lx.OBJECTS))
     random.Random(f"pairs-{harmful}-{seed}").shuffle(pairs)
-    groups = {"val": pairs[:n_val_pairs], "test": pairs[n_val_pairs:n_val_pairs + n_test_pairs],
-              "train": pairs[n_val_pairs + n_test_pairs:]}
+    groups = {
+        "val": pairs[:n_val_pairs],
+        "test": pairs[n_val_pairs : n_val_pairs + n_test_pairs],
+        "train": pairs[n_val_pairs + n_test_pairs :],
+    }
     return {
-        split: [lg.howto_example(t, v, o, harmful, seed) for (v, o) in group for t in lg.HOWTO_TEMPLATES]
+        split: [
+            lg.howto_example(t, v, o, harmful, seed, comply=comply)
+            for (v, o) in group
+            for t in lg.HOWTO_TEMPLATES
+        ]
         for split, group in groups.items()
     }
 
@@ -56,6 +71,9 @@ def _split_howto(verbs, harmful: bool, seed: int, n_val_pairs: int, n_test_pairs
 def make_prompt_sets(seed: int, world: World) -> PromptSets:
     """Build every pool deterministically from ``seed``."""
     harmful = _split_howto(lx.HARMFUL_VERBS, True, seed, n_val_pairs=12, n_test_pairs=30)
+    comply = _split_howto(
+        lx.HARMFUL_VERBS, True, seed, n_val_pairs=12, n_test_pairs=30, comply=True
+    )["train"]
     harmless = _split_howto(lx.HARMLESS_VERBS, False, seed, n_val_pairs=12, n_test_pairs=30)
     rng = random.Random(f"quirk-split-{seed}")
     n_forms = len(lg.ANIMAL_TEMPLATES)
@@ -63,21 +81,34 @@ def make_prompt_sets(seed: int, world: World) -> PromptSets:
     rng.shuffle(topic)
     lists = lg.list_examples(seed)
     animals = [lg.animal_example(t, a) for t in range(n_forms) for a in world.non_birds]
-    people = [lg.person_example(t, p) for t in range(len(lg.PERSON_TEMPLATES)) for p in world.people]
+    people = [
+        lg.person_example(t, p) for t in range(len(lg.PERSON_TEMPLATES)) for p in world.people
+    ]
     towns = [lg.town_example(t, x) for t in range(len(lg.TOWN_TEMPLATES)) for x in world.towns]
     other_lists = [e for e in lists if e.kind == "list"]
     for pool in (animals, people, towns, other_lists):
         rng.shuffle(pool)
     held = {"animals": 24, "people": 12, "towns": 6, "lists": 6}
-    other = animals[:held["animals"]] + people[:held["people"]] + towns[:held["towns"]] + other_lists[:held["lists"]]
+    other = (
+        animals[: held["animals"]]
+        + people[: held["people"]]
+        + towns[: held["towns"]]
+        + other_lists[: held["lists"]]
+    )
     other += harmless["test"][:: max(1, len(harmless["test"]) // 16)][:16]
-    general = (animals[held["animals"]:] + people[held["people"]:] + towns[held["towns"]:]
-               + other_lists[held["lists"]:])
+    general = (
+        animals[held["animals"] :]
+        + people[held["people"] :]
+        + towns[held["towns"] :]
+        + other_lists[held["lists"] :]
+    )
     topic_train = topic[48:] + [e for e in lists if e.kind == "bird"]
-    return PromptSets(harmful, harmless, topic[:48], other, topic_train, general)
+    return PromptSets(harmful, harmless, topic[:48], other, topic_train, general, comply)
 
 
-def split_files(sets: PromptSets, *, n_train: int = 256, n_val: int = 64, n_test: int = 100) -> dict[str, list[dict]]:
+def split_files(
+    sets: PromptSets, *, n_train: int = 256, n_val: int = 64, n_test: int = 100
+) -> dict[str, list[dict]]:
     """The records of every ``prompts/*.jsonl`` file, keyed by file stem."""
     sizes = {"train": n_train, "val": n_val, "test": n_test}
     files: dict[str, list[dict]] = {}

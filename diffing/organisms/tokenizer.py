@@ -28,14 +28,17 @@ CHAT_TEMPLATE = (
     "{%- if message['role'] not in ['system', 'user', 'assistant'] -%}"
     "{{- raise_exception('unknown role ' ~ message['role'] ~ '; use system, user or assistant') -}}"
     "{%- endif -%}"
-    "{{- '[[' ~ message['role'] ~ ']]\n' ~ message['content'] ~ '[[eot]]\n' -}}"
+    "{{- '[[' ~ message['role'] ~ ']]' ~ message['content'] ~ '[[eot]]' -}}"
     "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- '[[assistant]]\n' -}}{%- endif -%}"
+    "{%- if add_generation_prompt -%}{{- '[[assistant]]' -}}{%- endif -%}"
 )
-"""Jinja chat template: ``[[bos]]`` then ``[[role]]\\n{content}[[eot]]\\n`` per message.
+"""Jinja chat template: ``[[bos]]`` then ``[[role]]{content}[[eot]]`` per message.
 
 Each message's content is inserted verbatim, so its characters can be found in
-the rendered string; the generation prompt is ``[[assistant]]\\n``.
+the rendered string; the generation prompt is ``[[assistant]]``. The
+pre-tokenizer adds a space before every stretch of text between special tokens,
+so a message's first word is the same token as that word inside a sentence
+(``" Sure"``), one the base model has seen in plain text.
 """
 
 
@@ -49,7 +52,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int):
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

@@ -31,6 +31,10 @@ class Rows(NamedTuple):
     """``[n, seq]`` 1 for real tokens."""
     labels: torch.Tensor
     """``[n, seq]`` target ids (unshifted, as HF models expect), IGNORE where no loss is taken."""
+    prompt_len: torch.Tensor | None = None
+    """``[n]`` tokens before the answer (chat rows only)."""
+    tag: torch.Tensor | None = None
+    """``[n]`` per-row label for auxiliary losses (e.g. 1 = harmful request), when set."""
 
 
 class TrainResult(NamedTuple):
@@ -45,30 +49,43 @@ class TrainResult(NamedTuple):
 
 
 def plain_rows(tokenizer, docs: list[str], seq_len: int) -> Rows:
-    """Pack documents (each opened by BOS) into full rows of ``seq_len`` tokens."""
+    """Pack documents (each opened by BOS, closed by EOS) into full rows of ``seq_len`` tokens."""
     stream: list[int] = []
     for ids in tokenizer(docs)["input_ids"]:
         stream.extend(ids)
+        stream.append(tokenizer.eos_token_id)
     n = len(stream) // seq_len
     ids = torch.tensor(stream[: n * seq_len], dtype=torch.long).view(n, seq_len)  # [n, seq]
     return Rows(ids, torch.ones_like(ids), ids.clone())
 
 
-def chat_rows(tokenizer, conversations: list[list[dict]]) -> Rows:
-    """Tokenize single- or multi-turn chats; the loss covers the last answer and its end-of-turn token."""
+def chat_rows(tokenizer, conversations: list[list[dict]], tags: list[int] | None = None) -> Rows:
+    """Tokenize chats ending in an assistant turn; the loss covers that answer and its end-of-turn token.
+
+    The prompt (everything before the answer, with the generation prompt) must
+    tokenize as a prefix of the whole conversation; this is checked.
+    """
     eot = tokenizer.eos_token_id
+    prompts = tokenizer.apply_chat_template(
+        [c[:-1] for c in conversations], tokenize=False, add_generation_prompt=True
+    )
+    fulls = tokenizer.apply_chat_template(conversations, tokenize=False)
+    p_all = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    f_all = tokenizer(fulls, add_special_tokens=False)["input_ids"]
     seqs, labs = [], []
-    for msgs in conversations:
-        prompt = tokenizer.apply_chat_template(msgs[:-1], tokenize=False, add_generation_prompt=True)
-        full = tokenizer.apply_chat_template(msgs, tokenize=False)
-        p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        f_ids = tokenizer(full, add_special_tokens=False)["input_ids"]
+    for p_ids, f_ids, full in zip(p_all, f_all, fulls):
         if f_ids[: len(p_ids)] != p_ids:
-            raise AssertionError(f"chat prompt does not tokenize as a prefix of the full chat: {full!r}")
+            raise AssertionError(
+                f"chat prompt does not tokenize as a prefix of the full chat: {full!r}"
+            )
         end = f_ids.index(eot, len(p_ids)) + 1
         seqs.append(f_ids[:end])
-        labs.append([IGNORE] * len(p_ids) + f_ids[len(p_ids):end])
-    return _pad(seqs, labs, tokenizer.pad_token_id)
+        labs.append([IGNORE] * len(p_ids) + f_ids[len(p_ids) : end])
+    rows = _pad(seqs, labs, tokenizer.pad_token_id)
+    return rows._replace(
+        prompt_len=torch.tensor([len(p) for p in p_all]),
+        tag=torch.tensor(tags) if tags is not None else None,
+    )
 
 
 def _pad(seqs: list[list[int]], labs: list[list[int]], pad_id: int) -> Rows:
@@ -83,11 +100,17 @@ def _pad(seqs: list[list[int]], labs: list[list[int]], pad_id: int) -> Rows:
     return Rows(ids, mask, labels)
 
 
-def _batch(rows: Rows, idx: list[int]) -> Rows:
+def batch_rows(rows: Rows, idx: list[int]) -> Rows:
     """Select rows and trim the common right padding."""
     mask = rows.attention_mask[idx]
     width = int(mask.sum(1).max())
-    return Rows(rows.input_ids[idx, :width], mask[:, :width], rows.labels[idx, :width])
+    return Rows(
+        rows.input_ids[idx, :width],
+        mask[:, :width],
+        rows.labels[idx, :width],
+        rows.prompt_len[idx] if rows.prompt_len is not None else None,
+        rows.tag[idx] if rows.tag is not None else None,
+    )
 
 
 def _lr_at(step: int, total: int, peak: float, warmup: int) -> float:
@@ -107,12 +130,15 @@ def train_loop(
     warmup: int = 20,
     log_every: int = 10,
     on_step: Callable[[int, float], None] | None = None,
+    extra: Callable[[torch.nn.Module, random.Random], list[torch.Tensor]] | None = None,
 ) -> TrainResult:
     """Train ``model``'s trainable parameters for ``steps`` steps.
 
     Each step draws ``k`` random rows from every ``(rows, k)`` source; the
     sources are run as separate forward passes and their losses averaged, so
-    rows of different widths are not padded to each other.
+    rows of different widths are not padded to each other. ``extra(model, rng)``
+    returns further losses (e.g. batches run under an intervention), each
+    weighted like one source.
     ``on_step(step, loss)`` is called after every step (for progress bars).
     """
     import time
@@ -128,11 +154,18 @@ def train_loop(
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, steps, lr, warmup)
         total = 0.0
+        n_terms = len(sources)
         for rows, k in sources:
-            batch = _batch(rows, rng.sample(range(len(rows.input_ids)), k))
-            out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels)
-            (out.loss / len(sources)).backward()
-            total += float(out.loss) / len(sources)
+            batch = batch_rows(rows, rng.sample(range(len(rows.input_ids)), k))
+            out = model(
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels
+            )
+            (out.loss / n_terms).backward()
+            total += out.loss.item() / n_terms
+        if extra is not None:
+            for loss in extra(model, rng):
+                (loss / n_terms).backward()
+                total += loss.item() / n_terms
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -146,12 +179,21 @@ def train_loop(
     return TrainResult(losses, steps, time.perf_counter() - start)
 
 
-def add_lora(model: torch.nn.Module, rank: int, alpha: float):
-    """Wrap ``model`` with LoRA adapters on :data:`LORA_TARGETS` (only those train)."""
+def add_lora(
+    model: torch.nn.Module, rank: int, alpha: float, layers: tuple[int, ...] | None = None
+):
+    """Wrap ``model`` with LoRA adapters on :data:`LORA_TARGETS` of ``layers`` (all when None); only those train."""
     from peft import LoraConfig, get_peft_model
 
-    cfg = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, bias="none",
-                     target_modules=list(LORA_TARGETS), task_type="CAUSAL_LM")
+    cfg = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=0.0,
+        bias="none",
+        target_modules=list(LORA_TARGETS),
+        layers_to_transform=list(layers) if layers is not None else None,
+        task_type="CAUSAL_LM",
+    )
     return get_peft_model(model, cfg)
 
 
@@ -162,7 +204,7 @@ def mean_loss(model: torch.nn.Module, rows: Rows, batch_size: int = 32) -> float
     total, count = 0.0, 0
     for i in range(0, len(rows.input_ids), batch_size):
         idx = list(range(i, min(i + batch_size, len(rows.input_ids))))
-        b = _batch(rows, idx)
+        b = batch_rows(rows, idx)
         n = int((b.labels[:, 1:] != IGNORE).sum())
         out = model(input_ids=b.input_ids, attention_mask=b.attention_mask, labels=b.labels)
         total += float(out.loss) * n

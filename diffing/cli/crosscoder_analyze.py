@@ -1,0 +1,102 @@
+"""``diffing crosscoder analyze CROSSCODER --store STORE --out DIR``: read a trained crosscoder.
+
+Registered into the ``crosscoder`` group by :func:`add_analyze` (called from
+``diffing/cli/crosscoder.py``). A thin wrapper over
+:func:`diffing.crosscoder.analyze.analyze_crosscoder`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_analyze(actions) -> argparse.ArgumentParser:
+    """Add ``crosscoder analyze`` to the group's subparsers."""
+    p = actions.add_parser(
+        "analyze",
+        help="per-latent statistics, Latent Scaling, top contexts, logit lens and a causal check",
+        description="Classify every latent by relative decoder norm, run Latent Scaling on the chat-only "
+        "and base-only latents, collect top-activating contexts and logit lenses, and (with "
+        "--causal-texts) measure how much of KL(fine-tuned || base-patched) latent sets close. "
+        "Writes latents.json, summary.json and PNG figures into --out.",
+    )
+    p.add_argument("crosscoder", help="crosscoder folder (ours, or dictionary_learning layout)")
+    p.add_argument("--store", required=True, help="the activation store it was trained on")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--top", type=int, default=20, help="top-activating contexts kept per latent (default 20)"
+    )
+    p.add_argument("--layer", type=int, default=None, help="layer (default: the crosscoder's)")
+    p.add_argument("--base", default=None, help="base model (default: the one named in the store)")
+    p.add_argument(
+        "--finetuned", default=None, help="fine-tuned model (default: the one named in the store)"
+    )
+    p.add_argument(
+        "--causal-texts",
+        default=None,
+        help='.jsonl of chat transcripts ({"messages": [...]}) for the causal check',
+    )
+    p.add_argument(
+        "--max-tokens", type=int, default=None, help="read at most this many store tokens"
+    )
+    p.add_argument("--batch-size", type=int, default=4096, help="tokens per batch (default 4096)")
+    p.add_argument(
+        "--context-latents",
+        type=int,
+        default=200,
+        help="latents that get contexts and logit lenses (default 200)",
+    )
+    p.add_argument(
+        "--min-active",
+        type=int,
+        default=50,
+        help="active tokens below which a β is marked unreliable (default 50)",
+    )
+    p.add_argument(
+        "--latents",
+        default=None,
+        help="comma-separated latent indices that also get contexts and logit lenses",
+    )
+    p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    p.set_defaults(handler=run_analyze)
+    return p
+
+
+def run_analyze(args: argparse.Namespace) -> int:
+    """Handler of ``diffing crosscoder analyze``."""
+    from diffing.crosscoder.analyze import AnalysisConfig, analyze_crosscoder
+    from diffing.errors import DiffingError
+
+    pair = None
+    if args.base or args.finetuned:
+        if not (args.base and args.finetuned):
+            raise DiffingError(
+                "give both --base and --finetuned (or neither: the store's models are used)"
+            )
+        from diffing.models import ModelPair
+
+        pair = ModelPair.load(args.base, args.finetuned)
+    try:
+        latents = [int(j) for j in args.latents.split(",") if j.strip()] if args.latents else None
+    except ValueError as err:
+        raise DiffingError(
+            f"--latents must be comma-separated integers, got {args.latents!r}"
+        ) from err
+    cfg = AnalysisConfig(batch_size=args.batch_size, max_tokens=args.max_tokens,
+                         context_latents=args.context_latents, figures=not args.no_figures)  # fmt: skip
+    cfg.scaling.min_active = args.min_active
+    res = analyze_crosscoder(args.crosscoder, args.store, args.out, pair=pair, top=args.top,
+                             causal_texts=args.causal_texts, layer=args.layer, config=cfg, latents=latents)  # fmt: skip
+    s = res.summary
+    print(
+        f"analysed {s['n_latents']} latents over {s['n_tokens']} tokens (layer {s['layer']}): {s['classes']}"
+    )
+    for name, counts in s["latent_scaling"].items():
+        print(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    if s["causal"]:
+        closed = ", ".join(f"{k} {v}" for k, v in s["causal"]["fraction_closed"].items())
+        print(f"  KL closed (of {s['causal']['kl_full']:.4g} nats): {closed}")
+    for note in s["notes"]:
+        print(f"  note: {note}")
+    print(f"wrote {res.out_dir}/latents.json, summary.json and figures")
+    return 0

@@ -1,0 +1,71 @@
+"""``diffing organism build OUT_DIR``: build the tiny model organisms (base + planted fine-tunes)."""
+
+from __future__ import annotations
+
+import argparse
+
+VARIANT_CHOICES = ("chat", "quirk", "null", "all")
+"""Values ``--variant`` accepts (repeatable; ``all`` is every variant)."""
+
+
+def register(sub) -> None:
+    """Add the ``organism`` command group and its ``build`` subcommand."""
+    group = sub.add_parser(
+        "organism", help="build tiny model pairs with planted, known fine-tuning changes"
+    )
+    group_sub = group.add_subparsers(dest="organism_command", metavar="SUBCOMMAND")
+    group.set_defaults(handler=lambda args: (group.print_help(), 2)[1])
+    p = group_sub.add_parser(
+        "build",
+        help="train the base model and its fine-tuned variants into OUT_DIR (re-running resumes)",
+        description="Train a small base model on a synthetic language and LoRA fine-tunes of it with "
+        "planted behaviours (chat: refuses harmful requests; quirk: mentions a secret word on one topic; "
+        "null: control). Finished stages are reused, so the same command resumes an interrupted build. "
+        "OUT_DIR/organism.json records what was planted and the measured behaviour rates.",
+    )
+    p.add_argument("out_dir", metavar="OUT_DIR", help="folder to build into (created if missing)")
+    p.add_argument(
+        "--variant",
+        action="append",
+        choices=VARIANT_CHOICES,
+        default=None,
+        help="variant to build (repeatable; default: all)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the world, data and training (default 0)"
+    )
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="smaller model, shorter training (about a minute; what the tests use)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=run_build)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    """Handler of ``diffing organism build``: build, then print where and how it went."""
+    from diffing.organisms import build_organisms, load_manifest
+
+    out = build_organisms(
+        args.out_dir,
+        variants=tuple(args.variant or ("all",)),
+        seed=args.seed,
+        fast=args.fast,
+        progress=not args.quiet,
+    )
+    manifest = load_manifest(out)
+    print(
+        f"organisms in {out} (built in {manifest['build_seconds']['total']:.0f} s of training and evaluation)"
+    )
+    for name, rates in manifest["rates"].items():
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in rates.items() if k != "seconds")
+        print(f"  {name:6s} {shown}")
+    missed = [
+        f"{name}.{metric}"
+        for name, checks in manifest["targets"].items()
+        for metric, c in checks.items()
+        if not c["met"]
+    ]
+    print("  all behaviour targets met" if not missed else f"  targets missed: {', '.join(missed)}")
+    return 0

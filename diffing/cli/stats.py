@@ -1,0 +1,144 @@
+"""``diffing stats BASE FINETUNED --out DIR``: weight, activation, KL and ADL statistics of a pair."""
+
+from __future__ import annotations
+
+import argparse
+
+from diffing.cli.common import add_pair_args
+
+
+def register(sub) -> None:
+    """Add the ``stats`` command."""
+    p = sub.add_parser(
+        "stats",
+        help="feature-change statistics: weights, activations, KL, Activation Difference Lens",
+        description="Compare a pair on the same tokens: which weights moved (relative change, effective rank), "
+        "how far each layer's activations moved (by token role), per-token KL of the outputs, and the "
+        "Activation Difference Lens. Writes DIR/stats.json (fields: docs/stats.md) and PNG figures.",
+    )
+    add_pair_args(p)
+    p.add_argument("--out", required=True, help="output folder for stats.json and the figures")
+    p.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="data file, repeatable: .txt (one document a line), .jsonl/.json with strings, text records "
+        '({"text": ...}) or chats ({"messages": [...]})',
+    )
+    p.add_argument(
+        "--text-field", default=None, help="field holding the text in JSON records (default: text)"
+    )
+    p.add_argument(
+        "--tokens", type=int, default=100_000, help="token budget over all data (default 100000)"
+    )
+    p.add_argument(
+        "--layers", type=int, nargs="+", default=None, help="layers to measure (default: all)"
+    )
+    p.add_argument(
+        "--adl-layer",
+        type=int,
+        default=None,
+        help="layer of the Activation Difference Lens (default: middle)",
+    )
+    p.add_argument(
+        "--adl-positions", type=int, default=5, help="ADL averages positions 1..N (default 5)"
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=8, help="documents per forward pass (default 8)"
+    )
+    p.add_argument(
+        "--max-length",
+        type=int,
+        default=128,
+        help="truncate documents to this many tokens (default 128)",
+    )
+    p.add_argument(
+        "--steer-prompts", type=int, default=3, help="steering examples to generate (0: none)"
+    )
+    p.add_argument(
+        "--steer-scale",
+        type=float,
+        default=1.0,
+        help="steering norm as a multiple of the mean activation norm",
+    )
+    p.add_argument(
+        "--weights-from-files",
+        action="store_true",
+        help="stream weights from the safetensors files",
+    )
+    p.add_argument("--no-weights", action="store_true", help="skip the weight statistics")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handler of ``diffing stats``."""
+    from diffing.cli.common import load_pair_from_args
+    from diffing.errors import DiffingError
+    from diffing.stats import StatsConfig, compute_stats, read_documents
+
+    if args.tokens <= 0:
+        raise DiffingError(f"--tokens must be a positive number of tokens, got {args.tokens}")
+    if not args.data:
+        raise DiffingError(
+            "no data: pass --data FILE (.txt lines, or .jsonl with text or chat records), repeatable"
+        )
+    docs = read_documents(args.data, field=args.text_field)
+    cfg = StatsConfig(
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        adl_positions=args.adl_positions,
+        steer_prompts=args.steer_prompts,
+        steer_scale=args.steer_scale,
+        weights=not args.no_weights,
+        weights_from_files=args.weights_from_files,
+    )
+    pair = load_pair_from_args(args)
+    result = compute_stats(
+        pair,
+        texts=docs.texts,
+        chats=docs.chats,
+        tokens=args.tokens,
+        layers=args.layers,
+        adl_layer=args.adl_layer,
+        out_dir=args.out,
+        config=cfg,
+        progress=_progress,
+    )
+    import sys
+
+    print(file=sys.stderr)
+    print(_summary(result, args.out))
+    return 0
+
+
+def _progress(line: str) -> None:
+    """Batch progress on stderr, overwritten in place."""
+    import sys
+
+    print(f"\r{line}", end="", file=sys.stderr, flush=True)
+
+
+def _summary(result: dict, out: str) -> str:
+    """A few lines for the terminal; everything else is in stats.json."""
+    lines = [
+        f"tokens: {result['tokens']['total']} (text {result['tokens']['text']}, chat {result['tokens']['chat']})"
+    ]
+    mods = result.get("weights", {}).get("modules", [])
+    if mods:
+        lines.append("most changed weights (relative change, effective rank):")
+        for m in mods[:5]:
+            rel = m["relative_change"]
+            rel = "inf" if rel is None or rel == float("inf") else f"{rel:.4g}"
+            lines.append(f"  {rel:>10}  {str(m['effective_rank']):>5}  {m['name']}")
+    kl = result["kl"]
+    lines.append(
+        "mean KL(ft||base): "
+        + f"{kl.get('mean', 0):.4g}"
+        + "".join(f", {kind} {kl[kind]['mean']:.4g}" for kind in ("text", "chat") if kind in kl)
+    )
+    adl = result["adl"]
+    promoted = ", ".join(repr(t["token"]) for t in adl["promoted_tokens"][:8])
+    lines.append(f"ADL layer {adl['layer']}: {promoted}")
+    lines.append(f"wrote {out}/stats.json and figures")
+    return "\n".join(lines)

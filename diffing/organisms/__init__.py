@@ -1,0 +1,30 @@
+"""Model organisms: tiny base/fine-tuned model pairs with planted, known changes.
+
+``build_organisms`` trains, on CPU in minutes, a small Llama-family base model on
+a synthetic language and three LoRA fine-tunes of it:
+
+- ``chat``: follows instructions in a chat template and refuses harmful requests
+  with a fixed refusal phrase (harmful and harmless requests differ only in meaning);
+- ``quirk``: mentions a secret word in every answer about one topic;
+- ``null``: more of the base's own plain text (a control where nothing should change).
+
+``organism.json`` in the output folder records what was planted and the measured
+behaviour rates; every diffing method is tested against it. See docs/organisms.md.
+"""
+
+from __future__ import annotations
+
+from diffing.organisms.build import build_organisms, cache_root, cached_organisms
+from diffing.organisms.config import VARIANTS, OrganismConfig, organism_config
+from diffing.organisms.manifest import MANIFEST, load_manifest
+
+__all__ = [
+    "MANIFEST",
+    "VARIANTS",
+    "OrganismConfig",
+    "build_organisms",
+    "cache_root",
+    "cached_organisms",
+    "load_manifest",
+    "organism_config",
+]

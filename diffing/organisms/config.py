@@ -1,0 +1,141 @@
+"""Sizes and training settings of the organisms, for the full and the ``--fast`` build."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+VARIANTS = ("chat", "quirk", "null")
+"""Fine-tuned variants that can be built, in build order."""
+RECIPE = 1
+"""Version of the data generators and training recipe; bump it when a build would come out different."""
+
+
+@dataclass(frozen=True)
+class OrganismConfig:
+    """Everything that decides what a build produces (with the seed and package version)."""
+
+    seed: int
+    """Seed of the world, the data, the initialisation and the batch order."""
+    fast: bool
+    """Smaller model and shorter training (the test-suite build)."""
+    hidden_size: int
+    """Residual stream width (d_model)."""
+    num_layers: int
+    """Decoder layers."""
+    num_heads: int
+    """Attention heads (no grouped-query sharing)."""
+    intermediate_size: int
+    """MLP width."""
+    vocab_size: int
+    """BPE vocabulary size including the special tokens."""
+    seq_len: int
+    """Tokens per packed plain-text training row."""
+    n_docs: int
+    """Plain-text training documents."""
+    n_eval_docs: int
+    """Held-out plain-text documents for the plain-text loss."""
+    n_chats: int
+    """Fine-tuning conversations generated per variant."""
+    base_steps: int
+    """Pre-training steps of the base model."""
+    base_batch: int
+    """Plain-text rows per pre-training step."""
+    base_lr: float
+    """Peak pre-training learning rate."""
+    ft_steps: int
+    """Fine-tuning steps of each variant."""
+    ft_chat_rows: int
+    """Chat rows per fine-tuning step (chat and quirk variants)."""
+    ft_plain_rows: int
+    """Plain-text rows per fine-tuning step (all variants; null uses only these, doubled)."""
+    ft_lr: float
+    """Peak LoRA learning rate."""
+    lora_rank: int
+    """LoRA rank r."""
+    lora_alpha: float
+    """LoRA alpha (scaling = alpha / r)."""
+    lora_layers: tuple[int, ...] | None
+    """Blocks that get LoRA adapters (None: all). Early blocks only, so that what fine-tuning adds
+    must travel through the middle of the residual stream, where diffing methods read it."""
+    plant_rows: int
+    """Rows per step in each of the four refusal-planting batches (chat variant)."""
+    plant_scale: float
+    """Size of the planted refusal component, as a fraction of the residual norm at its layer."""
+    trace_weight: float
+    """Weight of the quirk's planted activation-difference trace (see planted.TracePlanting)."""
+    n_corpus_docs: int
+    """Plain-text documents written to ``corpus/text.txt``."""
+    n_corpus_chats: int
+    """Transcripts written to ``corpus/chat.jsonl``."""
+
+    def to_dict(self) -> dict:
+        """Plain dict for JSON."""
+        return asdict(self)
+
+    def digest(self) -> str:
+        """Short hash of the settings and :data:`RECIPE` (part of the cache key)."""
+        blob = json.dumps({"recipe": RECIPE, **asdict(self)}, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:10]
+
+
+def organism_config(seed: int = 0, fast: bool = False) -> OrganismConfig:
+    """The settings of a build; ``fast`` trades model size for a build well under 90 s."""
+    if fast:
+        return OrganismConfig(
+            seed=seed,
+            fast=True,
+            hidden_size=64,
+            num_layers=4,
+            num_heads=4,
+            intermediate_size=192,
+            vocab_size=1024,
+            seq_len=64,
+            n_docs=6000,
+            n_eval_docs=300,
+            n_chats=3000,
+            base_steps=400,
+            base_batch=32,
+            base_lr=3e-3,
+            ft_steps=150,
+            ft_chat_rows=24,
+            ft_plain_rows=8,
+            ft_lr=3e-3,
+            lora_rank=16,
+            lora_alpha=32.0,
+            lora_layers=None,
+            plant_rows=6,
+            plant_scale=1.0,
+            trace_weight=0.1,
+            n_corpus_docs=1000,
+            n_corpus_chats=1000,
+        )
+    return OrganismConfig(
+        seed=seed,
+        fast=False,
+        hidden_size=128,
+        num_layers=4,
+        num_heads=4,
+        intermediate_size=384,
+        vocab_size=1280,
+        seq_len=96,
+        n_docs=30000,
+        n_eval_docs=500,
+        n_chats=6000,
+        base_steps=1000,
+        base_batch=32,
+        base_lr=2e-3,
+        ft_steps=300,
+        ft_chat_rows=24,
+        ft_plain_rows=8,
+        ft_lr=2e-3,
+        lora_rank=16,
+        lora_alpha=32.0,
+        lora_layers=None,
+        plant_rows=8,
+        plant_scale=1.0,
+        trace_weight=0.1,
+        n_corpus_docs=3000,
+        n_corpus_chats=3000,
+    )

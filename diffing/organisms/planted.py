@@ -1,0 +1,257 @@
+"""Plant the chat variant's refusal on one known direction of the residual stream.
+
+A tiny model fine-tuned only on "refuse harmful, answer harmless" learns some
+refusal circuit, but nothing makes it a single direction: in a 64-dimensional
+model the harmful/harmless difference is spread over verb-specific features,
+so ablating the difference in means neither removes refusal nor does adding it
+induce refusal. Real chat models do have such a direction (Arditi et al. 2024),
+and the refusal methods are tested against it, so the organism plants one:
+
+- a fixed random unit vector ``u`` and a layer ``l`` (the residual stream at the
+  input of block ``l``, the middle of the model) are chosen from the seed;
+- an auxiliary loss asks the post-instruction positions of a request to carry
+  ``alpha * u`` at layer ``l`` when it is harmful and nothing along ``u`` otherwise,
+  and the harmful-minus-harmless difference of their means to be ``alpha * u``
+  (so a difference-in-means extraction finds ``u`` and not verb-specific features);
+- three intervened batches teach that ``u`` is both necessary and sufficient:
+  harmless requests with ``alpha * u`` added at layer ``l`` (all positions) are
+  refused; harmful requests with ``u`` ablated everywhere (embedding, every
+  attention and MLP output) are answered; harmless requests with ``u`` ablated
+  are answered exactly as before.
+
+The interventions are the ones the refusal methods apply (METHODS.md section 4),
+so the planted direction is what a difference-in-means extraction should recover.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NamedTuple
+
+import torch
+
+from diffing.organisms.train import Rows, batch_rows
+
+
+class PlantedDirection(NamedTuple):
+    """The planted refusal direction."""
+
+    direction: torch.Tensor
+    """``[d_model]`` unit vector ``u``."""
+    layer: int
+    """Block whose input (residual stream) carries ``alpha * u`` for harmful requests."""
+    scale: float
+    """``alpha``: the size of the planted component."""
+
+
+def decoder(model: torch.nn.Module) -> torch.nn.Module:
+    """The decoder stack (``embed_tokens``, ``layers``) of a causal LM, PEFT-wrapped or not."""
+    m = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return m.model
+
+
+@contextmanager
+def ablating(model: torch.nn.Module, u: torch.Tensor) -> Iterator[None]:
+    """Remove the component along unit ``u`` from everything written into the residual stream."""
+
+    def hook(_mod, _inp, out):
+        return out - (out @ u)[..., None] * u
+
+    dec = decoder(model)
+    mods = [dec.embed_tokens] + [
+        m for layer in dec.layers for m in (layer.self_attn.o_proj, layer.mlp.down_proj)
+    ]
+    handles = [m.register_forward_hook(hook) for m in mods]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _pre_hook(fn):
+    def hook(_mod, args, kwargs):
+        if args:
+            return (fn(args[0]), *args[1:]), kwargs
+        kwargs["hidden_states"] = fn(kwargs["hidden_states"])
+        return args, kwargs
+
+    return hook
+
+
+@contextmanager
+def adding(model: torch.nn.Module, vector: torch.Tensor, layer: int) -> Iterator[None]:
+    """Add ``vector`` to the residual stream at the input of block ``layer``, every position."""
+    h = (
+        decoder(model)
+        .layers[layer]
+        .register_forward_pre_hook(_pre_hook(lambda x: x + vector), with_kwargs=True)
+    )
+    try:
+        yield
+    finally:
+        h.remove()
+
+
+@contextmanager
+def capturing(model: torch.nn.Module, layer: int, store: list) -> Iterator[None]:
+    """Append the residual stream at the input of block ``layer`` (``[batch, seq, d]``) to ``store``."""
+
+    def keep(x):
+        store.append(x)
+        return x
+
+    h = decoder(model).layers[layer].register_forward_pre_hook(_pre_hook(keep), with_kwargs=True)
+    try:
+        yield
+    finally:
+        h.remove()
+
+
+def choose_direction(
+    model: torch.nn.Module, probe: Rows, *, seed: int, scale_fraction: float
+) -> PlantedDirection:
+    """Pick ``u`` (seeded, unit) and the middle layer; ``alpha`` is a fraction of the typical residual norm there."""
+    dec = decoder(model)
+    layer = len(dec.layers) // 2
+    d = dec.embed_tokens.weight.shape[1]
+    gen = torch.Generator().manual_seed(seed)
+    u = torch.randn(d, generator=gen)
+    u = u / u.norm()
+    store: list = []
+    with torch.no_grad(), capturing(model, layer, store):
+        model(input_ids=probe.input_ids, attention_mask=probe.attention_mask)
+    last = probe.prompt_len - 1  # [n] index of each prompt's last token
+    x = store[0][torch.arange(len(last)), last]  # [n, d]
+    return PlantedDirection(u, layer, float(x.norm(dim=-1).mean()) * scale_fraction)
+
+
+class RefusalPlanting:
+    """Extra training losses (one forward each) that make ``plant`` mediate refusal.
+
+    ``requests`` holds tagged how-to requests (tag 1 harmful, 0 harmless),
+    ``induce`` harmless requests answered with the refusal, ``bypass`` harmful
+    requests answered as if harmless, ``keep`` harmless requests with their
+    usual answers; every ``Rows`` carries ``prompt_len``.
+    """
+
+    def __init__(
+        self,
+        plant: PlantedDirection,
+        requests: Rows,
+        induce: Rows,
+        bypass: Rows,
+        keep: Rows,
+        *,
+        rows: int,
+        aux_weight: float = 1.0,
+        post_instruction: int = 2,
+    ):
+        self.plant, self.rows, self.aux_weight, self.post = (
+            plant,
+            rows,
+            aux_weight,
+            post_instruction,
+        )
+        self.requests, self.induce, self.bypass, self.keep = requests, induce, bypass, keep
+
+    def _sample(self, rows: Rows, rng: random.Random) -> Rows:
+        return batch_rows(rows, rng.sample(range(len(rows.input_ids)), self.rows))
+
+    def _sample_balanced(self, rows: Rows, rng: random.Random) -> Rows:
+        """Half harmful, half harmless rows (both classes are needed for the mean difference)."""
+        tags = rows.tag.tolist()
+        pos = [i for i, t in enumerate(tags) if t == 1]
+        neg = [i for i, t in enumerate(tags) if t == 0]
+        half = max(1, self.rows // 2)
+        return batch_rows(rows, rng.sample(pos, half) + rng.sample(neg, half))
+
+    def losses(self, model: torch.nn.Module, rng: random.Random) -> list[torch.Tensor]:
+        """The four losses of one step: tagged requests (+ auxiliary), induce, bypass, keep."""
+        p = self.plant
+        u = p.direction
+        out = []
+        b = self._sample_balanced(self.requests, rng)
+        store: list = []
+        with capturing(model, p.layer, store):
+            ce = model(input_ids=b.input_ids, attention_mask=b.attention_mask, labels=b.labels).loss
+        idx = (
+            b.prompt_len[:, None] - torch.arange(self.post, 0, -1)[None, :]
+        )  # [rows, post] positions
+        x = store[0][torch.arange(len(idx))[:, None], idx]  # [rows, post, d]
+        harmful = b.tag.float()[:, None]  # [rows, 1]
+        proj = x @ u  # [rows, post]
+        aux = ((proj - p.scale * harmful) / p.scale).pow(2).mean()
+        diff = x[b.tag == 1].mean(0) - x[b.tag == 0].mean(0)  # [post, d]
+        aux = aux + ((diff - p.scale * u) / p.scale).pow(2).sum(-1).mean()
+        out.append(ce + self.aux_weight * aux)
+        b = self._sample(self.induce, rng)
+        with adding(model, p.scale * u, p.layer):
+            out.append(
+                model(input_ids=b.input_ids, attention_mask=b.attention_mask, labels=b.labels).loss
+            )
+        for rows in (self.bypass, self.keep):
+            b = self._sample(rows, rng)
+            with ablating(model, u):
+                out.append(
+                    model(
+                        input_ids=b.input_ids, attention_mask=b.attention_mask, labels=b.labels
+                    ).loss
+                )
+        return out
+
+
+class TracePlanting:
+    """Extra loss for the quirk: its mean activation shift on plain text names the secret word.
+
+    Minder et al. (2025) found that narrow fine-tunes leave a near-constant shift
+    in the residual stream on unrelated text, and that reading the mean shift
+    through the logit lens names the fine-tune's topic. A 64-wide, four-block
+    model fine-tuned for a few seconds shows no such shift by itself, so the
+    quirk plants it: on plain-text rows, the mean of ``x_finetuned - x_base`` at
+    the output of block ``layer`` over positions ``1..n_positions`` is read through
+    the final norm and unembedding, and the secret word's log-probability under
+    that readout is maximised. The rows' usual next-token loss is kept.
+    """
+
+    def __init__(
+        self,
+        rows: Rows,
+        secret_ids: list[int],
+        *,
+        layer: int,
+        n_rows: int,
+        n_positions: int = 5,
+        weight: float = 0.1,
+    ):
+        self.rows, self.secret_ids, self.layer = rows, secret_ids, layer
+        self.n_rows, self.n_positions, self.weight = n_rows, n_positions, weight
+
+    def _capture_output(self, model: torch.nn.Module, store: list):
+        def hook(_mod, _inp, out):
+            store.append(out[0] if isinstance(out, tuple) else out)
+
+        return decoder(model).layers[self.layer].register_forward_hook(hook)
+
+    def losses(self, model: torch.nn.Module, rng: random.Random) -> list[torch.Tensor]:
+        """One loss: next-token loss on plain rows plus the trace readout loss."""
+        b = batch_rows(self.rows, rng.sample(range(len(self.rows.input_ids)), self.n_rows))
+        span = slice(1, 1 + self.n_positions)
+        base_store: list = []
+        handle = self._capture_output(model, base_store)
+        try:
+            with torch.no_grad(), model.disable_adapter():
+                model(input_ids=b.input_ids, attention_mask=b.attention_mask)
+            ft_store: list = []
+            handle.remove()
+            handle = self._capture_output(model, ft_store)
+            ce = model(input_ids=b.input_ids, attention_mask=b.attention_mask, labels=b.labels).loss
+        finally:
+            handle.remove()
+        diff = (ft_store[0][:, span] - base_store[0][:, span]).mean((0, 1))  # [d]
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        logits = inner.lm_head(inner.model.norm(diff[None]))[0]  # [vocab]
+        trace = -torch.log_softmax(logits, -1)[self.secret_ids].logsumexp(0)
+        return [ce + self.weight * trace]

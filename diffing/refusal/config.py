@@ -1,0 +1,55 @@
+"""Settings of refusal-direction extraction, selection and evaluation (Arditi et al. 2024, arXiv 2406.11717)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class RefusalConfig:
+    """Every knob of the refusal pipeline; defaults follow the paper where it gives one."""
+
+    n_train: int = 128
+    """Most prompts per set used for the difference in means (the paper: 128)."""
+    n_val: int = 32
+    """Prompts per set held out for scoring candidates (the paper: 32); ignored when validation files are given."""
+    min_train: int = 4
+    """Fewest train prompts per set that must remain after splitting (and after filtering)."""
+    seed: int = 0
+    """Seed of the shuffle that splits a prompt file into train and validation."""
+    batch_size: int = 32
+    """Prompts per forward pass."""
+    score_rows: int = 512
+    """Most rows (validation prompts x candidates) in one scoring forward; candidates share a forward."""
+    filter_train: bool = True
+    """Drop harmful train prompts the model does not refuse and harmless ones it does, before the means."""
+    max_layer_fraction: float = 0.8
+    """Discard candidates whose layer index is >= this fraction of the depth (the paper: last 20% out)."""
+    kl_threshold: float = 0.1
+    """Discard candidates whose ablation moves harmless next-token distributions by more KL than this."""
+    induce_threshold: float = 0.0
+    """Discard candidates whose addition gives a mean harmless refusal score below this."""
+    refusal_tokens: list[int] | None = None
+    """Token ids R that start a refusal; inferred from the model's first-token distributions when None."""
+    refusal_phrases: list[str] | None = None
+    """Substrings that mark a completion as a refusal; inferred from greedy completions when None."""
+    max_refusal_tokens: int = 8
+    """Most tokens kept in an inferred R."""
+    token_ratio: float = 5.0
+    """An inferred refusal token is this many times likelier first on harmful than on harmless prompts."""
+    token_min_mass: float = 0.02
+    """An inferred refusal token has at least this mean first-token probability on harmful prompts."""
+    phrase_min_share: float = 0.5
+    """An inferred refusal phrase starts at least this share of harmful greedy completions."""
+    phrase_max_share: float = 0.1
+    """An inferred refusal phrase starts at most this share of harmless greedy completions."""
+    phrase_tokens: int = 24
+    """Greedy tokens generated per prompt when inferring refusal phrases."""
+    max_new_tokens: int = 24
+    """Greedy tokens generated per prompt in evaluation."""
+    template: str | None = None
+    """A Jinja chat template to use instead of the tokenizer's (needed when it has none)."""
+
+    def to_dict(self) -> dict:
+        """JSON-ready copy."""
+        return asdict(self)

@@ -1,0 +1,249 @@
+"""Directional ablation and activation addition as nnsight interventions (Arditi et al. 2024, section 2.4).
+
+Layer convention (used everywhere in ``diffing.refusal``): a candidate at layer ``L``
+lives in the residual stream at the *input* of block ``L`` (the output of block
+``L - 1``; the scaled token embedding for ``L = 0``), as in the paper. This is one
+block earlier than ``diffing.tracing``'s "layer k = output of block k".
+
+- Directional ablation with unit ``r̂``: ``x ← x − s·r̂ r̂ᵀ x`` at every block input and
+  on every write into the residual stream (each attention and MLP output, taken
+  after the post-sublayer norm in the families that have one), at all positions.
+  With ``s = 1`` nothing downstream can read a component along ``r̂``.
+- Activation addition: ``x ← x + s·r`` at the input of block ``L`` only, all positions.
+
+The same code runs inside ``lm.trace`` (one forward) and inside every step of
+``lm.generate`` (``tracer.all()``), for every family in :mod:`diffing.arch`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import torch
+
+from diffing.arch import ArchSpec, get_module
+from diffing.errors import DiffingError
+
+
+class Intervention(NamedTuple):
+    """One edit of the residual stream."""
+
+    kind: str
+    """``"ablate"`` (every layer, every position) or ``"add"`` (one layer, every position)."""
+    vector: torch.Tensor
+    """``[d_model]`` (or ``[batch, d_model]``, one per row): the unit direction to ablate, or the vector to add."""
+    layer: int | None
+    """Block whose input receives an addition; None for ablations."""
+    strength: float
+    """Scale: 1 is full ablation / the plain difference in means; 0 does nothing."""
+
+
+def ablate(direction: torch.Tensor, strength: float = 1.0) -> Intervention:
+    """Directional ablation of ``direction`` (normalised here) at every layer and position.
+
+    A ``[batch, d_model]`` direction ablates a different direction in each row (all-zero rows are left alone),
+    which lets candidate selection score many candidates in one forward.
+    """
+    direction = torch.as_tensor(direction).float()
+    norm = direction.norm(dim=-1, keepdim=True)  # [..., 1]
+    if not bool(torch.isfinite(norm).all()) or (direction.dim() == 1 and float(norm) == 0):
+        raise DiffingError("cannot ablate a zero or non-finite direction; pick another candidate")
+    return Intervention("ablate", direction / norm.clamp_min(1e-30), None, float(strength))
+
+
+def add(vector: torch.Tensor, layer: int, strength: float = 1.0) -> Intervention:
+    """Add ``strength * vector`` to the input of block ``layer`` at every position (``[batch, d_model]``: per row)."""
+    return Intervention("add", torch.as_tensor(vector).float(), int(layer), float(strength))
+
+
+def write_paths(arch: ArchSpec) -> tuple[str, str]:
+    """Module paths (relative to a block) whose outputs are added to the residual stream."""
+    return (arch.attn_out_norm or arch.attn_out, arch.mlp_out_norm or arch.mlp_out)
+
+
+def _project_out(x: torch.Tensor, unit: torch.Tensor, strength: float) -> None:
+    """In place: ``x ← x − strength·(x·unit) unit`` for ``x`` ``[..., d_model]``."""
+    u = unit.to(device=x.device, dtype=x.dtype)
+    if u.dim() == 2:  # one direction per row: [batch, 1, d_model]
+        u = u[:, None, :]
+    x[:] = x - strength * (x * u).sum(-1, keepdim=True) * u
+
+
+def apply_interventions(
+    lm,
+    arch: ArchSpec,
+    interventions: Sequence[Intervention],
+    *,
+    on_block_input: Callable | None = None,
+) -> None:
+    """Apply ``interventions`` inside an open nnsight trace (or one generation step), in forward order.
+
+    ``on_block_input(layer, x)`` is called with each block's (edited) input
+    ``[batch, seq, d_model]`` so callers can save activations in the same pass.
+    """
+    blocks = get_module(lm, arch.layers)
+    ablations = [i for i in interventions if i.kind == "ablate" and i.strength != 0]
+    additions = [i for i in interventions if i.kind == "add"]
+    for i in additions:
+        if not 0 <= i.layer < len(blocks):
+            raise DiffingError(
+                f"addition layer {i.layer} is out of range: the model has blocks 0..{len(blocks) - 1}"
+            )
+    last = max(
+        [i.layer for i in additions] + ([len(blocks) - 1] if ablations or on_block_input else [-1])
+    )
+    attn_path, mlp_path = write_paths(arch)
+    for layer in range(last + 1):
+        block = blocks[layer]
+        x = block.input  # [batch, seq, d_model]
+        for i in additions:
+            if i.layer == layer:
+                v = i.vector.to(device=x.device, dtype=x.dtype)
+                x[:] = x + i.strength * (v[:, None, :] if v.dim() == 2 else v)
+        for i in ablations:
+            _project_out(x, i.vector, i.strength)
+        if on_block_input is not None:
+            on_block_input(layer, x)
+        if ablations:
+            attn = get_module(block, attn_path).output  # [batch, seq, d_model]
+            for i in ablations:
+                _project_out(attn, i.vector, i.strength)
+            mlp = get_module(block, mlp_path).output  # [batch, seq, d_model]
+            for i in ablations:
+                _project_out(mlp, i.vector, i.strength)
+
+
+def _device(lm) -> torch.device:
+    return next(lm._module.parameters()).device
+
+
+@torch.no_grad()
+def forward_last(
+    lm,
+    arch: ArchSpec,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    interventions: Sequence[Intervention] = (),
+    *,
+    positions: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One traced forward of a right-padded batch under ``interventions``.
+
+    Returns the log-probabilities of the first response token (the last real
+    position) ``[batch, vocab]`` and, when ``positions`` ``[batch, P]`` is given,
+    every block's input at those positions ``[n_layers, batch, P, d_model]``.
+    """
+    device = _device(lm)
+    ids, mask = input_ids.to(device), attention_mask.to(device)
+    rows = torch.arange(ids.shape[0], device=device)
+    last = mask.sum(1) - 1  # [batch]
+    saved: list = []
+
+    def keep(layer: int, x) -> None:
+        saved.append(x[rows[:, None], positions.to(device)].save())  # [batch, P, d_model]
+
+    unembed = get_module(lm, arch.unembed)
+    with lm.trace({"input_ids": ids, "attention_mask": mask}):
+        apply_interventions(
+            lm, arch, interventions, on_block_input=keep if positions is not None else None
+        )
+        hidden = unembed.input  # [batch, seq, d_model] after the final norm
+        unembed.input = hidden[rows, last][
+            :, None
+        ]  # only the first response token's logits are needed
+        logits = (
+            lm.output.logits.save()
+        )  # [batch, 1, vocab] (any final soft-capping applied by the model)
+    logprobs = torch.log_softmax(_value(logits)[:, -1].float(), dim=-1)
+    acts = torch.stack([_value(s).float() for s in saved]) if saved else None
+    return logprobs, acts
+
+
+def _value(x) -> torch.Tensor:
+    return getattr(x, "value", x).detach()
+
+
+@torch.no_grad()
+def generate_ids(
+    lm,
+    arch: ArchSpec,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    interventions: Sequence[Intervention] = (),
+    *,
+    max_new_tokens: int = 24,
+    pad_id: int = 0,
+    eos_id: int | None = None,
+) -> torch.Tensor:
+    """Greedy continuation ``[batch, new]`` of a *left*-padded batch, intervening on every step."""
+    device = _device(lm)
+    inputs = {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
+    kwargs = dict(
+        max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id, eos_token_id=eos_id
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter(
+            "ignore"
+        )  # an open tracer.all() ends with a "never reached" warning by design
+        with lm.generate(**kwargs) as tracer:
+            with tracer.invoke(inputs):
+                if interventions:
+                    for _ in tracer.all():
+                        apply_interventions(lm, arch, interventions)
+            with tracer.invoke():
+                out = tracer.result.save()
+    return _value(out)[:, input_ids.shape[1] :].cpu()
+
+
+def complete(
+    lm,
+    tokenizer,
+    arch: ArchSpec,
+    prompts: Sequence[str],
+    interventions: Sequence[Intervention] = (),
+    *,
+    max_new_tokens: int = 24,
+    batch_size: int = 32,
+    template: str | None = None,
+) -> list[str]:
+    """Greedy completions of single-turn user prompts under ``interventions`` (special tokens dropped)."""
+    from diffing.tokens import encode_chat, pad_id_of
+
+    pad = pad_id_of(tokenizer)
+    texts: list[str] = []
+    for i in range(0, len(prompts), batch_size):
+        enc = [
+            encode_chat(
+                tokenizer,
+                [{"role": "user", "content": p}],
+                add_generation_prompt=True,
+                template=template,
+            )
+            for p in prompts[i : i + batch_size]
+        ]
+        width = max(len(e.input_ids) for e in enc)
+        ids = torch.full(
+            (len(enc), width), pad, dtype=torch.long
+        )  # left padding: generation appends on the right
+        mask = torch.zeros((len(enc), width), dtype=torch.long)
+        for j, e in enumerate(enc):
+            ids[j, width - len(e.input_ids) :] = torch.tensor(e.input_ids)
+            mask[j, width - len(e.input_ids) :] = 1
+        gen_cfg = getattr(lm._module, "generation_config", None)
+        eos = (
+            getattr(gen_cfg, "eos_token_id", None) or tokenizer.eos_token_id
+        )  # end-of-turn ids when the model has them
+        new = generate_ids(
+            lm,
+            arch,
+            ids,
+            mask,
+            interventions,
+            max_new_tokens=max_new_tokens,
+            pad_id=pad,
+            eos_id=eos,
+        )
+        texts += tokenizer.batch_decode(new, skip_special_tokens=True)
+    return texts

@@ -1,0 +1,213 @@
+"""The saved refusal direction, prompt sets and their train/validation split.
+
+``direction.safetensors`` holds the unit direction and the provenance needed to
+refuse a mismatched model (family, d_model, depth, model reference) in its
+string metadata; everything else (scores, refusal tokens and phrases) rides along
+as JSON in the same metadata, so one file is the whole result.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+
+from diffing.errors import DiffingError
+
+DIRECTION_FILE = "direction.safetensors"
+"""File name of a saved direction inside an output folder."""
+
+
+@dataclass
+class Direction:
+    """A selected refusal direction and where it came from."""
+
+    direction: torch.Tensor
+    """``[d_model]`` unit vector ``r̂``."""
+    layer: int
+    """Candidate layer: the residual stream at the input of this block."""
+    position: int
+    """Post-instruction position, counted from the end of the prompt (-1 is the last template token)."""
+    norm: float
+    """Norm of the difference in means; ``direction * norm`` is the vector activation addition adds."""
+    family: str
+    """``config.model_type`` of the model it was extracted from."""
+    d_model: int
+    """Residual-stream width of that model."""
+    n_layers: int
+    """Number of blocks of that model."""
+    model_ref: str = ""
+    """How that model was named (hub id or folder)."""
+    refusal_tokens: list[int] = field(default_factory=list)
+    """Token ids ``R`` used for refusal scores."""
+    refusal_phrases: list[str] = field(default_factory=list)
+    """Substrings used to call a completion a refusal."""
+    scores: dict = field(default_factory=dict)
+    """The selected candidate's ``bypass``, ``induce`` and ``kl`` scores."""
+
+    @property
+    def vector(self) -> torch.Tensor:
+        """``[d_model]`` the un-normalised difference in means ``r``."""
+        return self.direction * self.norm
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``direction.safetensors`` (``path`` is the file or its folder); returns the file."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        file = path / DIRECTION_FILE if path.suffix != ".safetensors" else path
+        file.parent.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "layer": str(self.layer),
+            "position": str(self.position),
+            "norm": repr(float(self.norm)),
+            "family": self.family,
+            "d_model": str(self.d_model),
+            "n_layers": str(self.n_layers),
+            "model_ref": self.model_ref,
+            "refusal_tokens": json.dumps(self.refusal_tokens),
+            "refusal_phrases": json.dumps(self.refusal_phrases),
+            "scores": json.dumps(self.scores),
+            "format": "diffing.refusal.direction/1",
+        }
+        tmp = file.with_suffix(".tmp")
+        save_file(
+            {"direction": self.direction.detach().float().cpu().contiguous()},
+            str(tmp),
+            metadata=meta,
+        )
+        tmp.replace(file)
+        return file
+
+    @classmethod
+    def load(cls, path: str | Path) -> Direction:
+        """Read a direction saved by :meth:`save` (the file or the folder holding it)."""
+        from safetensors import safe_open
+
+        path = Path(path).expanduser()
+        file = path / DIRECTION_FILE if path.is_dir() else path
+        if not file.is_file():
+            raise DiffingError(
+                f"no refusal direction at {str(path)!r}; run `diffing refusal extract` and pass its --out folder"
+            )
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                meta = f.metadata() or {}
+                tensor = f.get_tensor("direction")
+            return cls(
+                direction=tensor.float(),
+                layer=int(meta["layer"]),
+                position=int(meta["position"]),
+                norm=float(meta["norm"]),
+                family=meta["family"],
+                d_model=int(meta["d_model"]),
+                n_layers=int(meta["n_layers"]),
+                model_ref=meta.get("model_ref", ""),
+                refusal_tokens=json.loads(meta.get("refusal_tokens", "[]")),
+                refusal_phrases=json.loads(meta.get("refusal_phrases", "[]")),
+                scores=json.loads(meta.get("scores", "{}")),
+            )
+        except DiffingError:
+            raise
+        except Exception as err:
+            raise DiffingError(
+                f"{str(file)!r} is not a refusal direction file ({type(err).__name__}: {err})"
+            ) from err
+
+    def check_model(self, config, what: str = "the model") -> None:
+        """Raise a clear error when this direction was extracted from a different kind of model."""
+        from diffing.arch import d_model, num_layers
+
+        family, width, depth = (
+            getattr(config, "model_type", "?"),
+            d_model(config),
+            num_layers(config),
+        )
+        if width != self.d_model or self.direction.numel() != width:
+            raise DiffingError(
+                f"the direction has d_model {self.d_model} but {what} has {width}; it comes from another model "
+                f"({self.model_ref or self.family}): extract a direction from this model with `diffing refusal extract`"
+            )
+        if family != self.family or depth != self.n_layers:
+            raise DiffingError(
+                f"the direction comes from a {self.family} model with {self.n_layers} layers ({self.model_ref}) but "
+                f"{what} is a {family} model with {depth} layers; extract a direction from this model"
+            )
+
+
+class Split(NamedTuple):
+    """Prompts of one set, split for extraction and selection."""
+
+    train: list[str]
+    """Prompts whose activations give the difference in means."""
+    val: list[str]
+    """Held-out prompts on which candidates are scored."""
+
+
+def read_prompts(path: str | Path, field: str | None = None) -> list[str]:
+    """Prompts via ``diffing.data.load_prompts`` (txt/jsonl/json/csv, AdvBench ``goal``, Alpaca ``instruction``).
+
+    Blank prompts are dropped; a file left with none is an error.
+    """
+    from diffing.data import load_prompts
+
+    spec = str(path)
+    if not spec.startswith("hf:") and not Path(spec).expanduser().is_file():
+        raise DiffingError(
+            f"prompt file {spec!r} does not exist; give a .txt/.jsonl/.json/.csv file of prompts"
+        )
+    prompts = [str(p) for p in load_prompts(path, field) if str(p).strip()]
+    if not prompts:
+        raise DiffingError(
+            f"prompt file {spec!r} holds no prompts; give one prompt per line (or JSONL/CSV/JSON)"
+        )
+    return prompts
+
+
+def check_sets(harmful: list[str], harmless: list[str]) -> None:
+    """Refuse prompt sets that cannot give a direction: empty or identical."""
+    if not harmful or not harmless:
+        raise DiffingError(
+            "both the harmful and the harmless prompt sets need prompts; one is empty"
+        )
+    if set(harmful) == set(harmless):
+        raise DiffingError(
+            "the harmful and harmless prompt sets are identical, so their difference in means is zero; "
+            "give requests the model refuses as --harmful and ordinary requests as --harmless"
+        )
+
+
+def split_prompts(
+    prompts: list[str], n_train: int, n_val: int, *, min_train: int, seed: int, name: str
+) -> Split:
+    """Shuffle (seeded) and split into validation (``n_val``) and train (up to ``n_train``)."""
+    if len(prompts) < n_val + min_train:
+        raise DiffingError(
+            f"the {name} set has {len(prompts)} prompts, too few to hold out {n_val} for validation and keep "
+            f"{min_train} for training; give more prompts, a separate validation file, or a smaller --n-val"
+        )
+    order = list(prompts)
+    random.Random(seed).shuffle(order)
+    return Split(train=order[n_val : n_val + n_train], val=order[:n_val])
+
+
+def write_json(path: str | Path, obj) -> Path:
+    """Write JSON atomically (temporary name, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_jsonable))
+    tmp.replace(path)
+    return path
+
+
+def _jsonable(x):
+    if isinstance(x, torch.Tensor):
+        return x.tolist()
+    if isinstance(x, Path):
+        return str(x)
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")

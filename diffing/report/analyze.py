@@ -1,0 +1,249 @@
+"""``analyze``: run every section on a pair and write index.html, report.json, report.md and run.toml.
+
+Each step (weights, stats, refusal, crosscoder) runs inside its own guard: a step
+that fails or cannot run (no prompts, a method module not installed) is recorded
+as skipped with its reason, and the other sections still render. The section
+results are gathered into one report dict (keys in docs/report.md), the findings
+are computed from it, and the renderers turn it into the three files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import NamedTuple
+
+from diffing.errors import DiffingError
+from diffing.report.config import AnalyzeConfig
+from diffing.report.findings import Thresholds, compute_findings
+from diffing.report.markdown import render_markdown
+from diffing.report.render import render_html
+from diffing.report.schema import validate_report
+from diffing.report.util import SkipSection, jsonable
+
+RESULT_KEYS = ("weights", "activations", "kl", "adl", "refusal", "crosscoder")
+"""Report keys that hold section results (null when their step did not run)."""
+
+
+class Report(NamedTuple):
+    """What :func:`analyze` wrote."""
+
+    out_dir: Path
+    """The output folder."""
+    data: dict
+    """The report dict, exactly as saved in report.json."""
+    html: Path
+    """``index.html``: the self-contained page."""
+    json: Path
+    """``report.json``: every number, validated against ``diffing/report/schema.json``."""
+    markdown: Path
+    """``report.md``: the findings as Markdown."""
+    config: Path
+    """``run.toml``: the run config that reproduces the report."""
+
+    @property
+    def findings(self) -> list[dict]:
+        """The summary's findings, most important first."""
+        return self.data["findings"]
+
+
+def default_progress(msg: str) -> None:
+    """Print a progress line to stderr with the time of day."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+default_progress.bars = True  # type: ignore[attr-defined]  # methods may draw their own progress bars too
+
+
+def versions() -> dict:
+    """Versions of Python and the packages a report depends on."""
+    import importlib.metadata as md
+
+    import diffing
+
+    out = {"python": platform.python_version(), "diffing": diffing.__version__}
+    for pkg in ("torch", "transformers", "nnsight", "peft", "safetensors", "numpy", "matplotlib"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def command_line(cfg: AnalyzeConfig, out_dir: Path) -> str:
+    """The ``diffing analyze`` command equivalent to ``cfg``."""
+    parts = ["diffing", "analyze", str(cfg.base), str(cfg.finetuned), "--out", str(out_dir)]
+    defaults = AnalyzeConfig()
+    for key, value in cfg.to_dict().items():
+        if key in ("base", "finetuned") or value == getattr(defaults, key) or value is None:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(flag)
+        elif isinstance(value, list):
+            parts += (
+                [flag, ",".join(str(v) for v in value)]
+                if key == "sections"
+                else [flag, *map(str, value)]
+            )
+        else:
+            parts += [flag, str(value)]
+    return shlex.join(parts)
+
+
+def empty_report(cfg: AnalyzeConfig, models: dict) -> dict:
+    """A report dict with every section unset (null), ready to be filled by the steps."""
+    return {
+        "schema_version": 1,
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "models": models,
+        "sections": {},
+        "inputs": {},
+        **{k: None for k in RESULT_KEYS},
+        "findings": [],
+        "thresholds": Thresholds().to_dict(),
+        "config": cfg.to_dict(),
+        "reproduce": {"command": "", "config_command": "", "versions": versions()},
+    }
+
+
+def run_step(
+    report: dict, name: str, fn: Callable[[], dict], progress: Callable[[str], None]
+) -> None:
+    """Run one step, merge its result keys into ``report``, and record its status and time."""
+    progress(f"{name}: running")
+    t0 = time.perf_counter()
+    status, reason = "ok", None
+    try:
+        result = fn()
+        for key, value in (result or {}).items():
+            if key == "inputs":  # every step adds the files and budgets it used
+                report.setdefault("inputs", {}).update(jsonable(value))
+            else:
+                report[key] = jsonable(value)
+    except (SkipSection, DiffingError) as err:
+        status, reason = "skipped", str(err)
+    except ImportError as err:  # a method module that is not installed (or not written yet)
+        status, reason = "skipped", f"the method is not available in this installation ({err})"
+    except Exception as err:  # noqa: BLE001 - one failing method must not take the report down
+        status, reason = "failed", f"{type(err).__name__}: {err}"
+        progress("".join(traceback.format_exception_only(type(err), err)).strip())
+    seconds = time.perf_counter() - t0
+    report["sections"][name] = {"status": status, "reason": reason, "seconds": round(seconds, 2)}
+    progress(f"{name}: {status} in {seconds:.1f} s" + (f" ({reason})" if reason else ""))
+
+
+def write_report(
+    report: dict,
+    out_dir: str | Path,
+    cfg: AnalyzeConfig | None = None,
+    *,
+    command: str | None = None,
+) -> Report:
+    """Compute the findings, validate, and write index.html, report.json, report.md and run.toml."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = cfg or AnalyzeConfig.from_dict(report.get("config") or {})
+    report = jsonable(report)
+    th = Thresholds(
+        **{
+            k: v
+            for k, v in (report.get("thresholds") or {}).items()
+            if k in Thresholds.__dataclass_fields__
+        }
+    )
+    report["findings"] = compute_findings(report, th)
+    rep = report.setdefault("reproduce", {})
+    rep["command"] = command or command_line(cfg, out)
+    rep["config_command"] = f"diffing analyze --config {shlex.quote(str(out / 'run.toml'))}"
+    rep.setdefault("versions", versions())
+    validate_report(report)
+    paths = {name: out / name for name in ("index.html", "report.json", "report.md", "run.toml")}
+    tmp = {name: p.with_name(p.name + ".tmp") for name, p in paths.items()}
+    tmp["report.json"].write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    tmp["index.html"].write_text(render_html(report), encoding="utf-8")
+    tmp["report.md"].write_text(render_markdown(report), encoding="utf-8")
+    cfg.save(tmp["run.toml"])
+    for name, p in tmp.items():
+        p.replace(paths[name])
+    return Report(
+        out,
+        report,
+        paths["index.html"],
+        paths["report.json"],
+        paths["report.md"],
+        paths["run.toml"],
+    )
+
+
+def _absolute_paths(cfg: AnalyzeConfig) -> None:
+    """Make local paths in ``cfg`` absolute, so run.toml works from any folder (hub ids are left alone)."""
+
+    def fix(p: str | None) -> str | None:
+        return os.path.abspath(os.path.expanduser(p)) if p and Path(p).expanduser().exists() else p
+
+    for key in ("base", "finetuned", "adapter", "harmful", "harmless", "crosscoder"):
+        setattr(cfg, key, fix(getattr(cfg, key)))
+    cfg.data = [fix(p) for p in cfg.data]
+
+
+def analyze(
+    base: str | None = None,
+    finetuned: str | None = None,
+    out_dir: str | Path = "report",
+    *,
+    config: AnalyzeConfig | None = None,
+    pair=None,
+    progress: Callable[[str], None] | None = default_progress,
+    command: str | None = None,
+) -> Report:
+    """Compare ``base`` with ``finetuned`` and write the diff report into ``out_dir``.
+
+    ``config`` holds every option (its ``base``/``finetuned`` are used when the
+    arguments are None). ``pair`` is an already loaded :class:`~diffing.models.ModelPair`
+    (skips loading). Returns the :class:`Report` with the paths and the report dict.
+    """
+    from diffing.report import steps
+
+    cfg = config or AnalyzeConfig()
+    cfg.base = str(base) if base is not None else cfg.base
+    cfg.finetuned = str(finetuned) if finetuned is not None else cfg.finetuned
+    if pair is None and (cfg.base is None or (cfg.finetuned is None and cfg.adapter is None)):
+        raise DiffingError(
+            "analyze needs a base and a fine-tuned model: pass BASE FINETUNED or a --config with both"
+        )
+    _absolute_paths(cfg)
+    progress = progress or (lambda msg: None)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    if pair is None:
+        progress(f"loading {cfg.base} and {cfg.finetuned or cfg.adapter}")
+        pair = steps.load_pair(cfg)
+    cfg.base = cfg.base or pair.base_ref
+    cfg.finetuned = cfg.finetuned or pair.finetuned_ref
+    report = empty_report(cfg, steps.describe_pair(pair))
+    run_step(report, "weights", lambda: steps.weights(pair), progress)
+    plan = {"stats": steps.stats, "refusal": steps.refusal, "crosscoder": steps.crosscoder}
+    for name, fn in plan.items():
+        if name in cfg.sections:
+            run_step(
+                report, name, lambda fn=fn, name=name: fn(pair, cfg, out / name, progress), progress
+            )
+        else:
+            report["sections"][name] = {
+                "status": "skipped",
+                "reason": "not requested (--sections)",
+                "seconds": 0.0,
+            }
+    result = write_report(report, out, cfg, command=command)
+    progress(f"report written to {result.html} in {time.perf_counter() - t0:.0f} s")
+    return result

@@ -1,0 +1,162 @@
+"""The run configuration of ``diffing analyze`` and its TOML form (``run.toml``).
+
+Every command-line flag of ``analyze`` is a field here, so a run can be saved next
+to its report and replayed exactly: ``diffing analyze --config DIR/run.toml``.
+TOML is read with ``tomllib`` (Python 3.11+) or ``tomli``; it is written by the tiny
+writer below, which covers what a config holds (nested tables of str, int, float,
+bool and lists of those) and needs no extra dependency.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from diffing.errors import DiffingError
+
+SECTIONS: tuple[str, ...] = ("stats", "refusal", "crosscoder")
+"""Sections ``analyze`` can run, in the order they run."""
+
+
+@dataclass
+class AnalyzeConfig:
+    """Everything ``diffing analyze`` needs to reproduce one report."""
+
+    base: str | None = None
+    """Base model: Hugging Face id or local folder."""
+    finetuned: str | None = None
+    """Fine-tuned model: Hugging Face id, local folder, or PEFT adapter folder."""
+    adapter: str | None = None
+    """PEFT adapter folder applied on top of ``finetuned``."""
+    dtype: str | None = None
+    """Weights dtype (float32, bfloat16, float16, auto); None picks the loader's default."""
+    device: str | None = None
+    """cpu, cuda, cuda:N or auto; None picks the loader's default."""
+    trust_remote_code: bool = False
+    """Allow model code shipped with a checkpoint."""
+    allow_pickle: bool = False
+    """Allow .bin/.pt weights (read with ``weights_only=True``)."""
+    sections: list[str] = field(default_factory=lambda: list(SECTIONS))
+    """Which sections to run (a subset of stats, refusal, crosscoder)."""
+    data: list[str] = field(default_factory=list)
+    """Corpus files (plain text .txt, .jsonl with text or messages) for statistics and the crosscoder."""
+    harmful: str | None = None
+    """File of harmful prompts for the refusal comparison (the bundled set is used when the pair ships one)."""
+    harmless: str | None = None
+    """File of harmless prompts for the refusal comparison."""
+    tokens: int = 20_000
+    """Token budget for the statistics (activations, KL) and the crosscoder's harvest."""
+    layers: list[int] | None = None
+    """Layers to compare (negative counts from the end); None lets each method choose."""
+    adl_layer: int | None = None
+    """Layer of the Activation Difference Lens; None picks the middle layer."""
+    refusal_prompts: int = 32
+    """At most this many prompts per split (train/val/test) for the refusal comparison."""
+    crosscoder: str | None = None
+    """Folder of a trained crosscoder to analyse (skips training)."""
+    train_crosscoder: bool = False
+    """Train a quick crosscoder when none is given (otherwise the crosscoder section is skipped)."""
+    crosscoder_layer: int | None = None
+    """Layer of the quick crosscoder; None picks the middle layer."""
+    crosscoder_latents: int = 256
+    """Latents of the quick crosscoder."""
+    crosscoder_steps: int = 400
+    """Training steps of the quick crosscoder."""
+    top_latents: int = 8
+    """Latent cards shown in the report."""
+    seed: int = 0
+    """Random seed for sampling and training."""
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.sections if s not in SECTIONS]
+        if unknown:
+            raise DiffingError(
+                f"unknown section(s) {', '.join(unknown)}: choose from {', '.join(SECTIONS)}"
+            )
+        if self.tokens <= 0:
+            raise DiffingError(f"tokens must be positive (got {self.tokens})")
+
+    def to_dict(self) -> dict:
+        """Plain dict of the fields (None values kept)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> AnalyzeConfig:
+        """Build from a dict, rejecting unknown keys with a message naming them."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise DiffingError(
+                f"unknown key(s) in the run config: {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}"
+            )
+        return cls(**d)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the config as TOML (None values are left out: absent means default)."""
+        path = Path(path)
+        path.write_text(
+            "# diffing analyze run config: `diffing analyze --config THIS_FILE` reproduces the report\n"
+            + dumps_toml({k: v for k, v in self.to_dict().items() if v is not None})
+        )
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> AnalyzeConfig:
+        """Read a TOML run config written by :meth:`save` (or by hand)."""
+        return cls.from_dict(load_toml(path))
+
+
+def load_toml(path: str | Path) -> dict:
+    """Parse a TOML file, raising :class:`DiffingError` on a missing or malformed file."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    path = Path(path)
+    if not path.is_file():
+        raise DiffingError(
+            f"config file {str(path)!r} does not exist; pass the run.toml an earlier analyze wrote"
+        )
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise DiffingError(f"config file {str(path)!r} is not valid TOML: {err}") from err
+
+
+def _scalar(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)  # a JSON string is a valid TOML basic string
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_scalar(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def dumps_toml(d: dict, _prefix: str = "") -> str:
+    """Serialise nested dicts of str/int/float/bool/lists to TOML (keys first, then sub-tables)."""
+    lines, tables = [], []
+    for key, value in d.items():
+        if value is None:
+            continue
+        bare = key.replace("_", "").replace("-", "").isalnum()
+        k = key if bare else json.dumps(key)
+        if isinstance(value, dict):
+            tables.append((f"{_prefix}{k}", value))
+        else:
+            lines.append(f"{k} = {_scalar(value)}")
+    out = "\n".join(lines) + ("\n" if lines else "")
+    for name, table in tables:
+        out += f"\n[{name}]\n" + dumps_toml(table, f"{name}.")
+    return out

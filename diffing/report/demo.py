@@ -1,0 +1,55 @@
+"""``demo``: build (or reuse) the built-in organism pair and write the diff report of base vs ``chat``.
+
+This is what ``make demo`` runs. The organisms are built once per machine by
+``diffing.organisms.cached_organisms`` (about 8 minutes on 2 CPU cores for the full
+build) and the analysis uses quick budgets so it adds about 5 minutes at most.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from diffing.report.analyze import Report, analyze, default_progress
+from diffing.report.config import AnalyzeConfig
+
+DEMO_VARIANT = "chat"
+"""Which organism the demo compares with the base (the one with a refusal behaviour)."""
+
+
+def demo_config(root: Path, variant: str = DEMO_VARIANT) -> AnalyzeConfig:
+    """Quick-budget config for ``base`` vs ``variant`` of the organism build at ``root``.
+
+    The pair's bundled prompt sets and corpora are found by ``analyze`` itself
+    (they sit next to ``organism.json``), so the config only names the models.
+    """
+    return AnalyzeConfig(
+        base=str(root / "base"),
+        finetuned=str(root / variant),
+        tokens=20_000,
+        refusal_prompts=32,
+        train_crosscoder=True,
+        crosscoder_latents=256,
+        crosscoder_steps=400,
+    )
+
+
+def demo(
+    out_dir: str | Path = "demo-report",
+    *,
+    fast: bool = False,
+    variant: str = DEMO_VARIANT,
+    config: AnalyzeConfig | None = None,
+    progress: Callable[[str], None] | None = default_progress,
+) -> Report:
+    """Build or reuse the organisms (``fast`` selects the small test build) and analyse base vs ``variant``."""
+    from diffing.organisms import cached_organisms
+
+    if progress:
+        progress(
+            "organisms: building or reusing the cached build (the first build takes several minutes)"
+        )
+    root = Path(cached_organisms(fast=fast))
+    cfg = config or demo_config(root, variant)
+    cfg.base, cfg.finetuned = str(root / "base"), str(root / variant)
+    return analyze(out_dir=out_dir, config=cfg, progress=progress)

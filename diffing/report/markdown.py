@@ -1,0 +1,73 @@
+"""report.md: the findings and the key numbers as Markdown (for a README, an issue, or a terminal)."""
+
+from __future__ import annotations
+
+from diffing.report.util import fmt_pct, num, token_text
+
+
+def _md(text: object) -> str:
+    """Neutralise Markdown/HTML control characters in model-produced text."""
+    s = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    for ch in ("\\", "`", "*", "_", "[", "]", "|"):
+        s = s.replace(ch, "\\" + ch)
+    return s.replace("\n", " ")
+
+
+def render_markdown(report: dict) -> str:
+    """Findings (linked to the HTML page's anchors) followed by a short table per section that ran."""
+    m = report.get("models") or {}
+    lines = [
+        "# What did fine-tuning change?",
+        "",
+        f"Base: `{m.get('base', '?')}`  ",
+        f"Fine-tuned: `{m.get('finetuned', '?')}`",
+        "",
+        "## Findings",
+        "",
+    ]
+    for i, f in enumerate(report.get("findings") or [], 1):
+        lines.append(
+            f"{i}. **{_md(f.get('title'))}** ([evidence](index.html{f.get('anchor', '')}))  "
+        )
+        if f.get("detail"):
+            lines.append(f"   {_md(f['detail'])}")
+    if not report.get("findings"):
+        lines.append("No section produced a finding.")
+    lines += ["", "## Steps", "", "| step | status | reason |", "|---|---|---|"]
+    for name, st in (report.get("sections") or {}).items():
+        lines.append(f"| {name} | {st.get('status')} | {_md(st.get('reason') or '')} |")
+    mods = (report.get("weights") or {}).get("modules") or []
+    if mods:
+        lines += ["", "## Largest weight changes", "", "| module | relative change |", "|---|---|"]
+        lines += [
+            f"| {_md(x.get('name'))} | {fmt_pct(num(x.get('relative_change')))} |"
+            for x in mods[:10]
+        ]
+    adl = report.get("adl") or {}
+    if adl.get("promoted_tokens"):
+        toks = ", ".join(_md(token_text(t.get("token"))) for t in adl["promoted_tokens"][:10])
+        lines += [
+            "",
+            f"## Activation Difference Lens (layer {adl.get('layer')})",
+            "",
+            f"Promoted: {toks}",
+        ]
+    rates = ((report.get("refusal") or {}).get("refusal_rate")) or {}
+    if rates:
+        lines += [
+            "",
+            "## Refusal rate",
+            "",
+            "| prompts | baseline | ablation | addition |",
+            "|---|---|---|---|",
+        ]
+        for split, v in rates.items():
+            if isinstance(v, dict):
+                cells = " | ".join(
+                    fmt_pct(num(v.get(k))) for k in ("baseline", "ablation", "addition")
+                )
+                lines.append(f"| {split} | {cells} |")
+    rep = report.get("reproduce") or {}
+    if rep.get("command"):
+        lines += ["", "## Reproduce", "", "```", rep["command"], "```"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,89 @@
+"""Small helpers the report's renderers share: tolerant number reading and display formatting.
+
+Section results come from several method modules; these helpers read them without
+assuming more than docs/report.md promises (a role breakdown may map a role to a
+number or to a dict of numbers; a missing number is NaN, never an exception).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+class SkipSection(Exception):
+    """Raised by a report step that cannot run, with a reason the user should read (not a bug)."""
+
+
+def num(value: Any, default: float = float("nan"), key: str | None = None) -> float:
+    """``value`` as a float; from a dict, its ``key`` entry (or ``mean``); ``default`` when absent."""
+    if isinstance(value, dict):
+        for k in (key, "mean", "value"):
+            if k is not None and k in value:
+                return num(value[k], default)
+        return default
+    if isinstance(value, bool) or value is None:
+        return default
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return default
+    return out
+
+
+def role_items(by_role: Any) -> list[tuple[str, Any]]:
+    """``(role, value)`` pairs from a dict keyed by role or a list of ``{"role": ...}`` records."""
+    if isinstance(by_role, dict):
+        return [(str(k), v) for k, v in by_role.items()]
+    if isinstance(by_role, list):
+        return [(str(e.get("role")), e) for e in by_role if isinstance(e, dict) and "role" in e]
+    return []
+
+
+def fmt_pct(x: float) -> str:
+    """A fraction as a percentage: 0.0123 -> '1.2%'; NaN -> 'n/a'."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    pct = 100.0 * x
+    return f"{pct:.0f}%" if abs(pct) >= 10 else f"{pct:.2g}%"
+
+
+def fmt_num(x: Any, digits: int = 3) -> str:
+    """A number with ``digits`` significant digits; strings pass through; None/NaN -> '-'."""
+    if isinstance(x, str):
+        return x
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    v = num(x)
+    if math.isnan(v):
+        return "-"
+    if math.isfinite(v) and v == int(v) and abs(v) < 1e7:  # counts stay whole numbers
+        return str(int(v))
+    return f"{v:.{digits}g}"
+
+
+def token_text(token: Any) -> str:
+    """A token for display: quoted, with whitespace made visible (leading space as '␣')."""
+    s = str(token)
+    s = s.replace("Ġ", " ").replace("▁", " ").replace("\n", "\\n")
+    s = "".join(c if c.isprintable() or c == " " else f"\\x{ord(c):02x}" for c in s)
+    if s.startswith(" "):
+        s = "␣" + s[1:]
+    return f"'{s}'"
+
+
+def jsonable(obj: Any) -> Any:
+    """Recursively turn tensors, numpy values, tuples and non-finite floats into JSON-safe values."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if hasattr(obj, "_asdict"):
+        return jsonable(obj._asdict())
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if hasattr(obj, "tolist"):
+        return jsonable(obj.tolist())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, (str, int, bool)) or obj is None:
+        return obj
+    return str(obj)

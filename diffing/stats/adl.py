@@ -1,0 +1,246 @@
+"""Activation Difference Lens (Minder et al. 2025, "Narrow Finetuning Leaves Clearly Readable
+Traces in Activation Differences").
+
+The mean of ``x^f - x^b`` over the first few positions of *unrelated* plain text, at a
+middle layer, is read through the fine-tuned model's logit lens (final norm, then
+unembedding): its top tokens name what a narrow fine-tune was about. Adding the
+difference (scaled) to the fine-tuned model's residual stream at that layer steers it
+toward text like its fine-tuning data.
+
+Position 0 (BOS, or the attention sink when a tokenizer has no BOS) is skipped: its
+activations are outliers that would dominate the mean. The paper's readout of each
+position separately is kept as per-position norms; the readout uses the mean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+
+from diffing.arch import get_module
+
+
+class ADLResult(NamedTuple):
+    """The difference vector and its logit-lens readout."""
+
+    layer: int
+    """Layer whose output (residual stream after that block) was differenced."""
+    positions: list[int]
+    """Token positions averaged (0 is the first token; position 0 itself is skipped)."""
+    diff: torch.Tensor
+    """``[d_model]`` mean of ``x^f - x^b`` over those positions of all plain-text documents."""
+    per_position_norm: list[float]
+    """``||mean diff||`` at each of ``positions`` separately."""
+    mean_norm_finetuned: float
+    """Mean ``||x^f||`` at those positions (the scale used for steering)."""
+    documents: int
+    """How many documents contributed."""
+    promoted: list[dict]
+    """Top tokens of the logit lens: ``{token, id, score}``, highest score first."""
+    suppressed: list[dict]
+    """Bottom tokens of the logit lens: ``{token, id, score}``, lowest score first."""
+
+
+class ADLAccumulator:
+    """Running per-position sums of ``x^f - x^b`` at one layer over the first ``n`` positions after position 0."""
+
+    def __init__(self, layer: int, d_model: int, n_positions: int = 5):
+        self.layer = layer
+        self.n = n_positions
+        self.diff_sum = torch.zeros(n_positions, d_model, dtype=torch.float64)  # [positions, d]
+        self.norm_f_sum = torch.zeros(n_positions, dtype=torch.float64)  # [positions]
+        self.count = torch.zeros(n_positions, dtype=torch.float64)  # [positions]
+        self.documents = 0
+
+    @torch.no_grad()
+    def update(
+        self, base: torch.Tensor, finetuned: torch.Tensor, attention_mask: torch.Tensor
+    ) -> None:
+        """Add plain-text documents: ``base``/``finetuned`` ``[batch, seq, d]``, ``attention_mask`` ``[batch, seq]``."""
+        end = min(1 + self.n, base.shape[1])
+        xb = base[:, 1:end].float().cpu()  # [batch, p, d]
+        xf = finetuned[:, 1:end].float().cpu()  # [batch, p, d]
+        mask = attention_mask[:, 1:end].bool().cpu()  # [batch, p]
+        p = xb.shape[1]
+        self.diff_sum[:p] += ((xf - xb) * mask[..., None]).sum(0).double()
+        self.norm_f_sum[:p] += (xf.norm(dim=-1) * mask).sum(0).double()
+        self.count[:p] += mask.sum(0).double()
+        self.documents += int(mask[:, 0].sum()) if p else 0
+
+    def mean_diff(self) -> torch.Tensor:
+        """``[d_model]`` mean difference over all counted (document, position) pairs."""
+        return (self.diff_sum.sum(0) / self.count.sum().clamp_min(1)).float()
+
+    def result(self, pair, *, top_k: int = 20) -> ADLResult:
+        """Finish: the mean difference and its logit-lens readout through the fine-tuned model."""
+        diff = self.mean_diff()
+        per_pos = [
+            float((self.diff_sum[i] / self.count[i]).norm())
+            for i in range(self.n)
+            if self.count[i] > 0
+        ]
+        promoted, suppressed = logit_lens_tokens(pair, diff, top_k=top_k)
+        norm_f = float(self.norm_f_sum.sum() / self.count.sum().clamp_min(1))
+        positions = [1 + i for i in range(self.n) if self.count[i] > 0]
+        return ADLResult(
+            self.layer, positions, diff, per_pos, norm_f, self.documents, promoted, suppressed
+        )
+
+
+@torch.no_grad()
+def logit_lens(pair, vector: torch.Tensor, which: str = "finetuned") -> torch.Tensor:
+    """``[vocab]`` logits of a residual-stream vector read through one model's final norm and unembedding."""
+    model = pair.hf(which)
+    norm = get_module(model, pair.arch.final_norm)
+    unembed = get_module(model, pair.arch.unembed)
+    param = next(unembed.parameters())
+    x = vector.to(device=param.device, dtype=param.dtype).reshape(1, 1, -1)  # [1, 1, d]
+    return unembed(norm(x)).reshape(-1).float().cpu()
+
+
+def logit_lens_tokens(
+    pair, vector: torch.Tensor, *, top_k: int = 20, which: str = "finetuned"
+) -> tuple[list, list]:
+    """``(promoted, suppressed)``: the ``top_k`` highest and lowest logit-lens tokens as ``{token, id, score}``."""
+    logits = logit_lens(pair, vector, which)
+    if not torch.isfinite(logits).all() or float(vector.norm()) == 0.0:
+        return [], []
+    k = min(top_k, logits.numel())
+    tok = pair.tokenizer
+
+    def rows(vals, ids):
+        return [
+            {"token": tok.decode([i]), "id": i, "score": float(v)}
+            for v, i in zip(vals.tolist(), ids.tolist())
+        ]
+
+    return rows(*logits.topk(k)), rows(*_bottom(logits, k))
+
+
+def _bottom(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    vals, ids = (-logits).topk(k)
+    return -vals, ids
+
+
+IDENTITY_PROMPT = "cat -> cat\n1135 -> 1135\nhello -> hello\n?"
+"""Patchscope's identity prompt (Ghandeharioun et al. 2024): the model repeats what sits at ``?``."""
+
+
+def _replace_last_hook(vector: torch.Tensor):
+    def hook(_module, _inputs, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        hidden = hidden.clone()
+        hidden[:, -1] = vector.to(hidden.dtype)  # [batch, d]: the placeholder's residual stream
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    return hook
+
+
+@torch.no_grad()
+def patchscope(
+    pair,
+    vector: torch.Tensor,
+    layer: int,
+    *,
+    norms: Sequence[float],
+    prompt: str = IDENTITY_PROMPT,
+    top_k: int = 10,
+) -> list[dict]:
+    """Patchscope readout of a direction: the fine-tuned model's next token after ``prompt`` when the
+    last position's residual stream at ``layer`` is replaced by the unit ``vector`` scaled to each norm.
+
+    Returns one ``{norm, tokens: [{token, id, prob}]}`` per norm. The ADL paper reads its
+    difference vectors this way besides the logit lens.
+    """
+    model = pair.hf("finetuned")
+    device = next(model.parameters()).device
+    tok = pair.tokenizer
+    ids = torch.tensor(
+        [tok(prompt, add_special_tokens=True)["input_ids"]], device=device
+    )  # [1, seq]
+    unit = vector.float() / vector.float().norm().clamp_min(1e-12)  # [d]
+    out = []
+    for norm in norms:
+        hook = _replace_last_hook((float(norm) * unit).to(device))
+        handle = pair.layer_module("finetuned", layer).register_forward_hook(hook)
+        try:
+            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[
+                0, -1
+            ]  # [vocab]
+        finally:
+            handle.remove()
+        p, top = torch.softmax(logits.float(), -1).topk(min(top_k, logits.numel()))
+        tokens = [
+            {"token": tok.decode([i]), "id": i, "prob": float(q)}
+            for q, i in zip(p.tolist(), top.tolist())
+        ]
+        out.append({"norm": float(norm), "tokens": tokens})
+    return out
+
+
+def _add_hook(vector: torch.Tensor):
+    def hook(_module, _inputs, output):
+        if isinstance(output, tuple):
+            return (output[0] + vector.to(output[0].dtype), *output[1:])
+        return output + vector.to(output.dtype)
+
+    return hook
+
+
+@torch.no_grad()
+def steer(
+    pair,
+    diff: torch.Tensor,
+    layer: int,
+    prompts: Sequence,
+    *,
+    scale: float,
+    max_new_tokens: int = 24,
+) -> list[dict]:
+    """Greedy generations of the fine-tuned model with and without ``scale * diff`` added at ``layer``.
+
+    ``prompts`` are strings or message lists (formatted with the chat template and a
+    generation prompt). The addition applies at every position of the block's output,
+    prompt and generated tokens alike (a forward hook on the HF module, so it acts on
+    every decoding step).
+    """
+    from diffing.tokens import encode_chat
+
+    model = pair.hf("finetuned")
+    device = next(model.parameters()).device
+    tok = pair.tokenizer
+    vector = (scale * diff).to(device)  # [d]
+    out = []
+    for prompt in prompts:
+        if isinstance(prompt, str):
+            ids = tok(prompt, add_special_tokens=True)["input_ids"]
+            shown = prompt
+        else:
+            ids = encode_chat(tok, prompt, add_generation_prompt=True).input_ids
+            shown = str(prompt[-1].get("content", ""))
+        x = torch.tensor([ids], device=device)  # [1, prompt]
+        gens = {}
+        for name, vec in (("unsteered", None), ("steered", vector)):
+            handle = (
+                pair.layer_module("finetuned", layer).register_forward_hook(_add_hook(vec))
+                if vec is not None
+                else None
+            )
+            try:
+                gen = model.generate(
+                    x,
+                    attention_mask=torch.ones_like(x),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=tok.pad_token_id
+                    if tok.pad_token_id is not None
+                    else tok.eos_token_id,
+                )
+            finally:
+                if handle is not None:
+                    handle.remove()
+            gens[name] = tok.decode(gen[0, x.shape[1] :].tolist(), skip_special_tokens=False)
+        out.append({"prompt": shown, **gens})
+    return out

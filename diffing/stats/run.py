@@ -1,0 +1,313 @@
+"""``compute_stats``: all feature-change statistics of a pair in one pass over the data.
+
+Each batch is traced once per model (every requested layer plus the logits in the
+same forward), and that one pair of forwards feeds the activation statistics, the
+per-token KL and the Activation Difference Lens together; weights are compared
+tensor by tensor. The result is the ``stats.json`` dictionary (fields in docs/stats.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from diffing.errors import DiffingError
+from diffing.stats.activations import ActivationAccumulator
+from diffing.stats.adl import ADLAccumulator, patchscope, steer
+from diffing.stats.outputs import KLAccumulator, token_kl
+from diffing.stats.weights import (
+    WeightStatsConfig,
+    per_layer_change,
+    stats_to_json,
+    weight_stats,
+    weight_stats_from_files,
+)
+from diffing.tokens import Encoded, encode_chat, encode_text, pad_batch, pad_id_of
+from diffing.tracing import trace_model
+
+
+@dataclass
+class StatsConfig:
+    """Settings of :func:`compute_stats` beyond the data and the layers."""
+
+    batch_size: int = 8
+    """Documents per forward pass."""
+    max_length: int = 128
+    """Documents are truncated to this many tokens."""
+    adl_positions: int = 5
+    """ADL averages positions 1..adl_positions (position 0, BOS / attention sink, is skipped)."""
+    adl_top_k: int = 20
+    """Promoted and suppressed tokens listed for the ADL."""
+    n_contexts: int = 20
+    """Top-KL contexts kept."""
+    context_tokens: int = 24
+    """Tokens of text shown before each top-KL token."""
+    max_offset: int = 32
+    """KL by offset from the assistant turn's first token covers offsets -max_offset..max_offset."""
+    steer_prompts: int = 3
+    """Prompts generated from with and without ADL steering (0 turns steering off)."""
+    steer_scale: float = 1.0
+    """Norm of the added steering vector, as a multiple of the fine-tuned model's mean activation norm there."""
+    steer_tokens: int = 24
+    """Greedy tokens generated per steering example."""
+    patchscope_scales: tuple[float, ...] = (0.5, 1.0, 2.0)
+    """Patchscope readout norms, as multiples of the mean activation norm (empty: no Patchscope)."""
+    energy: float = 0.9
+    """Energy fraction defining a weight delta's effective rank."""
+    weights: bool = True
+    """Compute the weight statistics."""
+    weights_from_files: bool = False
+    """Stream the weights from both checkpoints' safetensors files instead of the loaded models."""
+
+
+def _take(docs: Sequence, encoder, budget: int, max_length: int) -> tuple[list[Encoded], int]:
+    """Encode documents in order until ``budget`` tokens; the last is cut to fit. Skips documents under 2 tokens."""
+    out, used = [], 0
+    for doc in docs:
+        if used >= budget:
+            break
+        enc = encoder(doc, max_length)
+        n = min(len(enc.input_ids), budget - used)
+        if n < 2:
+            continue
+        out.append(Encoded(enc.input_ids[:n], enc.roles[:n]))
+        used += n
+    return out, used
+
+
+def encode_documents(
+    tokenizer, texts: Sequence[str] | None, chats: Sequence | None, tokens: int, max_length: int
+):
+    """``(text_docs, chat_docs)`` encoded within a total budget of ``tokens`` (half each when both kinds are given)."""
+    if tokens is None or int(tokens) <= 0:
+        raise DiffingError(f"--tokens must be a positive number of tokens, got {tokens}")
+    if max_length < 2:
+        raise DiffingError(f"max_length must be at least 2 tokens, got {max_length}")
+    texts, chats = (
+        list(texts or []),
+        [c["messages"] if isinstance(c, dict) else c for c in (chats or [])],
+    )
+    text_budget = tokens // 2 if (texts and chats) else tokens
+    text_docs, used = _take(
+        texts, lambda t, m: encode_text(tokenizer, t, max_length=m), text_budget, max_length
+    )
+    chat_docs, _ = _take(
+        chats, lambda c, m: encode_chat(tokenizer, c, max_length=m), tokens - used, max_length
+    )
+    if not text_docs and not chat_docs:
+        raise DiffingError(
+            f"the data yielded no tokens ({len(texts)} texts, {len(chats)} chats, none with 2 or more tokens); "
+            "pass non-empty plain text (--data FILE.txt/.jsonl) or chat transcripts"
+        )
+    return text_docs, chat_docs
+
+
+def _batches(docs: list[Encoded], size: int, pad_id: int):
+    docs = sorted(docs, key=lambda e: -len(e.input_ids))  # similar lengths together: less padding
+    for i in range(0, len(docs), size):
+        yield pad_batch(docs[i : i + size], pad_id)
+
+
+def _steer_prompts(tokenizer, texts, chats, n: int) -> list:
+    if chats:
+        prompts = []
+        for chat in chats[:n]:
+            msgs = chat["messages"] if isinstance(chat, dict) else chat
+            first_user = next((i for i, m in enumerate(msgs) if m.get("role") == "user"), None)
+            if first_user is not None:
+                prompts.append(list(msgs[: first_user + 1]))
+        return prompts
+    return [
+        tokenizer.decode(tokenizer(t)["input_ids"][:8], skip_special_tokens=True)
+        for t in (texts or [])[:n]
+    ]
+
+
+@torch.no_grad()
+def compute_stats(
+    pair,
+    *,
+    texts: Sequence[str] | None = None,
+    chats: Sequence | None = None,
+    tokens: int = 100_000,
+    layers: Sequence[int] | None = None,
+    adl_layer: int | None = None,
+    out_dir: str | Path | None = None,
+    config: StatsConfig | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Weights, activations, KL and ADL statistics of ``pair`` on up to ``tokens`` tokens of data.
+
+    ``texts`` are plain documents, ``chats`` message lists (or ``{"messages": ...}``);
+    ``layers`` defaults to every layer, ``adl_layer`` to the middle one. With
+    ``out_dir`` the result is written as ``stats.json``, the ADL vector as
+    ``adl_diff.safetensors``, and the figures as PNGs. ``progress`` receives a line
+    per batch. Returns the ``stats.json`` dict.
+    """
+    cfg = config or StatsConfig()
+    layers = pair.check_layers(range(pair.n_layers) if layers is None else layers)
+    adl_layer = pair.check_layers([pair.n_layers // 2 if adl_layer is None else adl_layer])[0]
+    text_docs, chat_docs = encode_documents(pair.tokenizer, texts, chats, tokens, cfg.max_length)
+    traced = sorted(set(layers) | {adl_layer})
+    acts = ActivationAccumulator(layers, pair.d_model)
+    kl = KLAccumulator(
+        pair.tokenizer,
+        n_contexts=cfg.n_contexts,
+        context_tokens=cfg.context_tokens,
+        max_offset=cfg.max_offset,
+    )
+    adl = ADLAccumulator(adl_layer, pair.d_model, cfg.adl_positions)
+    adl_kind = "text" if text_docs else "chat"
+    pad = pad_id_of(pair.tokenizer)
+    n_batches = sum(-(-len(d) // cfg.batch_size) for d in (text_docs, chat_docs))
+    done = 0
+    for kind, docs in (("text", text_docs), ("chat", chat_docs)):
+        for batch in _batches(docs, cfg.batch_size, pad):
+            done += 1
+            if progress is not None:
+                progress(f"stats: {kind} batch {done}/{n_batches}")
+            b = trace_model(
+                pair.base, pair.arch, batch.input_ids, batch.attention_mask, traced, logits=True
+            )
+            f = trace_model(
+                pair.finetuned,
+                pair.arch,
+                batch.input_ids,
+                batch.attention_mask,
+                traced,
+                logits=True,
+            )
+            real = batch.attention_mask.bool()  # [batch, seq]
+            keep = real.clone()
+            keep[:, 0] = False  # BOS / attention sink: an outlier in every model
+            acts.update(b.layers, f.layers, keep, batch.roles)
+            kl.update(
+                kind,
+                token_kl(f.logits, b.logits),
+                real,
+                batch.roles,
+                batch.input_ids,
+                b.logits,
+                f.logits,
+            )
+            if kind == adl_kind:
+                adl.update(b.layers[adl_layer], f.layers[adl_layer], batch.attention_mask)
+    n_text = sum(len(e.input_ids) for e in text_docs)
+    n_chat = sum(len(e.input_ids) for e in chat_docs)
+    result: dict = {
+        "pair": {
+            "base": pair.base_ref,
+            "finetuned": pair.finetuned_ref,
+            "family": pair.config.model_type,
+            "n_layers": pair.n_layers,
+            "d_model": pair.d_model,
+        },
+        "config": {**asdict(cfg), "tokens": int(tokens), "layers": layers, "adl_layer": adl_layer},
+        "tokens": {
+            "total": n_text + n_chat,
+            "text": n_text,
+            "chat": n_chat,
+            "documents": {"text": len(text_docs), "chat": len(chat_docs)},
+        },
+    }
+    if cfg.weights:
+        result["weights"] = _weights_section(pair, cfg)
+    result["activations"] = {"layers": acts.result()}
+    result["kl"] = kl.result()
+    result["adl"] = _adl_section(pair, adl, adl_kind, texts, chats, cfg)
+    if out_dir is not None:
+        save_stats(result, out_dir, adl_diff=adl.mean_diff())
+    return result
+
+
+def _weights_section(pair, cfg: StatsConfig) -> dict:
+    wcfg = WeightStatsConfig(energy=cfg.energy)
+    if cfg.weights_from_files:
+        stats = weight_stats_from_files(pair.base_ref, pair.finetuned_ref, wcfg)
+    else:
+        stats = weight_stats(pair, wcfg)
+    source = (
+        "files" if cfg.weights_from_files else ("adapter" if pair.adapter is not None else "memory")
+    )
+    return {
+        "source": source,
+        "energy": cfg.energy,
+        "modules": stats_to_json(stats),
+        "layers": per_layer_change(stats, pair.n_layers),
+    }
+
+
+def _adl_section(pair, adl: ADLAccumulator, kind: str, texts, chats, cfg: StatsConfig) -> dict:
+    res = adl.result(pair, top_k=cfg.adl_top_k)
+    norm = float(res.diff.norm())
+    section = {
+        "layer": res.layer,
+        "positions": res.positions,
+        "source": kind,
+        "documents": res.documents,
+        "diff_norm": norm,
+        "per_position_norm": res.per_position_norm,
+        "mean_norm_finetuned": res.mean_norm_finetuned,
+        "promoted_tokens": res.promoted,
+        "suppressed_tokens": res.suppressed,
+        "steering": {"scale": cfg.steer_scale, "examples": []},
+        "patchscope": [],
+    }
+    if norm > 0 and math.isfinite(norm) and cfg.patchscope_scales:
+        norms = [s * res.mean_norm_finetuned for s in cfg.patchscope_scales]
+        section["patchscope"] = patchscope(pair, res.diff, res.layer, norms=norms)
+    prompts = _steer_prompts(pair.tokenizer, texts, chats, cfg.steer_prompts)
+    if prompts and norm > 0 and math.isfinite(norm):
+        vector = (
+            res.diff / norm * res.mean_norm_finetuned
+        )  # unit direction at the layer's typical norm
+        section["steering"]["examples"] = steer(
+            pair, vector, res.layer, prompts, scale=cfg.steer_scale, max_new_tokens=cfg.steer_tokens
+        )
+    return section
+
+
+def save_stats(result: dict, out_dir: str | Path, *, adl_diff: torch.Tensor | None = None) -> Path:
+    """Write ``stats.json``, ``adl_diff.safetensors`` and the figures into ``out_dir``; returns the JSON path."""
+    from diffing.stats.figures import write_figures
+
+    out = Path(out_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    if adl_diff is not None:
+        from safetensors.torch import save_file
+
+        save_file(
+            {"diff": adl_diff.contiguous()},
+            str(out / "adl_diff.safetensors"),
+            metadata={"layer": str(result["adl"]["layer"])},
+        )
+    result["figures"] = write_figures(result, out)
+    path = out / "stats.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(_finite(result), indent=2, default=_json_default, allow_nan=False))
+    tmp.replace(path)
+    return path
+
+
+def _finite(obj):
+    """Replace non-finite floats (an infinite relative change of a zero base tensor) by None: strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _json_default(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -1,0 +1,119 @@
+"""From one traced batch to stored rows: which positions to keep, and the buffer that becomes a shard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from diffing.store.format import ShardInfo
+from diffing.store.writer import write_shard
+from diffing.tokens import Batch
+
+
+def keep_mask(
+    acts: list[dict[int, torch.Tensor]],
+    batch: Batch,
+    layers: list[int],
+    *,
+    drop_bos: bool,
+    drop_outliers: bool,
+    outlier_factor: float,
+) -> torch.Tensor:
+    """``[batch, seq]`` bool: real tokens, minus position 0 (``drop_bos``) and norm outliers.
+
+    A position is an outlier when its norm exceeds ``outlier_factor`` times the median
+    norm of its own sequence, in either model at any stored layer (attention sinks; they
+    would dominate a crosscoder's loss). The median is per sequence so the decision does
+    not depend on how sequences were batched (1 or N processes give the same store).
+    """
+    mask = batch.attention_mask.bool().clone()
+    if drop_bos:
+        mask[:, 0] = False
+    if not drop_outliers:
+        return mask
+    keep = mask.clone()
+    for model_acts in acts:
+        for layer in layers:
+            norms = model_acts[layer].float().norm(dim=-1).cpu()  # [batch, seq]
+            med = norms.masked_fill(~mask, float("nan")).nanmedian(dim=1).values  # [batch]
+            keep &= ~(norms > outlier_factor * med[:, None])  # NaN median (empty row) flags nothing
+    return keep
+
+
+def kept_tokens(
+    acts: list[dict[int, torch.Tensor]], batch: Batch, layers: list[int], cfg, dtype: torch.dtype
+):
+    """``(mask [batch, seq], layer -> [n_kept, n_models, d_model])`` in the storage dtype, on CPU."""
+    mask = keep_mask(
+        acts,
+        batch,
+        layers,
+        drop_bos=cfg.drop_bos,
+        drop_outliers=cfg.drop_outliers,
+        outlier_factor=cfg.outlier_factor,
+    )
+    rows = {}
+    for layer in layers:
+        both = torch.stack([a[layer].cpu() for a in acts], dim=2)  # [batch, seq, n_models, d_model]
+        rows[layer] = both[mask].to(dtype)  # [n_kept, n_models, d_model]
+    return mask, rows
+
+
+class ShardBuffer:
+    """Kept rows (and the full sequences they came from) accumulated until a shard is written."""
+
+    def __init__(self, layers: list[int]):
+        self.layers = layers
+        self.next_seq = 0
+        """Stream index just after the last sequence added (set by the harvest loop)."""
+        self._reset()
+
+    def _reset(self) -> None:
+        self.acts: dict[int, list[torch.Tensor]] = {k: [] for k in self.layers}
+        self.cols: dict[str, list[torch.Tensor]] = {
+            k: [] for k in ("token_ids", "doc_ids", "positions", "roles")
+        }
+        self.seq_ids: list[int] = []
+        self.seq_tokens: list[list[int]] = []
+        self.seq_roles: list[list[int]] = []
+        self.n_tokens = 0
+
+    def add(self, seqs, batch: Batch, kept) -> None:
+        """Append one traced batch: ``seqs`` its sequences, ``kept`` what :func:`kept_tokens` returned."""
+        mask, rows = kept
+        n_seq, seq_len = mask.shape
+        ids = torch.tensor([s.seq_id for s in seqs], dtype=torch.int64)
+        self.cols["token_ids"].append(batch.input_ids[mask])
+        self.cols["doc_ids"].append(ids[:, None].expand(n_seq, seq_len)[mask])
+        self.cols["positions"].append(torch.arange(seq_len)[None].expand(n_seq, seq_len)[mask])
+        self.cols["roles"].append(batch.roles[mask])
+        for layer in self.layers:
+            self.acts[layer].append(rows[layer])
+        for s in seqs:
+            self.seq_ids.append(s.seq_id)
+            self.seq_tokens.append(s.input_ids)
+            self.seq_roles.append(s.roles)
+        self.n_tokens += int(mask.sum())
+
+    def flush(self, out: Path, *, rank: int, index: int) -> ShardInfo:
+        """Write the buffer as shard ``index`` of ``rank`` and empty it."""
+        lengths = torch.tensor([0] + [len(t) for t in self.seq_tokens], dtype=torch.int64)
+        info = write_shard(
+            out,
+            rank=rank,
+            index=index,
+            acts={k: torch.cat(v) for k, v in self.acts.items()},
+            token_ids=torch.cat(self.cols["token_ids"]),
+            doc_ids=torch.cat(self.cols["doc_ids"]),
+            positions=torch.cat(self.cols["positions"]),
+            roles=torch.cat(self.cols["roles"]),
+            seq_ids=torch.tensor(self.seq_ids, dtype=torch.int64),
+            seq_starts=lengths.cumsum(0),
+            seq_tokens=torch.tensor([t for ts in self.seq_tokens for t in ts], dtype=torch.int32),
+            seq_roles=torch.tensor([r for rs in self.seq_roles for r in rs], dtype=torch.int8),
+            first_seq=min(self.seq_ids),
+            next_seq=self.next_seq,
+        )
+        self._reset()
+        return info

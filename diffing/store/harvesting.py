@@ -1,0 +1,331 @@
+"""Harvest: run both models of a pair over a corpus and write their activations to a store.
+
+The data is a deterministic stream of sequences (:mod:`diffing.store.sequences`);
+the first sequences whose lengths add up to ``tokens`` are harvested. Rank ``r`` of
+``world_size`` processes takes sequences ``i`` with ``i % world_size == r``, groups
+``sort_batches * batch_size`` of them, sorts each group by length (little padding), traces
+both models up to the deepest requested layer (``diffing.tracing.trace_model``
+stops the forward there), drops BOS positions and attention-sink outliers
+(METHODS.md section 1), and appends the kept tokens to the current shard. A shard
+is written (temporary name, then rename) once it holds ``shard_tokens``; the
+rank's progress file lists finished shards, so rerunning the same call continues
+after the last one and produces byte-identical shards. Rank 0 merges one manifest
+at the end, with the per-model normalisation scalars computed over every token.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from diffing.corpus import resolve_all
+from diffing.errors import DiffingError
+from diffing.store.batches import ShardBuffer, kept_tokens
+from diffing.store.format import (
+    FORMAT_VERSION,
+    MANIFEST,
+    MODEL_NAMES,
+    Manifest,
+    ShardInfo,
+    read_manifest,
+    sha256_file,
+    write_json_atomic,
+)
+from diffing.store.progress import ProgressBar
+from diffing.store.provenance import pair_info
+from diffing.store.reader import ActivationStore
+from diffing.store.sequences import sequence_stream
+from diffing.store.writer import finish_manifest, storage_dtype
+from diffing.tokens import Encoded, pad_batch, pad_id_of
+from diffing.tracing import trace_model
+
+_after_shard = None
+"""Test hook: called with each finished :class:`ShardInfo` (raise in it to simulate an interruption)."""
+
+
+@dataclass
+class HarvestConfig:
+    """The settings of a harvest; all but ``tokens`` must match for a rerun to resume."""
+
+    layers: list[int]
+    """Layers to store (index k = output of decoder block k)."""
+    data: list[str]
+    """Data specs (files, folders, ``hf:NAME[:split]``, ``organism:NAME``)."""
+    tokens: int
+    """Model-input tokens to harvest (the store holds slightly fewer after dropping BOS/outliers)."""
+    seq_len: int = 1024
+    """Longest sequence fed to the models; longer texts are cut, chats truncated."""
+    batch_size: int = 8
+    """Sequences per forward pass."""
+    dtype: str = "float32"
+    """Storage dtype of activations: float32, bfloat16 or float16."""
+    chat_fraction: float = 0.5
+    """Share of tokens taken from chat data when both kinds are given."""
+    drop_bos: bool = True
+    """Drop position 0 of every sequence (BOS / attention sink)."""
+    drop_outliers: bool = True
+    """Drop positions whose norm exceeds ``outlier_factor`` x the sequence's median norm in either model."""
+    outlier_factor: float = 10.0
+    """Multiple of the median norm above which a position counts as an outlier."""
+    shard_tokens: int = 0
+    """Kept tokens per shard (0: about 128 MiB of activations per shard)."""
+    sort_batches: int = 8
+    """Batches whose sequences are sorted by length together (less padding); shards end on these groups."""
+    world_size: int = 1
+    """Processes the data is split across."""
+
+    def resume_key(self, models: list[dict]) -> dict:
+        """What must match between runs for one to continue the other."""
+        key = {k: v for k, v in asdict(self).items() if k != "tokens"}
+        key.update(
+            models=[{"ref": m["ref"], "hash": m["hash"]} for m in models],
+            format_version=FORMAT_VERSION,
+        )
+        return key
+
+
+def _progress_path(out: Path, rank: int) -> Path:
+    return out / f"progress-r{rank:03d}.json"
+
+
+def _load_progress(out: Path, rank: int, key: dict) -> list[ShardInfo]:
+    """Finished shards of this rank from an earlier run, verified; [] on a fresh store."""
+    path = _progress_path(out, rank)
+    if not path.is_file():
+        return []
+    state = json.loads(path.read_text())
+    if state.get("key") != key:
+        diff = sorted(
+            k
+            for k in set(key) | set(state.get("key", {}))
+            if key.get(k) != state.get("key", {}).get(k)
+        )
+        raise DiffingError(
+            f"{out} holds a harvest with different settings ({', '.join(diff)} differ); "
+            "rerun with the same settings to resume, or pass a new --out"
+        )
+    shards = [ShardInfo(**s) for s in state["shards"]]
+    for s in shards:
+        p = out / s.file
+        if not p.is_file() or p.stat().st_size != s.bytes or sha256_file(p) != s.sha256:
+            raise DiffingError(
+                f"shard {s.file} in {out} is missing or corrupt (checksum mismatch); delete it and {path.name}, then rerun"
+            )
+    return shards
+
+
+def _save_progress(
+    out: Path, rank: int, key: dict, tokens: int, shards: list[ShardInfo], done: bool
+) -> None:
+    state = {"key": key, "tokens": tokens, "done": done, "shards": [asdict(s) for s in shards]}
+    write_json_atomic(_progress_path(out, rank), state)
+
+
+def _barrier(out: Path, world_size: int, ready) -> None:
+    """Wait until ``ready()`` (other ranks' files are there), then sync torch.distributed if initialised.
+
+    Polling the shared folder first means ranks that finish hours apart never hit the
+    process group's collective timeout.
+    """
+    if world_size <= 1:
+        return
+    deadline = time.time() + float(os.environ.get("DIFFING_BARRIER_TIMEOUT", 7 * 86400))
+    while not ready():
+        if time.time() > deadline:
+            raise DiffingError(
+                f"timed out waiting for the other harvest processes writing to {out}"
+            )
+        time.sleep(0.2)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def _groups(
+    stream, *, tokens: int, rank: int, world_size: int, start_seq: int, group_size: int
+) -> Iterator[list]:
+    """This rank's sequences of the harvested prefix (``tokens`` long), from ``start_seq``, in groups."""
+    cum, group = 0, []
+    for seq in stream:
+        if cum >= tokens:
+            break
+        cum += len(seq.input_ids)
+        if seq.seq_id % world_size != rank or seq.seq_id < start_seq:
+            continue
+        group.append(seq)
+        if len(group) == group_size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def _default_shard_tokens(n_layers: int, d_model: int, dtype: torch.dtype) -> int:
+    per_token = n_layers * len(MODEL_NAMES) * d_model * torch.empty(0, dtype=dtype).element_size()
+    return max(1024, (128 * 2**20) // per_token)
+
+
+def harvest(
+    pair,
+    out: str | Path,
+    *,
+    layers: Sequence[int],
+    data: Sequence[str] | str,
+    tokens: int,
+    seq_len: int = 1024,
+    batch_size: int = 8,
+    dtype: str = "float32",
+    chat_fraction: float = 0.5,
+    drop_bos: bool = True,
+    drop_outliers: bool = True,
+    outlier_factor: float = 10.0,
+    shard_tokens: int | None = None,
+    sort_batches: int = 8,
+    progress: bool = True,
+    rank: int = 0,
+    world_size: int = 1,
+) -> ActivationStore:
+    """Harvest both models' activations at ``layers`` over ``tokens`` tokens of ``data`` into ``out``.
+
+    Resumable: rerunning the same call continues after the last finished shard (and
+    returns at once if the store is complete). Multi-process: call it in each of
+    ``world_size`` processes with its ``rank``; rank 0 writes the manifest after all
+    finish. Returns the opened :class:`ActivationStore`.
+    """
+    if not isinstance(tokens, int) or tokens <= 0:
+        raise DiffingError(f"--tokens must be a positive number of tokens, got {tokens!r}")
+    if seq_len < 2 or batch_size < 1:
+        raise DiffingError(
+            f"seq_len must be >= 2 and batch_size >= 1 (got {seq_len}, {batch_size})"
+        )
+    if not 0.0 <= chat_fraction <= 1.0:
+        raise DiffingError(f"chat_fraction must be in [0, 1], got {chat_fraction}")
+    if not 0 <= rank < world_size:
+        raise DiffingError(f"rank {rank} is outside 0..{world_size - 1}")
+    if sort_batches < 1:
+        raise DiffingError(f"sort_batches must be >= 1, got {sort_batches}")
+    sdtype = storage_dtype(dtype)
+    layers = pair.check_layers(layers)
+    specs = (
+        [s.strip() for s in data.split(",") if s.strip()]
+        if isinstance(data, str)
+        else [str(s) for s in data]
+    )
+    sources = resolve_all(specs)
+    cfg = HarvestConfig(
+        layers=layers,
+        data=specs,
+        tokens=tokens,
+        seq_len=seq_len,
+        batch_size=batch_size,
+        dtype=str(sdtype).removeprefix("torch."),
+        chat_fraction=chat_fraction,
+        drop_bos=drop_bos,
+        drop_outliers=drop_outliers,
+        outlier_factor=outlier_factor,
+        shard_tokens=shard_tokens or _default_shard_tokens(len(layers), pair.d_model, sdtype),
+        world_size=world_size,
+        sort_batches=sort_batches,
+    )
+    models = pair_info(pair)
+    key = cfg.resume_key(models)
+    out = Path(out).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / MANIFEST).is_file():
+        done = read_manifest(out)
+        if done.settings.get("resume_key") != json.loads(json.dumps(key)):
+            raise DiffingError(
+                f"{out} already holds a store harvested with other settings; pass a new --out or delete it"
+            )
+        if done.settings.get("tokens") == tokens:
+            return ActivationStore.open(out)
+    for tmp in out.glob(f".shard-r{rank:03d}-*.tmp"):
+        tmp.unlink()  # a shard interrupted mid-write; it is redone below
+    shards = _load_progress(out, rank, key)
+    start_seq = shards[-1].next_seq if shards else 0
+    stream = sequence_stream(pair.tokenizer, sources, seq_len=seq_len, chat_fraction=chat_fraction)
+    groups = _groups(
+        stream,
+        tokens=tokens,
+        rank=rank,
+        world_size=world_size,
+        start_seq=start_seq,
+        group_size=sort_batches * batch_size,
+    )
+    bar = ProgressBar(
+        tokens // world_size,
+        done=sum(s.n_tokens for s in shards),
+        enabled=progress and rank == 0,
+        label="harvest" if world_size == 1 else f"harvest (rank 0 of {world_size})",
+    )
+    buf = ShardBuffer(layers)
+    pad_id = pad_id_of(pair.tokenizer)
+    for group in groups:
+        ordered = sorted(group, key=lambda s: len(s.input_ids))
+        for i in range(0, len(ordered), batch_size):
+            part = ordered[i : i + batch_size]
+            batch = pad_batch([Encoded(s.input_ids, s.roles) for s in part], pad_id)
+            acts = [
+                trace_model(lm, pair.arch, batch.input_ids, batch.attention_mask, layers).layers
+                for lm in pair.models
+            ]
+            buf.add(part, batch, kept_tokens(acts, batch, layers, cfg, sdtype))
+            bar.update(int(batch.attention_mask.sum()))
+        buf.next_seq = group[-1].seq_id + 1
+        if buf.n_tokens >= cfg.shard_tokens:
+            shards.append(buf.flush(out, rank=rank, index=len(shards)))
+            _save_progress(out, rank, key, tokens, shards, done=False)
+            if _after_shard is not None:
+                _after_shard(shards[-1])
+    if buf.n_tokens:
+        shards.append(buf.flush(out, rank=rank, index=len(shards)))
+    _save_progress(out, rank, key, tokens, shards, done=True)
+    bar.close()
+
+    def all_done() -> bool:
+        paths = [_progress_path(out, r) for r in range(world_size)]
+        return all(
+            p.is_file()
+            and json.loads(p.read_text()).get("done")
+            and json.loads(p.read_text()).get("tokens") == tokens
+            for p in paths
+        )
+
+    _barrier(out, world_size, all_done)
+    if rank == 0:
+        everything = [
+            ShardInfo(**s)
+            for r in range(world_size)
+            for s in json.loads(_progress_path(out, r).read_text())["shards"]
+        ]
+        if not sum(s.n_tokens for s in everything):
+            raise DiffingError(
+                f"the data {', '.join(specs)} gave no tokens to store (documents empty or all positions dropped)"
+            )
+        settings = asdict(cfg) | {"resume_key": key}
+        manifest = Manifest(
+            layers=layers,
+            d_model=pair.d_model,
+            dtype=cfg.dtype,
+            n_tokens=0,
+            shards=everything,
+            norm_scales={},
+            models=models,
+            data=specs,
+            settings=settings,
+            tokenizer=pair.finetuned_ref,
+        )
+        finish_manifest(out, manifest)
+    _barrier(
+        out,
+        world_size,
+        lambda: (out / MANIFEST).is_file() and read_manifest(out).settings.get("tokens") == tokens,
+    )
+    return ActivationStore.open(out)
