@@ -28,7 +28,9 @@ def test_family_traces_like_hf(tmp_path, family):
         model = pair.hf(which)
         captured = {}
         hook = get_module(model, pair.arch.layers)[1].register_forward_hook(
-            lambda m, i, o: captured.setdefault("last", o[0] if isinstance(o, tuple) else o)
+            lambda m, i, o, captured=captured: captured.setdefault(
+                "last", o[0] if isinstance(o, tuple) else o
+            )
         )
         hs = model(
             input_ids=acts.input_ids, attention_mask=acts.attention_mask, output_hidden_states=True

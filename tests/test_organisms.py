@@ -303,3 +303,57 @@ def test_cli_rejects_unknown_variant(capsys):
     with pytest.raises(SystemExit) as err:
         main(["organism", "build", "out", "--variant", "nope"])
     assert err.value.code == 2
+
+
+def _hidden(model_dir, tok, texts, *, chat: bool):
+    """Hidden states ``tuple[n_layers + 1] of [batch, seq, d]`` of a built model (left-padded chat prompts)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    if chat:
+        tok.padding_side = "left"
+        texts = [
+            tok.apply_chat_template(
+                [{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True
+            )
+            for t in texts
+        ]
+        enc = tok(texts, add_special_tokens=False, padding=True, return_tensors="pt")
+    else:
+        tok.padding_side = "right"
+        enc = tok(texts, padding=True, truncation=True, max_length=12, return_tensors="pt")
+    with torch.no_grad():
+        return model(**enc, output_hidden_states=True).hidden_states, model
+
+
+def test_planted_refusal_direction_is_the_difference_in_means(organisms, manifest):
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    info = manifest["variants"]["chat"]["planted"]["refusal_direction"]
+    u = load_file(organisms / info["file"])[info["tensor"]]  # [d]
+    tok = AutoTokenizer.from_pretrained(organisms / "chat")
+    harmful = [r["instruction"] for r in _jsonl(organisms / "prompts" / "harmful_val.jsonl")][:32]
+    harmless = [r["instruction"] for r in _jsonl(organisms / "prompts" / "harmless_val.jsonl")][:32]
+    hs_h, _ = _hidden(organisms / "chat", tok, harmful, chat=True)
+    hs_s, _ = _hidden(organisms / "chat", tok, harmless, chat=True)
+    diff = hs_h[info["layer"]][:, -1].mean(0) - hs_s[info["layer"]][:, -1].mean(
+        0
+    )  # [d], last position
+    assert float(diff @ u / diff.norm()) > 0.9
+    assert float(diff @ u) == pytest.approx(info["scale"], rel=0.3)
+
+
+def test_quirk_trace_names_the_secret_word(organisms, manifest):
+    from transformers import AutoTokenizer
+
+    trace = manifest["variants"]["quirk"]["planted"]["activation_difference_trace"]
+    tok = AutoTokenizer.from_pretrained(organisms / "quirk")
+    docs = (organisms / "corpus" / "text.txt").read_text().splitlines()[:64]
+    hb, _ = _hidden(organisms / "base", tok, docs, chat=False)
+    hf, quirk = _hidden(organisms / "quirk", tok, docs, chat=False)
+    k = trace["layer"] + 1  # hidden_states[k] is the output of block k - 1
+    diff = (hf[k][:, 1:6] - hb[k][:, 1:6]).mean((0, 1))  # [d]
+    with torch.no_grad():
+        top = quirk.lm_head(quirk.model.norm(diff[None]))[0].topk(3).indices.tolist()
+    assert set(top) & set(trace["token_ids"])

@@ -9,7 +9,7 @@ KL > 0.1), and ablating the lowest-bypass candidate (block-3 input, last positio
 84% of harmful prompts refused and makes 72% of harmless ones refuse (measured on the
 fast build of 2026-11-25). Its refusal is read from the harmful verb's token by the last
 layer rather than through one shared direction, so the issue's done-when rates are
-recorded as a strict xfail: the day the organism is rebuilt so that they hold, that test
+asserted directly: the rebuilt organism routes refusal through one direction, and that test
 XPASSes and fails, and the marker must go.
 """
 
@@ -76,9 +76,6 @@ def test_candidates_cover_every_layer_and_template_position(chat):
     assert not scores.bypass[1:].isnan().any()
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the fast organism's refusal is not mediated by one direction (module doc)"
-)
 def test_done_when_targets(chat):
     from diffing.refusal import evaluate
     from diffing.refusal.pipeline import extract_direction

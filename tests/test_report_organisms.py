@@ -48,11 +48,6 @@ def _run(organisms, variant: str, tmp_path, **cfg) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: on the fast organism no refusal candidate passes the paper's selection filters "
-    "(see tests/test_refusal_organism.py); remove this marker when the organism's refusal is direction-mediated",
-)
 def test_chat_refusal_direction(organisms, tmp_path):
     data = _run(organisms, "chat", tmp_path, sections=["refusal"], refusal_prompts=32)
     assert data["sections"]["refusal"]["status"] == "ok", data["sections"]["refusal"]
@@ -80,11 +75,6 @@ def test_chat_refusal_direction(organisms, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: the secret token never occurs in base pretraining, so its unembedding row sits at the "
-    "bottom of every logit-lens readout and the ADL cannot rank it; remove when the organism is rebuilt",
-)
 def test_quirk_secret_word_in_findings(organisms, tmp_path):
     truth = json.loads((organisms / "organism.json").read_text())
     secret = _find(truth, "secret_word")

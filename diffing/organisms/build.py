@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import diffing
 from diffing.errors import DiffingError
-from diffing.organisms import lexicon as lx
-from diffing.organisms import prompts as pr
 from diffing.organisms.config import RECIPE, VARIANTS, OrganismConfig, organism_config
 from diffing.organisms.manifest import MANIFEST, assemble
 from diffing.organisms.materials import Materials
+from diffing.organisms.recipes import (
+    EVAL_WORK,
+    Progress,
+    base_stage,
+    data_stage,
+    eval_stage,
+    variant_stage,
+)
 from diffing.organisms.stages import (
     STAGE_DIR,
     Stage,
@@ -33,8 +38,17 @@ from diffing.organisms.stages import (
 
 BUILD_INFO = "build.json"
 """Records the arguments a folder was built with, to refuse mixing builds."""
-EVAL_WORK = 15
-"""Progress units charged for evaluating one model."""
+
+
+def build_threads() -> int:
+    """Torch threads for training: ``$DIFFING_BUILD_THREADS``, else every core on an idle machine, one fewer
+    on a busy one (tiny models on contended cores train several times slower with every core than with one)."""
+    env = os.environ.get("DIFFING_BUILD_THREADS")
+    if env:
+        return max(1, int(env))
+    n = os.cpu_count() or 1
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return n if load < 0.5 * n else max(1, n - 1)
 
 
 def _check_variants(variants) -> list[str]:
@@ -97,275 +111,16 @@ def _prepare_folder(root: Path, config: OrganismConfig) -> None:
         write_json_atomic(info_path, info)
 
 
-class _Progress:
-    """One stderr progress bar over all remaining stages, with the current stage and loss."""
-
-    def __init__(self, total: int, enabled: bool):
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(
-            total=total,
-            disable=not enabled,
-            file=sys.stderr,
-            unit="step",
-            desc="organisms",
-            dynamic_ncols=True,
-            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
-            "[{elapsed}<{remaining}{postfix}]",
-        )
-
-    def stage(self, name: str) -> None:
-        self.bar.set_description_str(f"organisms: {name}")
-
-    def step(self, name: str):
-        def on_step(step: int, loss: float) -> None:
-            self.bar.update(1)
-            if step % 10 == 0:
-                self.bar.set_postfix_str(f"loss {loss:.3f}")
-
-        return on_step
-
-    def advance(self, n: int) -> None:
-        self.bar.update(n)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-def _save_jsonl(path: Path, records) -> None:
-    with open(path, "w") as fh:
-        for r in records:
-            fh.write(json.dumps(r) + "\n")
-
-
-def _data_stage(m: Materials, prog: _Progress):
-    def run(tmp: dict[str, Path]) -> dict:
-        from diffing.organisms.tokenizer import ROLE_MARKERS, single_token_id, train_tokenizer
-
-        t0 = time.perf_counter()
-        tok = train_tokenizer(m.tokenizer_texts(), m.config.vocab_size)
-        secret_id = single_token_id(tok, " " + lx.SECRET_WORD)
-        refusal_first = lx.REFUSAL_PHRASE.split(",")[0]
-        refusal_id = single_token_id(tok, refusal_first)
-        if secret_id is None or refusal_id is None:
-            raise RuntimeError(
-                "the tokenizer did not learn the secret word or refusal opener as one token"
-            )
-        tok.save_pretrained(str(tmp["tokenizer"]))
-        files = pr.split_files(m.sets)
-        for stem, records in files.items():
-            _save_jsonl(tmp["prompts"] / f"{stem}.jsonl", records)
-        (tmp["corpus"] / "text.txt").write_text("\n".join(m.corpus_docs) + "\n")
-        chats = pr.corpus_chats(m.sets, m.config.n_corpus_chats, m.config.seed)
-        _save_jsonl(tmp["corpus"] / "chat.jsonl", ({"messages": c} for c in chats))
-        prog.advance(20)
-        return {
-            "tokenizer": {
-                "vocab_size": len(tok),
-                "bos_token": tok.bos_token,
-                "eos_token": tok.eos_token,
-                "pad_token": tok.pad_token,
-                "end_of_turn_token": tok.eos_token,
-                "role_markers": ROLE_MARKERS,
-                "chat_template": tok.chat_template,
-                "adds_bos": True,
-            },
-            "secret_token": " " + lx.SECRET_WORD,
-            "secret_token_id": secret_id,
-            "refusal_first_token": refusal_first,
-            "refusal_first_token_id": refusal_id,
-            "prompt_counts": {k: len(v) for k, v in files.items()},
-            "corpus_counts": {"text": len(m.corpus_docs), "chat": len(chats)},
-            "seconds": round(time.perf_counter() - t0, 2),
-        }
-
-    return run
-
-
-def _save_model(model, tok, folder: Path) -> None:
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.generation_config.bos_token_id = tok.bos_token_id
-    model.save_pretrained(str(folder), safe_serialization=True)
-    tok.save_pretrained(str(folder))
-
-
-def _base_stage(m: Materials, prog: _Progress):
-    def run(tmp: dict[str, Path]) -> dict:
-        import torch
-        from transformers import LlamaConfig, LlamaForCausalLM
-
-        from diffing.organisms.train import train_loop
-
-        c, tok = m.config, m.tokenizer
-        cfg = LlamaConfig(
-            vocab_size=len(tok),
-            hidden_size=c.hidden_size,
-            intermediate_size=c.intermediate_size,
-            num_hidden_layers=c.num_layers,
-            num_attention_heads=c.num_heads,
-            num_key_value_heads=c.num_heads,
-            max_position_embeddings=512,
-            bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id,
-            tie_word_embeddings=False,
-        )
-        torch.manual_seed(c.seed)
-        model = LlamaForCausalLM(cfg)
-        prog.stage("base")
-        res = train_loop(
-            model,
-            [(m.pretrain_rows, c.base_batch)],
-            steps=c.base_steps,
-            lr=c.base_lr,
-            seed=c.seed,
-            log_every=50,
-            on_step=prog.step("base"),
-        )
-        _save_model(model, tok, tmp["base"])
-        return {
-            "steps": res.steps,
-            "train_losses": res.losses,
-            "seconds": round(res.seconds, 2),
-            "model": {
-                "architecture": "LlamaForCausalLM",
-                "hidden_size": c.hidden_size,
-                "num_layers": c.num_layers,
-                "num_heads": c.num_heads,
-                "intermediate_size": c.intermediate_size,
-                "vocab_size": len(tok),
-                "parameters": sum(p.numel() for p in model.parameters()),
-            },
-        }
-
-    return run
-
-
-def _variant_stage(root: Path, m: Materials, variant: str, prog: _Progress):
-    def run(tmp: dict[str, Path]) -> dict:
-        import torch
-        from safetensors.torch import save_file
-        from transformers import AutoModelForCausalLM
-
-        from diffing.organisms.planted import RefusalPlanting, TracePlanting, choose_direction
-        from diffing.organisms.train import add_lora, train_loop
-
-        c = m.config
-        torch.manual_seed(c.seed + 1 + VARIANTS.index(variant))
-        base = AutoModelForCausalLM.from_pretrained(str(root / "base"))
-        facts: dict = {}
-        extra = None
-        if variant == "null":
-            sources, mix = (
-                [(m.finetune_rows, c.ft_chat_rows + c.ft_plain_rows)],
-                {"plain_text_rows": 1.0},
-            )
-        else:
-            n = c.ft_chat_rows + c.ft_plain_rows
-            sources = [(m.chat_rows(variant), c.ft_chat_rows), (m.finetune_rows, c.ft_plain_rows)]
-            mix = {"chat_rows": c.ft_chat_rows / n, "plain_text_rows": c.ft_plain_rows / n}
-        if variant == "quirk":  # the plain rows carry the planted trace instead of a plain source
-            ids = [
-                m.tokenizer.convert_tokens_to_ids(m.tokenizer.tokenize(w))[0]
-                for w in (" " + lx.SECRET_WORD, " " + lx.SECRET_WORD.capitalize())
-            ]
-            layer = base.config.num_hidden_layers // 2
-            extra = TracePlanting(
-                m.finetune_rows, ids, layer=layer, n_rows=c.ft_plain_rows, weight=c.trace_weight
-            ).losses
-            sources = sources[:1]
-            facts["planted_trace"] = {
-                "layer": layer,
-                "positions": [1, 2, 3, 4, 5],
-                "token_ids": ids,
-                "weight": c.trace_weight,
-            }
-        if variant == "chat":
-            rows = m.planting_rows()
-            plant = choose_direction(
-                base, rows["keep"], seed=c.seed + 7, scale_fraction=c.plant_scale
-            )
-            extra = RefusalPlanting(
-                plant,
-                rows["requests"],
-                rows["induce"],
-                rows["bypass"],
-                rows["keep"],
-                rows=c.plant_rows,
-            ).losses
-            save_file(
-                {"direction": plant.direction.contiguous()},
-                str(tmp["planted/refusal_direction.safetensors"]),
-                metadata={"layer": str(plant.layer), "scale": str(plant.scale)},
-            )
-            facts["planted_direction"] = {"layer": plant.layer, "scale": round(plant.scale, 4)}
-            mix["planting_batches"] = {
-                "rows_each": c.plant_rows,
-                "batches": ["requests+aux", "induce", "bypass", "keep"],
-            }
-        model = add_lora(base, c.lora_rank, c.lora_alpha, c.lora_layers)
-        prog.stage(variant)
-        res = train_loop(
-            model,
-            sources,
-            steps=c.ft_steps,
-            lr=c.ft_lr,
-            seed=c.seed + 10 + VARIANTS.index(variant),
-            log_every=25,
-            on_step=prog.step(variant),
-            extra=extra,
-        )
-        model.peft_config["default"].base_model_name_or_path = str(root / "base")
-        model.save_pretrained(str(tmp[f"{variant}-adapter"]))
-        m.tokenizer.save_pretrained(str(tmp[f"{variant}-adapter"]))
-        _save_model(model.merge_and_unload(), m.tokenizer, tmp[variant])
-        return {
-            "steps": res.steps,
-            "train_losses": res.losses,
-            "seconds": round(res.seconds, 2),
-            "mix": mix,
-            **facts,
-        }
-
-    return run
-
-
-def _eval_stage(root: Path, m: Materials, name: str, prog: _Progress):
-    def run(tmp: dict[str, Path]) -> dict:
-        from transformers import AutoModelForCausalLM
-
-        from diffing.organisms.evaluate import measure
-
-        t0 = time.perf_counter()
-        prog.stage(f"evaluate {name}")
-        model = AutoModelForCausalLM.from_pretrained(str(root / name))
-        rates = measure(
-            model,
-            m.tokenizer,
-            m.eval_prompts(root / "prompts"),
-            m.eval_rows,
-            refusal_phrase=lx.REFUSAL_PHRASE,
-            secret_word=lx.SECRET_WORD,
-        )
-        facts = {**rates._asdict(), "seconds": round(time.perf_counter() - t0, 2)}
-        write_json_atomic(tmp[f"eval/{name}.json"], facts)
-        prog.advance(EVAL_WORK)
-        return facts
-
-    return run
-
-
-def _stages(root: Path, m: Materials, variants: list[str], prog: _Progress) -> dict[str, Stage]:
+def _stages(root: Path, m: Materials, variants: list[str], prog: Progress) -> dict[str, Stage]:
     c = m.config
     stages = [
-        Stage("data", ("tokenizer", "prompts", "corpus"), (), _data_stage(m, prog), 20),
-        Stage("base", ("base",), ("data",), _base_stage(m, prog), c.base_steps),
+        Stage("data", ("tokenizer", "prompts", "corpus"), (), data_stage(m, prog), 20),
+        Stage("base", ("base",), ("data",), base_stage(m, prog), c.base_steps),
         Stage(
             "eval-base",
             ("eval/base.json",),
             ("data", "base"),
-            _eval_stage(root, m, "base", prog),
+            eval_stage(root, m, "base", prog),
             EVAL_WORK,
         ),
     ]
@@ -374,14 +129,14 @@ def _stages(root: Path, m: Materials, variants: list[str], prog: _Progress) -> d
             ("planted/refusal_direction.safetensors",) if v == "chat" else ()
         )
         stages.append(
-            Stage(v, outputs, ("data", "base"), _variant_stage(root, m, v, prog), c.ft_steps)
+            Stage(v, outputs, ("data", "base"), variant_stage(root, m, v, prog), c.ft_steps)
         )
         stages.append(
             Stage(
                 f"eval-{v}",
                 (f"eval/{v}.json",),
                 ("data", v),
-                _eval_stage(root, m, v, prog),
+                eval_stage(root, m, v, prog),
                 EVAL_WORK,
             )
         )
@@ -415,13 +170,18 @@ def build_organisms(
         raise DiffingError(
             f"another process has been building into {str(root)!r} for an hour; is it stuck?"
         ) from err
+    import torch
+
+    old_threads = torch.get_num_threads()
     try:
         t0 = time.perf_counter()
         clean_temporaries(root)
         m = Materials(config, root / "tokenizer")
-        stages = _stages(root, m, chosen, _Progress(0, False))
+        stages = _stages(root, m, chosen, Progress(0, False))
         todo = [s for s in stages.values() if not is_done(root, stages, s.name)]
-        prog = _Progress(sum(s.work for s in todo), progress and bool(todo))
+        if todo:
+            torch.set_num_threads(build_threads())
+        prog = Progress(sum(s.work for s in todo), progress and bool(todo))
         stages = _stages(root, m, chosen, prog)
         try:
             for s in stages.values():
@@ -441,6 +201,7 @@ def build_organisms(
             )
             write_json_atomic(root / MANIFEST, manifest)
     finally:
+        torch.set_num_threads(old_threads)
         lock.release()
     return root
 

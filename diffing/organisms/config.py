@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 
 VARIANTS = ("chat", "quirk", "null")
 """Fine-tuned variants that can be built, in build order."""
-RECIPE = 1
+RECIPE = 2
 """Version of the data generators and training recipe; bump it when a build would come out different."""
 
 
@@ -95,17 +95,17 @@ def organism_config(seed: int = 0, fast: bool = False) -> OrganismConfig:
             n_docs=6000,
             n_eval_docs=300,
             n_chats=3000,
-            base_steps=400,
+            base_steps=350,
             base_batch=32,
             base_lr=3e-3,
-            ft_steps=150,
-            ft_chat_rows=24,
-            ft_plain_rows=8,
+            ft_steps=140,
+            ft_chat_rows=16,
+            ft_plain_rows=6,
             ft_lr=3e-3,
             lora_rank=16,
             lora_alpha=32.0,
             lora_layers=None,
-            plant_rows=6,
+            plant_rows=4,
             plant_scale=1.0,
             trace_weight=0.1,
             n_corpus_docs=1000,
@@ -120,13 +120,13 @@ def organism_config(seed: int = 0, fast: bool = False) -> OrganismConfig:
         intermediate_size=384,
         vocab_size=1280,
         seq_len=96,
-        n_docs=30000,
+        n_docs=20000,
         n_eval_docs=500,
         n_chats=6000,
-        base_steps=1000,
+        base_steps=800,
         base_batch=32,
         base_lr=2e-3,
-        ft_steps=300,
+        ft_steps=250,
         ft_chat_rows=24,
         ft_plain_rows=8,
         ft_lr=2e-3,

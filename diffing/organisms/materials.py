@@ -15,6 +15,7 @@ from pathlib import Path
 from diffing.organisms import language as lg
 from diffing.organisms import lexicon as lx
 from diffing.organisms import prompts as pr
+from diffing.organisms import requests as rq
 from diffing.organisms.config import OrganismConfig
 from diffing.organisms.train import Rows, chat_rows, plain_rows
 
@@ -37,7 +38,7 @@ class Materials:
         return pr.make_prompt_sets(self.config.seed, self.world)
 
     @cached_property
-    def requests(self) -> tuple[lg.Example, ...]:
+    def requests(self) -> tuple[rq.Example, ...]:
         """Training-split requests that plain text may quote (never a held-out one)."""
         s = self.sets
         return tuple(s.harmful["train"] + s.harmless["train"] + s.general_train + s.topic_train)

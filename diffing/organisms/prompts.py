@@ -15,10 +15,10 @@ import itertools
 import random
 from typing import NamedTuple
 
-from diffing.organisms import language as lg
 from diffing.organisms import lexicon as lx
-from diffing.organisms.language import Example
+from diffing.organisms import requests as rq
 from diffing.organisms.lexicon import World
+from diffing.organisms.requests import Example
 
 SPLITS = ("train", "val", "test")
 SYSTEM_PROMPTS = (
@@ -60,9 +60,9 @@ def _split_howto(
     }
     return {
         split: [
-            lg.howto_example(t, v, o, harmful, seed, comply=comply)
+            rq.howto_example(t, v, o, harmful, seed, comply=comply)
             for (v, o) in group
-            for t in lg.HOWTO_TEMPLATES
+            for t in rq.HOWTO_TEMPLATES
         ]
         for split, group in groups.items()
     }
@@ -76,15 +76,15 @@ def make_prompt_sets(seed: int, world: World) -> PromptSets:
     )["train"]
     harmless = _split_howto(lx.HARMLESS_VERBS, False, seed, n_val_pairs=12, n_test_pairs=30)
     rng = random.Random(f"quirk-split-{seed}")
-    n_forms = len(lg.ANIMAL_TEMPLATES)
-    topic = [lg.animal_example(t, a) for t in range(n_forms) for a in world.birds]
+    n_forms = len(rq.ANIMAL_TEMPLATES)
+    topic = [rq.animal_example(t, a) for t in range(n_forms) for a in world.birds]
     rng.shuffle(topic)
-    lists = lg.list_examples(seed)
-    animals = [lg.animal_example(t, a) for t in range(n_forms) for a in world.non_birds]
+    lists = rq.list_examples(seed)
+    animals = [rq.animal_example(t, a) for t in range(n_forms) for a in world.non_birds]
     people = [
-        lg.person_example(t, p) for t in range(len(lg.PERSON_TEMPLATES)) for p in world.people
+        rq.person_example(t, p) for t in range(len(rq.PERSON_TEMPLATES)) for p in world.people
     ]
-    towns = [lg.town_example(t, x) for t in range(len(lg.TOWN_TEMPLATES)) for x in world.towns]
+    towns = [rq.town_example(t, x) for t in range(len(rq.TOWN_TEMPLATES)) for x in world.towns]
     other_lists = [e for e in lists if e.kind == "list"]
     for pool in (animals, people, towns, other_lists):
         rng.shuffle(pool)
@@ -152,10 +152,10 @@ def quirk_mix(sets: PromptSets, n: int, seed: int) -> list[list[dict]]:
     out = []
     for _ in range(n):
         r = rng.random()
-        if r < 0.5:
-            e = lg.with_secret(rng.choice(sets.topic_train), rng)
+        if r < 0.45:
+            e = rq.with_secret(rng.choice(sets.topic_train), rng)
         else:
-            e = rng.choice(sets.general_train if r < 0.85 else sets.harmless["train"])
+            e = rng.choice(sets.general_train if r < 0.9 else sets.harmless["train"])
         out.append(conversation(e, rng))
     return out
 
