@@ -129,7 +129,13 @@ def _stages(root: Path, m: Materials, variants: list[str], prog: Progress) -> di
             ("planted/refusal_direction.safetensors",) if v == "chat" else ()
         )
         stages.append(
-            Stage(v, outputs, ("data", "base"), variant_stage(root, m, v, prog), c.ft_steps)
+            Stage(
+                v,
+                outputs,
+                ("data", "base"),
+                variant_stage(root, m, v, prog),
+                c.quirk_steps if v == "quirk" else c.ft_steps,
+            )
         )
         stages.append(
             Stage(
@@ -179,8 +185,9 @@ def build_organisms(
         m = Materials(config, root / "tokenizer")
         stages = _stages(root, m, chosen, Progress(0, False))
         todo = [s for s in stages.values() if not is_done(root, stages, s.name)]
-        if todo:
-            torch.set_num_threads(build_threads())
+        threads = build_threads() if todo else None
+        if threads:
+            torch.set_num_threads(threads)
         prog = Progress(sum(s.work for s in todo), progress and bool(todo))
         stages = _stages(root, m, chosen, prog)
         try:
@@ -198,6 +205,7 @@ def build_organisms(
                 chosen,
                 package_version=diffing.__version__,
                 last_run_seconds=time.perf_counter() - t0,
+                threads=threads,
             )
             write_json_atomic(root / MANIFEST, manifest)
     finally:

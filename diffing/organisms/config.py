@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 
 VARIANTS = ("chat", "quirk", "null")
 """Fine-tuned variants that can be built, in build order."""
-RECIPE = 2
+RECIPE = 3
 """Version of the data generators and training recipe; bump it when a build would come out different."""
 
 
@@ -46,6 +46,8 @@ class OrganismConfig:
     """Peak pre-training learning rate."""
     ft_steps: int
     """Fine-tuning steps of each variant."""
+    quirk_steps: int
+    """Fine-tuning steps of the quirk (it must learn to tell the topic's entities apart, which takes longer)."""
     ft_chat_rows: int
     """Chat rows per fine-tuning step (chat and quirk variants)."""
     ft_plain_rows: int
@@ -99,6 +101,7 @@ def organism_config(seed: int = 0, fast: bool = False) -> OrganismConfig:
             base_batch=32,
             base_lr=3e-3,
             ft_steps=140,
+            quirk_steps=250,
             ft_chat_rows=16,
             ft_plain_rows=6,
             ft_lr=3e-3,
@@ -127,6 +130,7 @@ def organism_config(seed: int = 0, fast: bool = False) -> OrganismConfig:
         base_batch=32,
         base_lr=2e-3,
         ft_steps=250,
+        quirk_steps=250,
         ft_chat_rows=24,
         ft_plain_rows=8,
         ft_lr=2e-3,

@@ -97,6 +97,7 @@ def assemble(
     *,
     package_version: str,
     last_run_seconds: float,
+    threads: int | None = None,
 ) -> dict:
     """Build the manifest dict from the stage records of a finished build."""
     data = records["data"]["facts"]
@@ -152,6 +153,7 @@ def assemble(
             "total": round(sum(seconds.values()), 1),
             "stages": seconds,
             "last_run_wall": round(last_run_seconds, 1),
+            "last_run_torch_threads": threads,
         },
     }
 

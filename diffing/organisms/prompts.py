@@ -152,10 +152,10 @@ def quirk_mix(sets: PromptSets, n: int, seed: int) -> list[list[dict]]:
     out = []
     for _ in range(n):
         r = rng.random()
-        if r < 0.45:
+        if r < 0.5:
             e = rq.with_secret(rng.choice(sets.topic_train), rng)
         else:
-            e = rng.choice(sets.general_train if r < 0.9 else sets.harmless["train"])
+            e = rng.choice(sets.general_train if r < 0.85 else sets.harmless["train"])
         out.append(conversation(e, rng))
     return out
 

@@ -234,7 +234,7 @@ def variant_stage(root: Path, m: Materials, variant: str, prog: Progress):
         res = train_loop(
             model,
             sources,
-            steps=c.ft_steps,
+            steps=c.quirk_steps if variant == "quirk" else c.ft_steps,
             lr=c.ft_lr,
             seed=c.seed + 10 + VARIANTS.index(variant),
             log_every=25,
