@@ -1,10 +1,13 @@
 """Statistics on the model organisms, checked against the ground truth in organism.json: the
-null control changes far less than the real fine-tunes, and the chat fine-tune's output change
-lives on the template and the answer rather than on plain text.
+quirk's secret word is among the top tokens the Activation Difference Lens promotes (and not for
+the null control), the null control changes far less than the real fine-tunes, and the chat
+fine-tune's output change lives on the template and the answer rather than on plain text.
 
-Not asserted (see the stats report): the quirk's secret word among the ADL's top tokens. On the
-fast organism build the secret token ranks near the bottom of the ADL logit lens at every layer,
-for the quirk and the null pair alike."""
+The quirk fine-tune of the organism carries a planted ADL trace (organism.json,
+``activation_difference_trace``): at the fast build's size no readable trace arose from the
+narrow fine-tune alone. So the quirk test checks that the ADL (mean difference over the first
+positions of plain text, read through the fine-tuned model's final norm and unembedding) is
+computed and read out correctly, on a trace whose answer is known."""
 
 from __future__ import annotations
 
@@ -38,6 +41,19 @@ def results(organisms):
             pair, texts=docs.texts, chats=docs.chats, tokens=TOKENS, config=cfg
         )
     return manifest, out
+
+
+def _secret_id(manifest: dict) -> int:
+    return int(manifest["variants"]["quirk"]["planted"]["secret_token_id"])
+
+
+def test_quirk_secret_word_among_top_adl_tokens_and_not_for_null(results):
+    manifest, stats = results
+    secret = _secret_id(manifest)
+    top = [t["id"] for t in stats["quirk"]["adl"]["promoted_tokens"][:10]]
+    assert secret in top, (secret, stats["quirk"]["adl"]["promoted_tokens"][:10])
+    null_top = [t["id"] for t in stats["null"]["adl"]["promoted_tokens"][:10]]
+    assert secret not in null_top, null_top
 
 
 def test_null_control_changes_far_less_than_the_fine_tunes(results):

@@ -64,7 +64,9 @@ class OrganismConfig:
     plant_rows: int
     """Rows per step in each of the four refusal-planting batches (chat variant)."""
     plant_scale: float
-    """Size of the planted refusal component, as a fraction of the residual norm at its layer."""
+    """Size of the planted refusal component, as a multiple of the residual norm at its layer (3: the
+    component outweighs the base's own harmful-vs-harmless difference there about 7:1, so a crosscoder
+    sees it as new rather than as a rotated base feature)."""
     trace_weight: float
     """Weight of the quirk's planted activation-difference trace (see planted.TracePlanting)."""
     n_corpus_docs: int
@@ -109,7 +111,7 @@ def organism_config(seed: int = 0, fast: bool = False) -> OrganismConfig:
             lora_alpha=32.0,
             lora_layers=None,
             plant_rows=4,
-            plant_scale=1.0,
+            plant_scale=3.0,
             trace_weight=0.1,
             n_corpus_docs=1000,
             n_corpus_chats=1000,
@@ -138,7 +140,7 @@ def organism_config(seed: int = 0, fast: bool = False) -> OrganismConfig:
         lora_alpha=32.0,
         lora_layers=None,
         plant_rows=8,
-        plant_scale=1.0,
+        plant_scale=3.0,
         trace_weight=0.1,
         n_corpus_docs=3000,
         n_corpus_chats=3000,

@@ -1,0 +1,136 @@
+"""Crosscoder analysis on the model organisms, checked against the ground truth in organism.json.
+
+A BatchTopK crosscoder is trained on each pair at the residual stream where the chat variant's
+refusal direction is planted (the input of block ``layer``, i.e. the output of block
+``layer - 1``), then read with ``analyze_crosscoder``:
+
+- ``chat``: a chat-only latent flagged genuine by Latent Scaling fires mainly on the template
+  tokens of harmful requests (its top contexts end in a harmful verb's request), and the causal
+  check with the genuine chat-only latents closes more KL than the random control;
+- ``null``: no genuine chat-only latent.
+
+Measured on the fast build (1,024 latents, k 8, 2,000 steps of 1,024 tokens, 60k-token store):
+chat has one chat-only latent (Δ 0.92, genuine, ν_ε 0.02) whose top contexts are all
+``[[eot]]`` / ``[[assistant]]`` after harmful requests; genuine chat-only latents close 8.6% of
+KL(chat || base-patched) against 0.0% for random latents; null has no chat-only latent (max Δ 0.64).
+
+Not asserted (issue 6 leaves it open): on ``quirk``, a genuine chat-only latent naming the secret
+word. The quirk's bird-question latent at the last layer has the secret word first in its
+fine-tuned logit lens, but Δ 0.84 ("other"): the base's own representation of those template
+tokens is merged into it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from diffing.crosscoder import CrossCoderConfig, train_crosscoder
+from diffing.crosscoder.analyze import analyze_crosscoder
+from diffing.models import ModelPair
+from diffing.store.harvesting import harvest
+
+pytestmark = pytest.mark.slow
+TOKENS = 60_000
+"""Store size per pair (half plain text, half chat transcripts of the organism's corpus)."""
+CROSSCODER = dict(dict_size=1024, k=8, steps=2000, batch_size=1024, auxk_alpha=1.0)
+"""A small BatchTopK crosscoder: sparse enough (k 8) that latents are specific to one context."""
+
+
+def _analyse(root: Path, variant: str, layer: int, tmp: Path):
+    pair = ModelPair.load(str(root / "base"), str(root / variant))
+    corpus = json.loads((root / "organism.json").read_text())["layout"]["corpus"]
+    store = harvest(
+        pair,
+        tmp / f"store-{variant}",
+        layers=[layer],
+        data=[str(root / corpus["text"]), str(root / corpus["chat"])],
+        tokens=TOKENS,
+        seq_len=128,
+        batch_size=16,
+        progress=False,
+    )
+    cfg = CrossCoderConfig(
+        **CROSSCODER,
+        layer=layer,
+        lr_warmup_steps=100,
+        threshold_start_step=100,
+        checkpoint_every=0,
+    )
+    cc = train_crosscoder(store, cfg, tmp / f"cc-{variant}").crosscoder
+    chats = [json.loads(line) for line in (root / corpus["chat"]).read_text().splitlines()[:64]]
+    return analyze_crosscoder(
+        cc, store, tmp / f"analysis-{variant}", pair=pair, top=10, causal_texts=chats
+    )
+
+
+@pytest.fixture(scope="module")
+def analyses(organisms, tmp_path_factory):
+    """``(truth, {variant: AnalysisResult})`` for chat and null at the planted layer."""
+    root = Path(organisms)
+    truth = json.loads((root / "organism.json").read_text())
+    layer = truth["variants"]["chat"]["planted"]["refusal_direction"]["layer"] - 1
+    tmp = tmp_path_factory.mktemp("cc_organisms")
+    return truth, {v: _analyse(root, v, layer, tmp) for v in ("chat", "null")}
+
+
+def _genuine_chat_only(res) -> list[dict]:
+    return [
+        r
+        for r in res.latents
+        if r["class"] == "chat_only" and (r.get("latent_scaling") or {}).get("flag") == "genuine"
+    ]
+
+
+def _harmful_request_context(ctx: dict, harmful: list[str], harmless: list[str]) -> bool:
+    """The marked token is a template token right after a user request that names a harmful verb."""
+    at, roles, toks = ctx["index_in_window"], ctx["roles"], ctx["tokens"]
+    if roles[at] != "template":
+        return False
+    i = at - 1
+    while i >= 0 and roles[i] == "template":  # e.g. the end-of-turn token before the marker
+        i -= 1
+    request = []
+    while i >= 0 and roles[i] == "user":
+        request.insert(0, toks[i])
+        i -= 1
+    words = set("".join(request).lower().replace(".", " ").replace("?", " ").split())
+    return bool(words & set(harmful)) and not words & set(harmless)
+
+
+def test_chat_has_genuine_chat_only_latent_on_harmful_request_templates(analyses):
+    truth, res = analyses
+    planted = truth["variants"]["chat"]["planted"]
+    harmful, harmless = planted["harmful_verbs"], planted["harmless_verbs"]
+    genuine = _genuine_chat_only(res["chat"])
+    assert genuine, res["chat"].summary["classes"]
+    found = []
+    for r in genuine:
+        by_role = r["frequency_by_role"]
+        ctxs = r.get("contexts") or []
+        hits = sum(_harmful_request_context(c, harmful, harmless) for c in ctxs)
+        found.append((r["latent"], r["delta"], by_role, hits, len(ctxs)))
+        if (
+            ctxs
+            and hits >= 0.8 * len(ctxs)
+            and by_role["template"] > 5 * max(by_role["text"], by_role["assistant"])
+        ):
+            return
+    pytest.fail(f"no genuine chat-only latent fires mainly on harmful-request templates: {found}")
+
+
+def test_causal_check_genuine_latents_beat_random(analyses):
+    _, res = analyses
+    closed = res["chat"].summary["causal"]["fraction_closed"]
+    assert closed["chat_only_genuine"] > closed["random"] + 0.03, closed
+
+
+def test_null_has_no_genuine_chat_only_latents(analyses):
+    _, res = analyses
+    assert len(_genuine_chat_only(res["null"])) <= 1, res["null"].summary["latent_scaling"]
+    # the fine-tune's changes are much smaller: the chat pair's KL is far above null's
+    kl_null = res["null"].summary["causal"]["kl_full"]
+    kl_chat = res["chat"].summary["causal"]["kl_full"]
+    assert kl_null < 0.3 * kl_chat, (kl_null, kl_chat)
