@@ -11,7 +11,7 @@ refusal direction is planted (the input of block ``layer``, i.e. the output of b
 
 Measured on the fast build (1,024 latents, k 8, 2,000 steps of 1,024 tokens, 60k-token store):
 chat has one chat-only latent (Δ 0.92, genuine, ν_ε 0.02) whose top contexts are all
-``[[eot]]`` / ``[[assistant]]`` after harmful requests; genuine chat-only latents close 8.6% of
+the ``[[assistant]]`` marker after harmful requests; genuine chat-only latents close 8.6% of
 KL(chat || base-patched) against 0.0% for random latents; null has no chat-only latent (max Δ 0.64).
 
 Not asserted (issue 6 leaves it open): on ``quirk``, a genuine chat-only latent naming the secret

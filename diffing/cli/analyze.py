@@ -76,6 +76,11 @@ def register(sub) -> None:
     p.add_argument(
         "--crosscoder-steps", type=int, help="training steps of the quick crosscoder (default 400)"
     )
+    p.add_argument(
+        "--causal-transcripts",
+        type=int,
+        help="chat transcripts for the crosscoder's causal check (default 64; 0 skips it)",
+    )
     p.add_argument("--top-latents", type=int, help="latent cards shown in the report (default 8)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.set_defaults(handler=run_analyze)

@@ -65,6 +65,8 @@ class AnalyzeConfig:
     """Latents of the quick crosscoder."""
     crosscoder_steps: int = 400
     """Training steps of the quick crosscoder."""
+    causal_transcripts: int = 64
+    """Chat transcripts of the data on which the crosscoder's causal check patches latents (0: skip it)."""
     top_latents: int = 8
     """Latent cards shown in the report."""
     seed: int = 0

@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from diffing.errors import DiffingError
 from diffing.report.config import AnalyzeConfig
 from diffing.report.util import SkipSection
 
@@ -361,7 +362,19 @@ def crosscoder(pair, cfg: AnalyzeConfig, out: Path, progress: Progress) -> dict:
     else:
         given = Path(cfg.crosscoder) / "metrics.json"
         metrics = json.loads(given.read_text()) if given.is_file() else {}
-    res = analyze_crosscoder(cc, store, out / "analysis", pair=pair, top=10, layer=layer)
+    chats = []
+    if cfg.causal_transcripts > 0:
+        from diffing.stats import read_documents
+
+        try:
+            chats = read_documents(files).chats[: cfg.causal_transcripts]
+        except DiffingError as err:  # e.g. an hf: dataset spec, which only harvest reads
+            progress(f"crosscoder: causal check skipped: {err}")
+        if chats:
+            progress(f"crosscoder: causal check on {len(chats)} chat transcripts")
+    res = analyze_crosscoder(
+        cc, store, out / "analysis", pair=pair, top=10, layer=layer, causal_texts=chats or None
+    )
     summary = dict(res.summary)
     summary["training"] = {
         k: metrics[k] for k in ("fvu", "l0", "dead_frac", "steps", "tokens") if k in metrics
