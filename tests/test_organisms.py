@@ -297,6 +297,15 @@ def test_interrupted_build_resumes(organisms, tmp_path):
     assert (copy / "organism.json").stat().st_mtime_ns == mtime
 
 
+def test_build_threads_follow_the_machine(monkeypatch):
+    from diffing.organisms.build import build_threads, busy_cores
+
+    busy = busy_cores(0.1)
+    assert 0.0 <= busy <= (os.cpu_count() or 1) + 0.5
+    monkeypatch.setenv("DIFFING_BUILD_THREADS", "3")
+    assert build_threads() == 3
+
+
 def test_cli_rejects_unknown_variant(capsys):
     from diffing.cli.main import main
 

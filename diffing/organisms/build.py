@@ -47,8 +47,33 @@ def build_threads() -> int:
     if env:
         return max(1, int(env))
     n = os.cpu_count() or 1
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return n if load < 0.5 * n else max(1, n - 1)
+    return n if busy_cores() < 0.5 * n else max(1, n - 1)
+
+
+def busy_cores(interval: float = 0.3) -> float:
+    """How many cores other work keeps busy right now (``/proc/stat`` sampled over ``interval``).
+
+    The load average would be the portable choice, but it trails by a minute: right after
+    ``pip install`` (as in ``make demo``) it reads busy on an idle machine. Falls back
+    to the 1-minute load average where ``/proc/stat`` does not exist.
+    """
+
+    def sample() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat") as fh:
+                fields = [int(v) for v in fh.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields), idle
+
+    first = sample()
+    if first is None:
+        return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    time.sleep(interval)
+    second = sample()
+    total, idle = second[0] - first[0], second[1] - first[1]
+    return (os.cpu_count() or 1) * (total - idle) / total if total > 0 else 0.0
 
 
 def _check_variants(variants) -> list[str]:
