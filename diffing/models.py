@@ -60,7 +60,9 @@ def _apply_adapter(
 
     config = read_adapter_config(adapter_path)
     try:
-        peft_model = PeftModel.from_pretrained(model, str(Path(adapter_path).expanduser()))
+        with warnings.catch_warnings():  # peft calls a transformers method deprecated in v5
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+            peft_model = PeftModel.from_pretrained(model, str(Path(adapter_path).expanduser()))
     except Exception as err:
         raise DiffingError(
             f"could not apply adapter {adapter_path!r} to the base model: {err}"
