@@ -9,15 +9,17 @@ refusal direction is planted (the input of block ``layer``, i.e. the output of b
   check with the genuine chat-only latents closes more KL than the random control;
 - ``null``: no genuine chat-only latent.
 
-Measured on the fast build (1,024 latents, k 8, 2,000 steps of 1,024 tokens, 60k-token store):
-chat has one chat-only latent (Δ 0.92, genuine, ν_ε 0.02) whose top contexts are all
-the ``[[assistant]]`` marker after harmful requests; genuine chat-only latents close 8.6% of
-KL(chat || base-patched) against 0.0% for random latents; null has no chat-only latent (max Δ 0.64).
+Measured on the fast build (1,024 latents, k 4, 2,000 steps of 1,024 tokens, 60k-token store),
+crosscoder seeds 0 / 1 / 2: chat has one chat-only latent each time (Δ 0.925 / 0.938 / 0.945,
+genuine, |ν_ε| <= 0.006), firing on 11-12% of template tokens and 0.1-0.4% of plain text; its
+genuine set closes 10.0 / 8.7 / 9.6% of KL(chat || base-patched) against 0.0% for random latents;
+null has no chat-only latent (max Δ 0.62 / 0.60).
 
 Not asserted (issue 6 leaves it open): on ``quirk``, a genuine chat-only latent naming the secret
 word. The quirk's bird-question latent at the last layer has the secret word first in its
 fine-tuned logit lens, but Δ 0.84 ("other"): the base's own representation of those template
-tokens is merged into it.
+tokens is merged into it. With the quirk's own answers in the data, one crosscoder seed out of two
+found it chat-only (Δ 0.915); see docs/crosscoder-analysis.md.
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ from diffing.store.harvesting import harvest
 pytestmark = pytest.mark.slow
 TOKENS = 60_000
 """Store size per pair (half plain text, half chat transcripts of the organism's corpus)."""
-CROSSCODER = dict(dict_size=1024, k=8, steps=2000, batch_size=1024, auxk_alpha=1.0)
-"""A small BatchTopK crosscoder: sparse enough (k 8) that latents are specific to one context."""
+CROSSCODER = dict(dict_size=1024, k=4, steps=2000, batch_size=1024, auxk_alpha=1.0)
+"""A small BatchTopK crosscoder: sparse enough (k 4) that latents are specific to one context
+(k 8 isolated the refusal latent with 2 of 3 crosscoder seeds, k 4 with 3 of 3)."""
 
 
 def _analyse(root: Path, variant: str, layer: int, tmp: Path):
