@@ -52,6 +52,20 @@ def _wrap(model: torch.nn.Module, tokenizer):
         return LanguageModel(model, tokenizer=tokenizer)
 
 
+def _remote_lm(ref: str, tokenizer, trust_remote_code: bool):
+    """A config-only (meta-device) ``nnsight.LanguageModel`` of a hub model, for NDIF."""
+    from nnsight import LanguageModel
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return LanguageModel(ref, tokenizer=tokenizer, trust_remote_code=trust_remote_code)
+    except Exception as err:
+        raise DiffingError(
+            f"could not load the config of {ref!r} for remote execution: {str(err).splitlines()[0]}"
+        ) from err
+
+
 def _apply_adapter(
     model: torch.nn.Module, adapter_path: str
 ) -> tuple[torch.nn.Module, AdapterInfo]:
@@ -128,6 +142,8 @@ class ModelPair:
     """The unmerged adapter when the fine-tuned side came from one."""
     notes: list[str] = field(default_factory=list)
     """Things the user should know about the pair that are not errors."""
+    remote: bool | str = False
+    """nnsight remote execution of traces: False (here), True (NDIF; no local weights), "local" (simulated)."""
 
     @classmethod
     def load(
@@ -140,14 +156,22 @@ class ModelPair:
         device: str | None = None,
         trust_remote_code: bool = False,
         allow_pickle: bool = False,
+        remote: bool | str = False,
     ) -> ModelPair:
         """Load ``base`` and ``finetuned`` (hub ids or folders; ``finetuned`` may be an adapter folder).
 
         ``adapter`` applies a PEFT adapter on top of ``finetuned`` (or of ``base`` when
         ``finetuned`` is None). ``device="auto"`` spreads large models with ``device_map="auto"``.
+        ``remote=True`` traces both models on NDIF (nnsight remote execution): only their configs
+        and the tokenizer are loaded here, so only tracing (``harvest``) works on such a pair;
+        ``remote="local"`` loads the weights and runs each trace through the same serialisation.
         """
         if finetuned is None and adapter is None:
             raise DiffingError("give a fine-tuned model, an adapter, or both")
+        if remote not in (False, True, "local"):
+            raise DiffingError(f"remote must be False, True (NDIF) or 'local', got {remote!r}")
+        if remote is True:
+            return cls._load_remote(base, finetuned, adapter, trust_remote_code)
         if finetuned is not None and is_adapter(finetuned):
             finetuned, adapter = (None, str(finetuned)) if adapter is None else (finetuned, adapter)
         for ref in (base, finetuned):  # fail fast, before any loading, on unusable folders
@@ -203,7 +227,34 @@ class ModelPair:
             finetuned_ref=ft_ref,
             adapter=info,
             notes=notes,
+            remote=remote,
         )
+
+    @classmethod
+    def _load_remote(cls, base, finetuned, adapter, trust_remote_code: bool) -> ModelPair:
+        """Both models as config-only nnsight models whose traces run on NDIF."""
+        if adapter is not None or finetuned is None:
+            raise DiffingError(
+                "remote execution (NDIF) runs models deployed on its servers; an adapter cannot be "
+                "applied there: merge it, push the merged model to the Hub, or run locally"
+            )
+        for ref in (base, finetuned):
+            if looks_local(ref):
+                raise DiffingError(
+                    f"{ref!r} is a local folder; remote execution (NDIF) runs models deployed on its "
+                    "servers: give their Hugging Face ids, or drop --remote"
+                )
+        tokenizer = load_tokenizer(finetuned, trust_remote_code=trust_remote_code)
+        _check_tokenizers(
+            load_tokenizer(base, trust_remote_code=trust_remote_code), tokenizer, base, finetuned
+        )
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        lm_b, lm_f = (_remote_lm(ref, tokenizer, trust_remote_code) for ref in (base, finetuned))
+        _check_shapes(lm_b._module.config, lm_f._module.config, str(base), str(finetuned))
+        return cls(base=lm_b, finetuned=lm_f, tokenizer=tokenizer,
+                   arch=arch_for(lm_b._module.config), base_ref=str(base),
+                   finetuned_ref=str(finetuned), remote=True)  # fmt: skip
 
     @property
     def config(self):

@@ -45,10 +45,6 @@ class PairedActivations(NamedTuple):
     """``[batch, seq, vocab]`` fine-tuned logits when requested."""
 
 
-def _hidden(output, arch: ArchSpec) -> torch.Tensor:
-    return output[0] if arch.layer_returns_tuple or isinstance(output, tuple) else output
-
-
 @torch.no_grad()
 def trace_model(
     lm,
@@ -58,15 +54,23 @@ def trace_model(
     layers: Sequence[int],
     *,
     logits: bool = False,
+    remote: bool | str = False,
 ) -> Traced:
-    """Residual streams of one nnsight model at ``layers`` (and its logits if asked), on given ids."""
-    device = next(lm._module.parameters()).device
+    """Residual streams of one nnsight model at ``layers`` (and its logits if asked), on given ids.
+
+    ``remote``: run the trace with nnsight's remote execution (True: on NDIF; ``"local"``:
+    serialised and run here exactly as NDIF would, which is how the remote path is tested).
+    """
+    device = torch.device("cpu") if remote is True else next(lm._module.parameters()).device
     inputs = {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
     blocks = get_module(lm, arch.layers)
     saved: dict[int, object] = {}
-    with lm.trace(inputs) as tracer:
-        for layer in sorted(layers):
-            saved[layer] = _hidden(blocks[layer].output, arch).save()
+    as_tuple = bool(arch.layer_returns_tuple)  # a plain bool: the block below may run on NDIF,
+    order = sorted(layers)  # where no diffing function or class exists
+    with lm.trace(inputs, **({"remote": remote} if remote else {})) as tracer:
+        for layer in order:
+            out = blocks[layer].output
+            saved[layer] = (out[0] if as_tuple or isinstance(out, tuple) else out).save()
         if logits:
             out_logits = lm.output.logits.save()
         else:
@@ -109,11 +113,17 @@ def trace_pair(
         else encode_batch(pair.tokenizer, items, max_length=max_length)
     )
     layers = pair.check_layers(layers)
-    b = trace_model(
-        pair.base, pair.arch, batch.input_ids, batch.attention_mask, layers, logits=logits
-    )
-    f = trace_model(
-        pair.finetuned, pair.arch, batch.input_ids, batch.attention_mask, layers, logits=logits
+    b, f = (
+        trace_model(
+            lm,
+            pair.arch,
+            batch.input_ids,
+            batch.attention_mask,
+            layers,
+            logits=logits,
+            remote=getattr(pair, "remote", False),
+        )  # fmt: skip
+        for lm in pair.models
     )
     return PairedActivations(
         b.layers, f.layers, batch.input_ids, batch.attention_mask, batch.roles, b.logits, f.logits

@@ -403,3 +403,31 @@ def test_organism_pair_named_specs(organisms, tmp_path):
         said = pair.tokenizer.decode(b.token_ids[sel][b.roles[sel] == ROLE_IDS["assistant"]])
         answer = "".join(m["content"] for m in conversations[k] if m["role"] == "assistant")
         assert said.strip() and "".join(said.split()) in "".join(answer.split())
+
+
+def test_remote_path_gives_the_same_store(tiny_pair_dirs, data, store, tmp_path):
+    """``remote="local"`` serialises every trace exactly as for NDIF and runs it here."""
+    from diffing.models import ModelPair
+
+    pair = ModelPair.load(*(str(p) for p in tiny_pair_dirs), remote="local")
+    remote = _run(pair, tmp_path / "remote", data)
+    assert remote.n_tokens == store.n_tokens
+    for k in store.layers:
+        a = store.read_tokens(0, store.n_tokens, layer=k, normalize=False).acts
+        b = remote.read_tokens(0, remote.n_tokens, layer=k, normalize=False).acts
+        assert torch.equal(a, b)
+
+
+def test_remote_needs_hub_models(tiny_pair_dirs, data, tmp_path, capsys):
+    from diffing.cli.main import main
+    from diffing.models import ModelPair
+
+    base, ft = (str(p) for p in tiny_pair_dirs)
+    with pytest.raises(DiffingError, match="local folder; remote execution"):
+        ModelPair.load(base, ft, remote=True)
+    with pytest.raises(DiffingError, match="remote must be"):
+        ModelPair.load(base, ft, remote="ndif")
+    args = ["harvest", base, ft, "--remote", "--layers", "1", "--data", str(data[0])]
+    assert main([*args, "--tokens", "100", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "remote execution (NDIF)" in err and "\n" not in err

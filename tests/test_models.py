@@ -198,3 +198,25 @@ def test_perturbed_module_only_changes_later_layers(tiny_pair):
     )
     assert info["top_changes"][0]["name"] == "model.layers.1.mlp.down_proj.weight"
     assert info["changed_parameters"] == 1
+
+
+def test_remote_pair_loads_configs_only(tmp_path, tiny_pair_dirs):
+    """``remote=True`` (NDIF): hub ids resolve to config-only models; no weights are loaded here."""
+    base, ft = tiny_pair_dirs
+    cache = tmp_path / "hub"
+    _fake_hub_cache(cache, "tiny-org/base", base)
+    _fake_hub_cache(cache, "tiny-org/ft", ft)
+    script = textwrap.dedent("""
+        from diffing.models import ModelPair
+        p = ModelPair.load("tiny-org/base", "tiny-org/ft", remote=True)
+        devices = {t.device.type for w in ("base", "finetuned") for t in p.hf(w).parameters()}
+        assert p.remote is True and devices == {"meta"}, devices
+        print("OK", p.d_model, p.n_layers, p.check_layers([-1]))
+    """)
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    cfg = json.loads((base / "config.json").read_text())
+    assert f"OK {cfg['hidden_size']} {cfg['num_hidden_layers']}" in out.stdout

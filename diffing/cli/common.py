@@ -45,6 +45,7 @@ def load_pair_from_args(args: argparse.Namespace):
         device=args.device,
         trust_remote_code=args.trust_remote_code,
         allow_pickle=args.allow_pickle,
+        remote=getattr(args, "remote", False),
     )
 
 

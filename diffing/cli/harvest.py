@@ -93,7 +93,9 @@ def register(sub) -> None:
         "--shard-tokens", type=int, default=None, help="tokens per shard (default: ~128 MiB shards)"
     )
     p.add_argument(
-        "--remote", action="store_true", help="run on NDIF (not implemented; see docs/store.md)"
+        "--remote",
+        action="store_true",
+        help="trace both models on NDIF (nnsight remote execution; hub ids it serves; see docs/scaling.md)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=run_harvest)
@@ -124,13 +126,8 @@ def run_harvest(args: argparse.Namespace) -> int:
     """Handler of ``diffing harvest``."""
     import torch
 
-    from diffing.errors import DiffingError
     from diffing.store import harvest
 
-    if args.remote:
-        raise DiffingError(
-            "--remote (NDIF) is not implemented for harvest yet; see docs/store.md for running nnsight remotely"
-        )
     rank, world = _init_distributed()
     if world > 1 and args.device is None and torch.cuda.is_available():
         args.device = f"cuda:{os.environ.get('LOCAL_RANK', rank)}"

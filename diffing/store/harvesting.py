@@ -273,7 +273,9 @@ def harvest(
             part = ordered[i : i + batch_size]
             batch = pad_batch([Encoded(s.input_ids, s.roles) for s in part], pad_id)
             acts = [
-                trace_model(lm, pair.arch, batch.input_ids, batch.attention_mask, layers).layers
+                trace_model(
+                    lm, pair.arch, batch.input_ids, batch.attention_mask, layers, remote=pair.remote
+                ).layers  # fmt: skip
                 for lm in pair.models
             ]
             buf.add(part, batch, kept_tokens(acts, batch, layers, cfg, sdtype))
