@@ -252,9 +252,15 @@ class ModelPair:
             tokenizer.pad_token = tokenizer.eos_token
         lm_b, lm_f = (_remote_lm(ref, tokenizer, trust_remote_code) for ref in (base, finetuned))
         _check_shapes(lm_b._module.config, lm_f._module.config, str(base), str(finetuned))
-        return cls(base=lm_b, finetuned=lm_f, tokenizer=tokenizer,
-                   arch=arch_for(lm_b._module.config), base_ref=str(base),
-                   finetuned_ref=str(finetuned), remote=True)  # fmt: skip
+        return cls(
+            base=lm_b,
+            finetuned=lm_f,
+            tokenizer=tokenizer,
+            arch=arch_for(lm_b._module.config),
+            base_ref=str(base),
+            finetuned_ref=str(finetuned),
+            remote=True,
+        )
 
     @property
     def config(self):

@@ -121,8 +121,8 @@ def trace_pair(
             batch.attention_mask,
             layers,
             logits=logits,
-            remote=getattr(pair, "remote", False),
-        )  # fmt: skip
+            remote=pair.remote,
+        )
         for lm in pair.models
     )
     return PairedActivations(

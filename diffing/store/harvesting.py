@@ -275,7 +275,7 @@ def harvest(
             acts = [
                 trace_model(
                     lm, pair.arch, batch.input_ids, batch.attention_mask, layers, remote=pair.remote
-                ).layers  # fmt: skip
+                ).layers
                 for lm in pair.models
             ]
             buf.add(part, batch, kept_tokens(acts, batch, layers, cfg, sdtype))
