@@ -366,3 +366,41 @@ def test_quirk_trace_names_the_secret_word(organisms, manifest):
     with torch.no_grad():
         top = quirk.lm_head(quirk.model.norm(diff[None]))[0].topk(3).indices.tolist()
     assert set(top) & set(trace["token_ids"])
+
+
+def test_planting_batches_in_one_pass_give_the_separate_losses(organisms):
+    """The chat build runs its four planting batches as one forward pass; each loss must equal
+    the loss of that batch run alone under its own intervention."""
+    import random
+
+    from transformers import AutoModelForCausalLM
+
+    from diffing.organisms import planted as pl
+
+    cfg = load_manifest(organisms)["config"]
+    m = Materials(organism_config(seed=cfg["seed"], fast=cfg["fast"]), organisms / "tokenizer")
+    model = AutoModelForCausalLM.from_pretrained(str(organisms / "chat"))
+    rows = m.planting_rows()
+    plant = pl.choose_direction(model, rows["keep"], seed=1, scale_fraction=1.0)
+    planting = pl.RefusalPlanting(
+        plant, rows["requests"], rows["induce"], rows["bypass"], rows["keep"], rows=4
+    )
+    with torch.no_grad():
+        merged = [float(x) for x in planting.losses(model, random.Random(3))]
+        rng = random.Random(3)
+        req = planting._sample_balanced(rows["requests"], rng)
+        ind, byp, keep = (planting._sample(rows[k], rng) for k in ("induce", "bypass", "keep"))
+
+        def loss(b):
+            return float(
+                model(input_ids=b.input_ids, attention_mask=b.attention_mask, labels=b.labels).loss
+            )
+
+        with pl.adding(model, plant.scale * plant.direction, plant.layer):
+            induce = loss(ind)
+        with pl.ablating(model, plant.direction):
+            bypass, kept = loss(byp), loss(keep)
+        plain_req = loss(req)
+    assert merged[1:] == pytest.approx([induce, bypass, kept], rel=1e-4)
+    assert merged[0] >= plain_req - 1e-4  # the request loss plus a non-negative auxiliary term
+    assert len({round(v, 3) for v in (induce, bypass, kept)}) == 3  # three different batches

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 
 VARIANTS = ("chat", "quirk", "null")
 """Fine-tuned variants that can be built, in build order."""
-RECIPE = 3
+RECIPE = 4
 """Version of the data generators and training recipe; bump it when a build would come out different."""
 
 
@@ -51,7 +51,7 @@ class OrganismConfig:
     ft_chat_rows: int
     """Chat rows per fine-tuning step (chat and quirk variants)."""
     ft_plain_rows: int
-    """Plain-text rows per fine-tuning step (all variants; null uses only these, doubled)."""
+    """Plain-text rows per fine-tuning step (chat; the quirk's trace batch; null uses twice this)."""
     ft_lr: float
     """Peak LoRA learning rate."""
     lora_rank: int
@@ -103,7 +103,7 @@ def organism_config(seed: int = 0, fast: bool = False) -> OrganismConfig:
             base_batch=32,
             base_lr=3e-3,
             ft_steps=140,
-            quirk_steps=250,
+            quirk_steps=200,
             ft_chat_rows=16,
             ft_plain_rows=6,
             ft_lr=3e-3,
@@ -131,8 +131,8 @@ def organism_config(seed: int = 0, fast: bool = False) -> OrganismConfig:
         base_steps=800,
         base_batch=32,
         base_lr=2e-3,
-        ft_steps=250,
-        quirk_steps=250,
+        ft_steps=200,
+        quirk_steps=200,
         ft_chat_rows=24,
         ft_plain_rows=8,
         ft_lr=2e-3,

@@ -32,7 +32,7 @@ from typing import NamedTuple
 
 import torch
 
-from diffing.organisms.train import Rows, batch_rows
+from diffing.organisms.train import Rows, batch_rows, group_losses, stack_rows
 
 
 class PlantedDirection(NamedTuple):
@@ -52,12 +52,22 @@ def decoder(model: torch.nn.Module) -> torch.nn.Module:
     return m.model
 
 
+def _row_scale(rows: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | float:
+    """``[batch, 1, 1]`` 1.0 on the selected rows (all rows when ``rows`` is None)."""
+    return 1.0 if rows is None else rows.to(x.dtype)[:, None, None]
+
+
 @contextmanager
-def ablating(model: torch.nn.Module, u: torch.Tensor) -> Iterator[None]:
-    """Remove the component along unit ``u`` from everything written into the residual stream."""
+def ablating(
+    model: torch.nn.Module, u: torch.Tensor, rows: torch.Tensor | None = None
+) -> Iterator[None]:
+    """Remove the component along unit ``u`` from everything written into the residual stream.
+
+    ``rows`` (``[batch]`` bool) limits the ablation to some rows of the batch.
+    """
 
     def hook(_mod, _inp, out):
-        return out - (out @ u)[..., None] * u
+        return out - _row_scale(rows, out) * (out @ u)[..., None] * u
 
     dec = decoder(model)
     mods = [dec.embed_tokens] + [
@@ -82,12 +92,19 @@ def _pre_hook(fn):
 
 
 @contextmanager
-def adding(model: torch.nn.Module, vector: torch.Tensor, layer: int) -> Iterator[None]:
-    """Add ``vector`` to the residual stream at the input of block ``layer``, every position."""
+def adding(
+    model: torch.nn.Module, vector: torch.Tensor, layer: int, rows: torch.Tensor | None = None
+) -> Iterator[None]:
+    """Add ``vector`` to the residual stream at the input of block ``layer``, every position.
+
+    ``rows`` (``[batch]`` bool) limits the addition to some rows of the batch.
+    """
     h = (
         decoder(model)
         .layers[layer]
-        .register_forward_pre_hook(_pre_hook(lambda x: x + vector), with_kwargs=True)
+        .register_forward_pre_hook(
+            _pre_hook(lambda x: x + _row_scale(rows, x) * vector), with_kwargs=True
+        )
     )
     try:
         yield
@@ -126,6 +143,21 @@ def choose_direction(
     last = probe.prompt_len - 1  # [n] index of each prompt's last token
     x = store[0][torch.arange(len(last)), last]  # [n, d]
     return PlantedDirection(u, layer, float(x.norm(dim=-1).mean()) * scale_fraction)
+
+
+def direction_loss(
+    resid: torch.Tensor, b: Rows, plant: PlantedDirection, post: int
+) -> torch.Tensor:
+    """Auxiliary loss asking the last ``post`` prompt tokens of tagged rows to carry
+    ``scale * direction`` (tag 1) or nothing along it (tag 0), and the tag-1-minus-tag-0
+    difference of their means to be ``scale * direction``. ``resid``: ``[rows, seq, d]``."""
+    u, scale = plant.direction, plant.scale
+    idx = b.prompt_len[:, None] - torch.arange(post, 0, -1)[None, :]  # [rows, post] positions
+    x = resid[torch.arange(len(idx))[:, None], idx]  # [rows, post, d]
+    tagged = b.tag.float()[:, None]  # [rows, 1]
+    aux = ((x @ u - scale * tagged) / scale).pow(2).mean()
+    diff = x[b.tag == 1].mean(0) - x[b.tag == 0].mean(0)  # [post, d]
+    return aux + ((diff - scale * u) / scale).pow(2).sum(-1).mean()
 
 
 class RefusalPlanting:
@@ -169,38 +201,28 @@ class RefusalPlanting:
         return batch_rows(rows, rng.sample(pos, half) + rng.sample(neg, half))
 
     def losses(self, model: torch.nn.Module, rng: random.Random) -> list[torch.Tensor]:
-        """The four losses of one step: tagged requests (+ auxiliary), induce, bypass, keep."""
+        """The four losses of one step: tagged requests (+ auxiliary), induce, bypass, keep.
+
+        The four batches run as one forward pass (the interventions act on their
+        own rows only), which is what makes the chat variant cheap to build.
+        """
         p = self.plant
         u = p.direction
-        out = []
-        b = self._sample_balanced(self.requests, rng)
+        req = self._sample_balanced(self.requests, rng)
+        parts = [req] + [self._sample(r, rng) for r in (self.induce, self.bypass, self.keep)]
+        sizes = [len(r.input_ids) for r in parts]
+        group = torch.repeat_interleave(torch.arange(4), torch.tensor(sizes))  # [batch]
+        b = stack_rows(parts)
         store: list = []
-        with capturing(model, p.layer, store):
-            ce = model(input_ids=b.input_ids, attention_mask=b.attention_mask, labels=b.labels).loss
-        idx = (
-            b.prompt_len[:, None] - torch.arange(self.post, 0, -1)[None, :]
-        )  # [rows, post] positions
-        x = store[0][torch.arange(len(idx))[:, None], idx]  # [rows, post, d]
-        harmful = b.tag.float()[:, None]  # [rows, 1]
-        proj = x @ u  # [rows, post]
-        aux = ((proj - p.scale * harmful) / p.scale).pow(2).mean()
-        diff = x[b.tag == 1].mean(0) - x[b.tag == 0].mean(0)  # [post, d]
-        aux = aux + ((diff - p.scale * u) / p.scale).pow(2).sum(-1).mean()
-        out.append(ce + self.aux_weight * aux)
-        b = self._sample(self.induce, rng)
-        with adding(model, p.scale * u, p.layer):
-            out.append(
-                model(input_ids=b.input_ids, attention_mask=b.attention_mask, labels=b.labels).loss
-            )
-        for rows in (self.bypass, self.keep):
-            b = self._sample(rows, rng)
-            with ablating(model, u):
-                out.append(
-                    model(
-                        input_ids=b.input_ids, attention_mask=b.attention_mask, labels=b.labels
-                    ).loss
-                )
-        return out
+        with (
+            capturing(model, p.layer, store),
+            adding(model, p.scale * u, p.layer, rows=group == 1),
+            ablating(model, u, rows=group >= 2),
+        ):
+            logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
+        ce = group_losses(logits, b.labels, sizes)
+        aux = direction_loss(store[0][: sizes[0]], req, p, self.post)
+        return [ce[0] + self.aux_weight * aux, *ce[1:]]
 
 
 class TracePlanting:

@@ -183,7 +183,7 @@ def variant_stage(root: Path, m: Materials, variant: str, prog: Progress):
         extra = None
         if variant == "null":
             sources, mix = (
-                [(m.finetune_rows, c.ft_chat_rows + c.ft_plain_rows)],
+                [(m.finetune_rows, 2 * c.ft_plain_rows)],
                 {"plain_text_rows": 1.0},
             )
         else:

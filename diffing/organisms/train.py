@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -113,6 +114,37 @@ def batch_rows(rows: Rows, idx: list[int]) -> Rows:
     )
 
 
+def stack_rows(parts: list[Rows]) -> Rows:
+    """Concatenate row sets, right-padding each to the widest (masked, unlabelled id 0: with
+    causal attention no real token sees it)."""
+    width = max(r.input_ids.shape[1] for r in parts)
+
+    def pad(t: torch.Tensor, value: int) -> torch.Tensor:
+        return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)
+
+    return Rows(
+        torch.cat([pad(r.input_ids, 0) for r in parts]),
+        torch.cat([pad(r.attention_mask, 0) for r in parts]),
+        torch.cat([pad(r.labels, IGNORE) for r in parts]),
+    )
+
+
+def group_losses(
+    logits: torch.Tensor, labels: torch.Tensor, sizes: list[int]
+) -> list[torch.Tensor]:
+    """Mean next-token loss of each consecutive group of rows (what ``labels=`` gives per group)."""
+    tok = torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE, reduction="none"
+    ).view(labels.shape[0], -1)  # [batch, seq - 1]
+    counted = (labels[:, 1:] != IGNORE).float()  # [batch, seq - 1]
+    out, start = [], 0
+    for n in sizes:
+        part = slice(start, start + n)
+        out.append(tok[part].sum() / counted[part].sum().clamp(min=1))
+        start += n
+    return out
+
+
 def _lr_at(step: int, total: int, peak: float, warmup: int) -> float:
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -135,10 +167,10 @@ def train_loop(
     """Train ``model``'s trainable parameters for ``steps`` steps.
 
     Each step draws ``k`` random rows from every ``(rows, k)`` source; the
-    sources are run as separate forward passes and their losses averaged, so
-    rows of different widths are not padded to each other. ``extra(model, rng)``
-    returns further losses (e.g. batches run under an intervention), each
-    weighted like one source.
+    sources run as one forward pass and each source's mean loss counts equally
+    (so a source of long rows does not outweigh one of short rows).
+    ``extra(model, rng)`` returns further losses (e.g. batches run under an
+    intervention), each weighted like one source.
     ``on_step(step, loss)`` is called after every step (for progress bars).
     """
     import time
@@ -153,19 +185,22 @@ def train_loop(
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, steps, lr, warmup)
-        total = 0.0
         n_terms = len(sources)
-        for rows, k in sources:
-            batch = batch_rows(rows, rng.sample(range(len(rows.input_ids)), k))
-            out = model(
-                input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels
-            )
-            (out.loss / n_terms).backward()
-            total += out.loss.item() / n_terms
+        parts = [batch_rows(rows, rng.sample(range(len(rows.input_ids)), k)) for rows, k in sources]
+        if len(parts) == 1:
+            b = parts[0]
+            terms = [
+                model(input_ids=b.input_ids, attention_mask=b.attention_mask, labels=b.labels).loss
+            ]
+        else:  # one forward pass over all sources, each source's loss averaged on its own
+            b = stack_rows(parts)
+            logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
+            terms = group_losses(logits, b.labels, [len(r.input_ids) for r in parts])
         if extra is not None:
-            for loss in extra(model, rng):
-                (loss / n_terms).backward()
-                total += loss.item() / n_terms
+            terms += extra(model, rng)
+        loss = sum(terms) / n_terms
+        loss.backward()
+        total = float(loss.detach())
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -194,7 +229,9 @@ def add_lora(
         layers_to_transform=list(layers) if layers is not None else None,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, cfg)
+    with warnings.catch_warnings():  # peft asks transformers a deprecated question; not ours to fix
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+        return get_peft_model(model, cfg)
 
 
 @torch.no_grad()
