@@ -10,9 +10,9 @@ refusal direction is planted (the input of block ``layer``, i.e. the output of b
 - ``null``: no genuine chat-only latent.
 
 Measured on the fast build (1,024 latents, k 4, 2,000 steps of 1,024 tokens, 60k-token store),
-crosscoder seeds 0 / 1 / 2: chat has one chat-only latent each time (Δ 0.925 / 0.938 / 0.945,
-genuine, |ν_ε| <= 0.006), firing on 11-12% of template tokens and 0.1-0.4% of plain text; its
-genuine set closes 10.0 / 8.7 / 9.6% of KL(chat || base-patched) against 0.0% for random latents;
+crosscoder seeds 0 / 1 / 2: chat has one chat-only latent each time (Δ 0.929 / 0.945 / 0.916,
+genuine), firing on 11-25% of template tokens and 0.1-0.2% of plain text; its genuine set closes
+10.5 / 9.3 / 8.5% of KL(chat || base-patched) against 0.0 / 0.0 / 0.5% for random latents;
 null has no chat-only latent (max Δ 0.62 / 0.60).
 
 Not asserted (issue 6 leaves it open): on ``quirk``, a genuine chat-only latent naming the secret

@@ -128,7 +128,7 @@ def organism_config(seed: int = 0, fast: bool = False) -> OrganismConfig:
         n_docs=20000,
         n_eval_docs=500,
         n_chats=6000,
-        base_steps=800,
+        base_steps=650,
         base_batch=32,
         base_lr=2e-3,
         ft_steps=200,
