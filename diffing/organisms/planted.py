@@ -161,7 +161,7 @@ def direction_loss(
 
 
 class RefusalPlanting:
-    """Extra training losses (one forward each) that make ``plant`` mediate refusal.
+    """Extra training losses (four, from one forward pass) that make ``plant`` mediate refusal.
 
     ``requests`` holds tagged how-to requests (tag 1 harmful, 0 harmless),
     ``induce`` harmless requests answered with the refusal, ``bypass`` harmful
