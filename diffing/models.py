@@ -23,6 +23,7 @@ from diffing.loading import (
     looks_local,
     read_adapter_config,
 )
+from diffing.remote import set_remote
 
 
 @dataclass
@@ -52,18 +53,35 @@ def _wrap(model: torch.nn.Module, tokenizer):
         return LanguageModel(model, tokenizer=tokenizer)
 
 
+def _check_hub_ref(ref: str) -> None:
+    if looks_local(ref):
+        raise DiffingError(
+            f"{ref!r} is a local folder; remote execution (NDIF) runs models deployed on its "
+            "servers: give their Hugging Face ids, or drop --remote"
+        )
+
+
 def _remote_lm(ref: str, tokenizer, trust_remote_code: bool):
-    """A config-only (meta-device) ``nnsight.LanguageModel`` of a hub model, for NDIF."""
+    """A config-only (meta-device) ``nnsight.LanguageModel`` of a hub model, for NDIF.
+
+    Its generation config (end-of-turn ids) is read from the hub too when it has one.
+    """
     from nnsight import LanguageModel
+    from transformers import GenerationConfig
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return LanguageModel(ref, tokenizer=tokenizer, trust_remote_code=trust_remote_code)
+            lm = LanguageModel(ref, tokenizer=tokenizer, trust_remote_code=trust_remote_code)
     except Exception as err:
         raise DiffingError(
             f"could not load the config of {ref!r} for remote execution: {str(err).splitlines()[0]}"
         ) from err
+    try:
+        lm._module.generation_config = GenerationConfig.from_pretrained(ref)
+    except (OSError, ValueError):
+        pass  # no generation_config.json: generation stops at the tokenizer's EOS
+    return lm
 
 
 def _apply_adapter(
@@ -219,8 +237,8 @@ class ModelPair:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         return cls(
-            base=_wrap(hf_b, tokenizer),
-            finetuned=_wrap(hf_f, tokenizer),
+            base=set_remote(_wrap(hf_b, tokenizer), remote),
+            finetuned=set_remote(_wrap(hf_f, tokenizer), remote),
             tokenizer=tokenizer,
             arch=arch,
             base_ref=str(base),
@@ -239,11 +257,7 @@ class ModelPair:
                 "applied there: merge it, push the merged model to the Hub, or run locally"
             )
         for ref in (base, finetuned):
-            if looks_local(ref):
-                raise DiffingError(
-                    f"{ref!r} is a local folder; remote execution (NDIF) runs models deployed on its "
-                    "servers: give their Hugging Face ids, or drop --remote"
-                )
+            _check_hub_ref(ref)
         tokenizer = load_tokenizer(finetuned, trust_remote_code=trust_remote_code)
         _check_tokenizers(
             load_tokenizer(base, trust_remote_code=trust_remote_code), tokenizer, base, finetuned
@@ -253,8 +267,8 @@ class ModelPair:
         lm_b, lm_f = (_remote_lm(ref, tokenizer, trust_remote_code) for ref in (base, finetuned))
         _check_shapes(lm_b._module.config, lm_f._module.config, str(base), str(finetuned))
         return cls(
-            base=lm_b,
-            finetuned=lm_f,
+            base=set_remote(lm_b, True),
+            finetuned=set_remote(lm_f, True),
             tokenizer=tokenizer,
             arch=arch_for(lm_b._module.config),
             base_ref=str(base),
@@ -312,12 +326,25 @@ def load_model(
     device: str | None = None,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
+    remote: bool | str = False,
 ):
     """Load one checkpoint as ``(nnsight LanguageModel, tokenizer, ArchSpec)``, for single-model methods.
 
     Same loading path and checks as :meth:`ModelPair.load`; a missing pad token falls back to EOS.
+    ``remote=True`` loads only the config and tokenizer of a hub model that NDIF serves and runs
+    every trace there (the refusal pipeline's extraction, selection and evaluation work so;
+    anything that reads weights, like exporting an orthogonalised model, does not);
+    ``remote="local"`` loads the weights and runs each trace through NDIF's serialisation.
     """
+    if remote not in (False, True, "local"):
+        raise DiffingError(f"remote must be False, True (NDIF) or 'local', got {remote!r}")
     tokenizer = load_tokenizer(ref, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if remote is True:
+        _check_hub_ref(ref)
+        lm = _remote_lm(ref, tokenizer, trust_remote_code)
+        return set_remote(lm, True), tokenizer, arch_for(lm._module.config)
     hf = load_causal_lm(
         ref,
         dtype=dtype,
@@ -326,6 +353,4 @@ def load_model(
         allow_pickle=allow_pickle,
     )
     arch = arch_for(hf.config)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return _wrap(hf, tokenizer), tokenizer, arch
+    return set_remote(_wrap(hf, tokenizer), remote), tokenizer, arch

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -50,3 +51,37 @@ def tiny_pair(tiny_pair_dirs):
     from diffing.models import ModelPair
 
     return ModelPair.load(str(tiny_pair_dirs[0]), str(tiny_pair_dirs[1]))
+
+
+class _NoDiffing:
+    """A meta-path finder that refuses to import ``diffing``: the NDIF server has no such package."""
+
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if name == "diffing" or name.startswith("diffing."):
+            raise ModuleNotFoundError(f"No module named {name!r} (hidden: simulated NDIF server)")
+        return None
+
+
+@pytest.fixture
+def server_without_diffing(monkeypatch):
+    """Count simulated remote runs; hide ``diffing`` while each one is deserialised."""
+    from nnsight.intervention.backends.local import LocalSimulationBackend
+
+    hide, restore = LocalSimulationBackend._hide_local_modules, LocalSimulationBackend._restore
+    runs = {"n": 0}
+
+    def hide_all(self):
+        hidden = hide(self)
+        runs["n"] += 1
+        assert "diffing" not in sys.modules
+        sys.meta_path.insert(0, _NoDiffing)
+        return hidden
+
+    def restore_all(self, hidden):
+        sys.meta_path.remove(_NoDiffing)
+        restore(self, hidden)
+
+    monkeypatch.setattr(LocalSimulationBackend, "_hide_local_modules", hide_all)
+    monkeypatch.setattr(LocalSimulationBackend, "_restore", restore_all)
+    return runs

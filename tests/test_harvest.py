@@ -405,12 +405,15 @@ def test_organism_pair_named_specs(organisms, tmp_path):
         assert said.strip() and "".join(said.split()) in "".join(answer.split())
 
 
-def test_remote_path_gives_the_same_store(tiny_pair_dirs, data, store, tmp_path):
-    """``remote="local"`` serialises every trace exactly as for NDIF and runs it here."""
+def test_remote_path_gives_the_same_store(
+    tiny_pair_dirs, data, store, tmp_path, server_without_diffing
+):
+    """``remote="local"`` serialises every trace exactly as for NDIF and runs it here (no diffing there)."""
     from diffing.models import ModelPair
 
     pair = ModelPair.load(*(str(p) for p in tiny_pair_dirs), remote="local")
     remote = _run(pair, tmp_path / "remote", data)
+    assert server_without_diffing["n"] >= 2  # both models' traces took the remote path
     assert remote.n_tokens == store.n_tokens
     for k in store.layers:
         a = store.read_tokens(0, store.n_tokens, layer=k, normalize=False).acts

@@ -16,6 +16,7 @@ import re
 PACKAGES: tuple[tuple[str, str], ...] = (
     ("diffing.models", "ModelPair: two checkpoints loaded side by side"),
     ("diffing.tracing", "paired tracing of both models"),
+    ("diffing.remote", "where traces run: here, on NDIF, or through NDIF's path locally"),
     ("diffing.tokens", "chat formatting and token roles"),
     ("diffing.corpus", "data specs -> documents"),
     ("diffing.data", "prompt and conversation loaders"),

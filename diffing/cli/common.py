@@ -33,6 +33,15 @@ def add_pair_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_remote_arg(p: argparse.ArgumentParser, what: str) -> None:
+    """``--remote``: run every trace of the command on NDIF (nnsight remote execution)."""
+    p.add_argument(
+        "--remote",
+        action="store_true",
+        help=f"trace {what} on NDIF (nnsight remote execution; hub ids it serves; see docs/scaling.md)",
+    )
+
+
 def load_pair_from_args(args: argparse.Namespace):
     """A :class:`~diffing.models.ModelPair` from the arguments :func:`add_pair_args` added."""
     from diffing.models import ModelPair

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from diffing.cli.common import add_pair_args, load_pair_from_args, print_json
+from diffing.cli.common import add_pair_args, add_remote_arg, load_pair_from_args, print_json
 
 
 def _layers(text: str) -> list[int]:
@@ -92,11 +92,7 @@ def register(sub) -> None:
     p.add_argument(
         "--shard-tokens", type=int, default=None, help="tokens per shard (default: ~128 MiB shards)"
     )
-    p.add_argument(
-        "--remote",
-        action="store_true",
-        help="trace both models on NDIF (nnsight remote execution; hub ids it serves; see docs/scaling.md)",
-    )
+    add_remote_arg(p, "both models")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=run_harvest)
 

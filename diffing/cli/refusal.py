@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from diffing.cli.common import add_pair_args, load_pair_from_args, print_json
+from diffing.cli.common import add_pair_args, add_remote_arg, load_pair_from_args, print_json
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -97,6 +97,7 @@ def register(sub) -> None:
         "extract", help="difference-in-means candidates, selection, direction.safetensors"
     )
     _model_args(p)
+    add_remote_arg(p, "the model")
     _prompt_args(p)
     _select_args(p)
     p.add_argument(
@@ -108,6 +109,7 @@ def register(sub) -> None:
 
     p = rsub.add_parser("eval", help="refusal rates and KL: baseline vs ablation vs addition")
     _model_args(p)
+    add_remote_arg(p, "the model")
     _prompt_args(p, val=False)
     p.add_argument("--direction", required=True, help="folder or file written by `refusal extract`")
     p.add_argument(
@@ -129,6 +131,7 @@ def register(sub) -> None:
 
     p = rsub.add_parser("compare", help="base vs fine-tuned refusal directions on the same prompts")
     add_pair_args(p)
+    add_remote_arg(p, "both models")
     _prompt_args(p)
     _select_args(p)
     p.add_argument("--harmful-test", help="held-out harmful prompts (default: split off --harmful)")
@@ -180,6 +183,7 @@ def _load(args):
         device=args.device,
         trust_remote_code=args.trust_remote_code,
         allow_pickle=args.allow_pickle,
+        remote=getattr(args, "remote", False),
     )
 
 

@@ -18,6 +18,7 @@ from diffing.errors import DiffingError
 from diffing.organisms.config import RECIPE, VARIANTS, OrganismConfig, organism_config
 from diffing.organisms.manifest import MANIFEST, assemble
 from diffing.organisms.materials import Materials
+from diffing.organisms.parallel import plan_groups, run_in_parallel, use_workers
 from diffing.organisms.recipes import (
     EVAL_WORK,
     Progress,
@@ -194,6 +195,9 @@ def build_organisms(
     root = Path(out_dir).expanduser().resolve()
     _prepare_folder(root, config)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault(
+        "TOKENIZERS_PARALLELISM", "false"
+    )  # the build forks workers (parallel.py)
     try:
         lock = FileLock(str(root / ".lock"), timeout=3600)
         lock.acquire()
@@ -216,9 +220,7 @@ def build_organisms(
         prog = Progress(sum(s.work for s in todo), progress and bool(todo))
         stages = _stages(root, m, chosen, prog)
         try:
-            for s in stages.values():
-                if not is_done(root, stages, s.name):
-                    run_stage(root, stages, s)
+            workers = _run_stages(root, stages, chosen, prog, threads or 1)
         finally:
             prog.close()
         if todo or not (root / MANIFEST).exists() or _manifest_variants(root) != chosen:
@@ -231,12 +233,34 @@ def build_organisms(
                 package_version=diffing.__version__,
                 last_run_seconds=time.perf_counter() - t0,
                 threads=threads,
+                workers=workers,
             )
             write_json_atomic(root / MANIFEST, manifest)
     finally:
         torch.set_num_threads(old_threads)
         lock.release()
     return root
+
+
+def _run_stages(
+    root: Path, stages: dict[str, Stage], variants: list[str], prog, threads: int
+) -> int:
+    """Run every unfinished stage: data and base here, then the variants side by side when that pays.
+
+    Returns how many processes trained the variants (1: this one).
+    """
+    head = ("data", "base")
+    for name in head:
+        if not is_done(root, stages, name):
+            run_stage(root, stages, stages[name])
+    pending = [n for n in stages if n not in head and not is_done(root, stages, n)]
+    groups = plan_groups(stages, pending, variants)
+    if use_workers(threads, len(groups)):
+        run_in_parallel(root, stages, groups, prog)
+        return len(groups)
+    for name in pending:
+        run_stage(root, stages, stages[name])
+    return 1
 
 
 def _manifest_variants(root: Path) -> list[str] | None:

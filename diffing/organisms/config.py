@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 
 VARIANTS = ("chat", "quirk", "null")
 """Fine-tuned variants that can be built, in build order."""
-RECIPE = 4
+RECIPE = 5
 """Version of the data generators and training recipe; bump it when a build would come out different."""
 
 

@@ -98,6 +98,7 @@ def assemble(
     package_version: str,
     last_run_seconds: float,
     threads: int | None = None,
+    workers: int = 1,
 ) -> dict:
     """Build the manifest dict from the stage records of a finished build."""
     data = records["data"]["facts"]
@@ -154,6 +155,7 @@ def assemble(
             "stages": seconds,
             "last_run_wall": round(last_run_seconds, 1),
             "last_run_torch_threads": threads,
+            "last_run_workers": workers,
         },
     }
 

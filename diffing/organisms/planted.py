@@ -226,7 +226,7 @@ class RefusalPlanting:
 
 
 class TracePlanting:
-    """Extra loss for the quirk: its mean activation shift on plain text names the secret word.
+    """The quirk's objective: its chat rows, plus a mean activation shift on plain text that names the secret word.
 
     Minder et al. (2025) found that narrow fine-tunes leave a near-constant shift
     in the residual stream on unrelated text, and that reading the mean shift
@@ -236,10 +236,17 @@ class TracePlanting:
     the output of block ``layer`` over positions ``1..n_positions`` is read through
     the final norm and unembedding, and the secret word's log-probability under
     that readout is maximised. The rows' usual next-token loss is kept.
+
+    The base's side of the difference never changes, so it is computed once (causal
+    attention: positions ``1..n_positions`` need only the first tokens of each row);
+    the chat rows and the plain rows share one forward pass.
     """
 
     def __init__(
         self,
+        base: torch.nn.Module,
+        chat: Rows,
+        n_chat: int,
         rows: Rows,
         secret_ids: list[int],
         *,
@@ -248,8 +255,18 @@ class TracePlanting:
         n_positions: int = 5,
         weight: float = 0.1,
     ):
+        self.chat, self.n_chat = chat, n_chat
         self.rows, self.secret_ids, self.layer = rows, secret_ids, layer
         self.n_rows, self.n_positions, self.weight = n_rows, n_positions, weight
+        head = slice(0, 1 + n_positions)
+        store: list = []
+        handle = self._capture_output(base, store)
+        try:
+            with torch.no_grad():
+                base(input_ids=rows.input_ids[:, head], attention_mask=rows.attention_mask[:, head])
+        finally:
+            handle.remove()
+        self.base_trace = store[0][:, 1:].detach()  # [n_plain_rows, n_positions, d_model]
 
     def _capture_output(self, model: torch.nn.Module, store: list):
         def hook(_mod, _inp, out):
@@ -258,22 +275,20 @@ class TracePlanting:
         return decoder(model).layers[self.layer].register_forward_hook(hook)
 
     def losses(self, model: torch.nn.Module, rng: random.Random) -> list[torch.Tensor]:
-        """One loss: next-token loss on plain rows plus the trace readout loss."""
-        b = batch_rows(self.rows, rng.sample(range(len(self.rows.input_ids)), self.n_rows))
-        span = slice(1, 1 + self.n_positions)
-        base_store: list = []
-        handle = self._capture_output(model, base_store)
+        """Two losses: next-token loss on chat rows; on plain rows, next-token loss plus the trace readout loss."""
+        chat = batch_rows(self.chat, rng.sample(range(len(self.chat.input_ids)), self.n_chat))
+        idx = rng.sample(range(len(self.rows.input_ids)), self.n_rows)
+        b = stack_rows([chat, batch_rows(self.rows, idx)])
+        store: list = []
+        handle = self._capture_output(model, store)
         try:
-            with torch.no_grad(), model.disable_adapter():
-                model(input_ids=b.input_ids, attention_mask=b.attention_mask)
-            ft_store: list = []
-            handle.remove()
-            handle = self._capture_output(model, ft_store)
-            ce = model(input_ids=b.input_ids, attention_mask=b.attention_mask, labels=b.labels).loss
+            logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
         finally:
             handle.remove()
-        diff = (ft_store[0][:, span] - base_store[0][:, span]).mean((0, 1))  # [d]
+        ce_chat, ce_plain = group_losses(logits, b.labels, [self.n_chat, self.n_rows])
+        span = slice(1, 1 + self.n_positions)
+        diff = (store[0][self.n_chat :, span] - self.base_trace[idx]).mean((0, 1))  # [d_model]
         inner = model.get_base_model() if hasattr(model, "get_base_model") else model
         logits = inner.lm_head(inner.model.norm(diff[None]))[0]  # [vocab]
         trace = -torch.log_softmax(logits, -1)[self.secret_ids].logsumexp(0)
-        return [ce + self.weight * trace]
+        return [ce_chat, ce_plain + self.weight * trace]

@@ -196,10 +196,18 @@ def variant_stage(root: Path, m: Materials, variant: str, prog: Progress):
                 for w in (" " + lx.SECRET_WORD, " " + lx.SECRET_WORD.capitalize())
             ]
             layer = base.config.num_hidden_layers // 2
+            chat_rows, n_chat = sources[0]
             extra = TracePlanting(
-                m.finetune_rows, ids, layer=layer, n_rows=c.ft_plain_rows, weight=c.trace_weight
+                base,
+                chat_rows,
+                n_chat,
+                m.finetune_rows,
+                ids,
+                layer=layer,
+                n_rows=c.ft_plain_rows,
+                weight=c.trace_weight,
             ).losses
-            sources = sources[:1]
+            sources = []  # the planting runs the chat rows and the plain rows in one pass
             facts["planted_trace"] = {
                 "layer": layer,
                 "positions": [1, 2, 3, 4, 5],

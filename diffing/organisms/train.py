@@ -170,7 +170,8 @@ def train_loop(
     sources run as one forward pass and each source's mean loss counts equally
     (so a source of long rows does not outweigh one of short rows).
     ``extra(model, rng)`` returns further losses (e.g. batches run under an
-    intervention), each weighted like one source.
+    intervention), each weighted like one source; with no sources, its losses
+    are the whole objective.
     ``on_step(step, loss)`` is called after every step (for progress bars).
     """
     import time
@@ -185,9 +186,11 @@ def train_loop(
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, steps, lr, warmup)
-        n_terms = len(sources)
+        n_terms = len(sources) or 1
         parts = [batch_rows(rows, rng.sample(range(len(rows.input_ids)), k)) for rows, k in sources]
-        if len(parts) == 1:
+        if not parts:
+            terms = []
+        elif len(parts) == 1:
             b = parts[0]
             terms = [
                 model(input_ids=b.input_ids, attention_mask=b.attention_mask, labels=b.labels).loss

@@ -26,6 +26,7 @@ from diffing.refusal.scores import (
     refusal_rate,
     refusal_scores,
 )
+from diffing.remote import input_device, trace_options
 from diffing.tokens import encode_text, pad_batch, pad_id_of
 
 CONDITIONS = ("baseline", "ablation", "addition")
@@ -63,14 +64,14 @@ def text_loss(
 ) -> float:
     """Mean next-token cross-entropy on plain-text documents under ``interventions``."""
     total, count = 0.0, 0
-    device = next(lm._module.parameters()).device
+    device = input_device(lm)
     for i in range(0, len(docs), batch_size):
         batch = pad_batch(
             [encode_text(tokenizer, d, max_length=max_length) for d in docs[i : i + batch_size]],
             pad_id_of(tokenizer),
         )
         ids, mask = batch.input_ids.to(device), batch.attention_mask.to(device)
-        with lm.trace({"input_ids": ids, "attention_mask": mask}):
+        with lm.trace({"input_ids": ids, "attention_mask": mask}, **trace_options(lm)):
             apply_interventions(lm, arch, interventions)
             logits = lm.output.logits.save()  # [batch, seq, vocab]
         logits = getattr(logits, "value", logits).float()

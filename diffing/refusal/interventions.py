@@ -25,6 +25,7 @@ import torch
 
 from diffing.arch import ArchSpec, get_module
 from diffing.errors import DiffingError
+from diffing.remote import input_device, trace_options
 
 
 class Intervention(NamedTuple):
@@ -115,8 +116,18 @@ def apply_interventions(
                 _project_out(mlp, i.vector, i.strength)
 
 
-def _device(lm) -> torch.device:
-    return next(lm._module.parameters()).device
+class _Gather:
+    """Collects every block's input at chosen positions during one traced forward.
+
+    Made inside the traced block, so that a remote run (where only values created
+    and saved in the block come back) returns what it gathered.
+    """
+
+    def __init__(self, rows: torch.Tensor, positions: torch.Tensor):
+        self.rows, self.positions, self.out = rows, positions, []
+
+    def __call__(self, layer: int, x) -> None:
+        self.out.append(x[self.rows[:, None], self.positions])  # [batch, P, d_model]
 
 
 @torch.no_grad()
@@ -135,30 +146,23 @@ def forward_last(
     position) ``[batch, vocab]`` and, when ``positions`` ``[batch, P]`` is given,
     every block's input at those positions ``[n_layers, batch, P, d_model]``.
     """
-    device = _device(lm)
+    device = input_device(lm)
     ids, mask = input_ids.to(device), attention_mask.to(device)
     rows = torch.arange(ids.shape[0], device=device)
     last = mask.sum(1) - 1  # [batch]
-    saved: list = []
-
-    def keep(layer: int, x) -> None:
-        saved.append(x[rows[:, None], positions.to(device)].save())  # [batch, P, d_model]
-
+    where = positions.to(device) if positions is not None else None
+    acts = None
     unembed = get_module(lm, arch.unembed)
-    with lm.trace({"input_ids": ids, "attention_mask": mask}):
-        apply_interventions(
-            lm, arch, interventions, on_block_input=keep if positions is not None else None
-        )
+    with lm.trace({"input_ids": ids, "attention_mask": mask}, **trace_options(lm)):
+        gather = _Gather(rows, where) if where is not None else None
+        apply_interventions(lm, arch, interventions, on_block_input=gather)
+        if gather is not None:
+            acts = torch.stack(gather.out).save()  # [n_layers, batch, P, d_model]
         hidden = unembed.input  # [batch, seq, d_model] after the final norm
-        unembed.input = hidden[rows, last][
-            :, None
-        ]  # only the first response token's logits are needed
-        logits = (
-            lm.output.logits.save()
-        )  # [batch, 1, vocab] (any final soft-capping applied by the model)
+        unembed.input = hidden[rows, last][:, None]  # only the first response token's logits
+        logits = lm.output.logits.save()  # [batch, 1, vocab] (after any final soft-capping)
     logprobs = torch.log_softmax(_value(logits)[:, -1].float(), dim=-1)
-    acts = torch.stack([_value(s).float() for s in saved]) if saved else None
-    return logprobs, acts
+    return logprobs, (_value(acts).float() if acts is not None else None)
 
 
 def _value(x) -> torch.Tensor:
@@ -178,7 +182,7 @@ def generate_ids(
     eos_id: int | None = None,
 ) -> torch.Tensor:
     """Greedy continuation ``[batch, new]`` of a *left*-padded batch, intervening on every step."""
-    device = _device(lm)
+    device = input_device(lm)
     inputs = {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
     kwargs = dict(
         max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id, eos_token_id=eos_id
@@ -187,7 +191,7 @@ def generate_ids(
         warnings.simplefilter(
             "ignore"
         )  # an open tracer.all() ends with a "never reached" warning by design
-        with lm.generate(**kwargs) as tracer:
+        with lm.generate(**kwargs, **trace_options(lm)) as tracer:
             with tracer.invoke(inputs):
                 if interventions:
                     for _ in tracer.all():

@@ -92,6 +92,11 @@ def orthogonalize_model(
     if r.norm() == 0 or not torch.isfinite(r).all():
         raise DiffingError("cannot orthogonalise against a zero or non-finite direction")
     r = _unit(r)
+    if any(p.is_meta for p in model.parameters()):
+        raise DiffingError(
+            "the model's weights are not here (a config-only model, as loaded for remote "
+            "execution): load the checkpoint itself to write an orthogonalised copy"
+        )
     embed = get_module(model, arch.embed)
     if embed.weight.shape[1] != r.numel():
         raise DiffingError(
