@@ -72,9 +72,9 @@ def test_groups_keep_each_variant_with_its_evaluation_and_balance_the_rest():
     pending = [n for n in stages if n != "base"]
     groups = plan_groups(stages, pending, ["chat", "quirk", "null"])
     assert groups == [
-        ["chat", "eval-chat", "eval-base"],
+        ["chat", "eval-chat"],
         ["quirk", "eval-quirk"],
-        ["null", "eval-null"],
+        ["null", "eval-null", "eval-base"],
     ]
     assert plan_groups(stages, ["eval-quirk"], ["chat", "quirk", "null"]) == [["eval-quirk"]]
     assert plan_groups(stages, ["eval-base"], ["chat"]) == [["eval-base"]]

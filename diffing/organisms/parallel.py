@@ -38,7 +38,7 @@ def plan_groups(
     """Split the pending stages after the base into one group per variant (fine-tune, then its evaluation).
 
     Stages that belong to no variant (the base's evaluation) join the group with the
-    least work, so the groups finish at about the same time.
+    least work (in steps; on a tie the last group), so the groups finish at about the same time.
     """
     groups = {v: [n for n in (v, f"eval-{v}") if n in pending] for v in variants}
     groups = {v: g for v, g in groups.items() if g}
@@ -47,7 +47,8 @@ def plan_groups(
         if not groups:
             groups[name] = [name]
             continue
-        lightest = min(groups, key=lambda v: sum(stages[n].work for n in groups[v]))
+        # ties go to the last group: the null control's steps are the cheapest
+        lightest = min(reversed(groups), key=lambda v: sum(stages[n].work for n in groups[v]))
         groups[lightest].append(name)
     return list(groups.values())
 
