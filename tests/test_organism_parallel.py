@@ -11,7 +11,7 @@ import pytest
 from diffing.organisms.parallel import can_fork, plan_groups, run_in_parallel, use_workers
 from diffing.organisms.stages import STAGE_DIR, Stage, is_done, read_record
 
-pytestmark = pytest.mark.skipif(not can_fork(), reason="workers are forked; no fork here")
+pytestmark = pytest.mark.skipif(not can_fork(), reason="workers are forked on Linux only")
 
 
 class _Bar:

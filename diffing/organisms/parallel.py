@@ -17,6 +17,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue as queue_mod
+import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,8 +29,9 @@ QUEUE_POLL_SECONDS = 0.2
 
 
 def can_fork() -> bool:
-    """Whether this platform offers the ``fork`` start method the workers need."""
-    return "fork" in mp.get_all_start_methods()
+    """Whether the workers can be forked: Linux only (macOS offers ``fork``, but system frameworks
+    a torch process has loaded are not safe to use in a forked child there)."""
+    return sys.platform.startswith("linux") and "fork" in mp.get_all_start_methods()
 
 
 def plan_groups(

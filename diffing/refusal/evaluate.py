@@ -71,16 +71,20 @@ def text_loss(
             pad_id_of(tokenizer),
         )
         ids, mask = batch.input_ids.to(device), batch.attention_mask.to(device)
+        targets = ids[:, 1:].clone()  # [batch, seq - 1]
+        targets[mask[:, 1:] == 0] = -100
         with lm.trace({"input_ids": ids, "attention_mask": mask}, **trace_options(lm)):
             apply_interventions(lm, arch, interventions)
-            logits = lm.output.logits.save()  # [batch, seq, vocab]
-        logits = getattr(logits, "value", logits).float()
-        targets = ids[:, 1:].clone()
-        targets[mask[:, 1:] == 0] = -100
-        loss = torch.nn.functional.cross_entropy(
-            logits[:, :-1].transpose(1, 2), targets, reduction="sum", ignore_index=-100
-        )
-        total += float(loss)
+            logits = (
+                lm.output.logits
+            )  # [batch, seq, vocab]: summed where it is (a remote run returns one number)
+            loss = torch.nn.functional.cross_entropy(
+                logits[:, :-1].float().transpose(1, 2),
+                targets.to(logits.device),
+                reduction="sum",
+                ignore_index=-100,
+            ).save()
+        total += float(getattr(loss, "value", loss))
         count += int((targets != -100).sum())
     if count == 0:
         raise DiffingError(
