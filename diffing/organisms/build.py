@@ -195,9 +195,8 @@ def build_organisms(
     root = Path(out_dir).expanduser().resolve()
     _prepare_folder(root, config)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault(
-        "TOKENIZERS_PARALLELISM", "false"
-    )  # the build forks workers (parallel.py)
+    # the build forks workers (parallel.py); a tokenizer's thread pool does not survive a fork
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         lock = FileLock(str(root / ".lock"), timeout=3600)
         lock.acquire()

@@ -92,8 +92,8 @@ def _worker(root: Path, stages: dict[str, Stage], group: list[str], prog, q) -> 
 def run_in_parallel(root: Path, stages: dict[str, Stage], groups: list[list[str]], prog) -> None:
     """Run each group (its stages in order) in its own forked process; return when all finished.
 
-    Raises ``RuntimeError`` naming the failed group and carrying the worker's traceback;
-    stages that finished in the other workers stay finished (a rerun skips them).
+    Raises ``RuntimeError`` naming the failed group and its error in one line, with the worker's
+    traceback as a note; stages that finished in the other workers stay finished (a rerun skips them).
     """
     ctx = mp.get_context("fork")
     q = ctx.Queue()
@@ -102,6 +102,7 @@ def run_in_parallel(root: Path, stages: dict[str, Stage], groups: list[list[str]
         ctx.Process(target=_worker, args=(root, stages, g, prog, q), daemon=True) for g in groups
     ]
     errors: list[str] = []
+    tracebacks: list[str] = []
     try:
         for p in procs:
             p.start()
@@ -117,7 +118,9 @@ def run_in_parallel(root: Path, stages: dict[str, Stage], groups: list[list[str]
             elif msg[0] == "postfix":
                 prog.bar.set_postfix_str(msg[1])
             elif msg[0] == "error":
-                errors.append(f"building {msg[1]} failed:\n{msg[2]}")
+                last = msg[2].strip().splitlines()[-1]  # "ValueError: ..."
+                errors.append(f"building {msg[1]} failed: {last}")
+                tracebacks.append(f"traceback of the worker building {msg[1]}:\n{msg[2]}")
     except (
         BaseException
     ):  # Ctrl-C or an error here: stop the workers; their stages restart on rerun
@@ -133,7 +136,10 @@ def run_in_parallel(root: Path, stages: dict[str, Stage], groups: list[list[str]
                 f"the worker building {g[0]} died (exit code {p.exitcode}; out of memory?)"
             )
     if errors:
-        raise RuntimeError("\n".join(errors))
+        err = RuntimeError("; ".join(errors) + " (the other variants are built; rerun to retry)")
+        for tb in tracebacks:
+            err.add_note(tb)  # shown with the traceback (--debug), kept off the one-line message
+        raise err
 
 
 def use_workers(threads: int, n_groups: int) -> bool:
