@@ -64,18 +64,22 @@ def trace_model(
     device = torch.device("cpu") if remote is True else next(lm._module.parameters()).device
     inputs = {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
     blocks = get_module(lm, arch.layers)
-    saved: dict[int, object] = {}
     as_tuple = bool(arch.layer_returns_tuple)  # a plain bool: the block below may run on NDIF,
     order = sorted(layers)  # where no diffing function or class exists
+    # Only values created and saved inside the block come back from a remote run (a dict
+    # filled from outside would stay on the server), so the layers leave as one stacked tensor.
     with lm.trace(inputs, **({"remote": remote} if remote else {})) as tracer:
+        outs = []
         for layer in order:
             out = blocks[layer].output
-            saved[layer] = (out[0] if as_tuple or isinstance(out, tuple) else out).save()
+            outs.append(out[0] if as_tuple or isinstance(out, tuple) else out)
+        stacked = torch.stack(outs).save()  # [n_layers, batch, seq, d_model]
         if logits:
             out_logits = lm.output.logits.save()
         else:
             tracer.stop()
-    acts = {layer: _materialise(value) for layer, value in saved.items()}
+    stacked = _materialise(stacked)
+    acts = {layer: stacked[i] for i, layer in enumerate(order)}
     return Traced(acts, _materialise(out_logits) if logits else None)
 
 
