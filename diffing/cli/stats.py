@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from diffing.cli.common import add_pair_args
+from diffing.cli.common import add_pair_args, add_remote_arg
 
 
 def register(sub) -> None:
@@ -68,6 +68,7 @@ def register(sub) -> None:
         help="stream weights from the safetensors files",
     )
     p.add_argument("--no-weights", action="store_true", help="skip the weight statistics")
+    add_remote_arg(p, "both models (top-k KL; no weight statistics, patchscope or steering)")
     p.set_defaults(handler=run)
 
 

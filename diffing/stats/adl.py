@@ -20,6 +20,8 @@ from typing import NamedTuple
 import torch
 
 from diffing.arch import get_module
+from diffing.remote import remote_mode
+from diffing.stats.remote import traced_logit_lens
 
 
 class ADLResult(NamedTuple):
@@ -92,6 +94,9 @@ class ADLAccumulator:
 @torch.no_grad()
 def logit_lens(pair, vector: torch.Tensor, which: str = "finetuned") -> torch.Tensor:
     """``[vocab]`` logits of a residual-stream vector read through one model's final norm and unembedding."""
+    lm = {"base": pair.base, "finetuned": pair.finetuned}[which]
+    if remote_mode(lm):  # the weights are on NDIF (or the run simulates it): read it in a trace
+        return traced_logit_lens(lm, pair.arch, vector)
     model = pair.hf(which)
     norm = get_module(model, pair.arch.final_norm)
     unembed = get_module(model, pair.arch.unembed)

@@ -80,7 +80,9 @@ class KLAccumulator:
         logits_b: torch.Tensor,
         logits_f: torch.Tensor,
     ) -> None:
-        """Add one batch of ``kind`` (``text``/``chat``): ``kl``, ``keep``, ``roles``, ``input_ids`` are ``[batch, seq]``."""
+        """Add one batch of ``kind`` (``text``/``chat``): ``kl``, ``keep``, ``roles``, ``input_ids`` are ``[batch, seq]``;
+        ``logits_b`` / ``logits_f`` are ``[batch, seq, vocab]`` or, from a remote run, ``(log-probabilities, ids)``
+        of each model's top predictions ``[batch, seq, n]``."""
         kl, keep, roles = kl.cpu(), keep.cpu(), roles.cpu()
         self.values[kind].append(kl[keep])
         self.roles[kind].append(roles[keep].long())
@@ -121,9 +123,16 @@ class KLAccumulator:
                 heapq.heappushpop(self._heap, (val, self._seen, item))
             floor = self._heap[0][0] if len(self._heap) >= self.n_contexts else -1.0
 
-    def _predictions(self, logits: torch.Tensor) -> list[dict]:
-        probs = torch.softmax(logits.float(), -1)  # [vocab]
-        p, ids = probs.topk(self.top_predictions)
+    def _predictions(self, preds, b: int, t: int) -> list[dict]:
+        """Top predictions at ``[b, t]`` from ``[batch, seq, vocab]`` logits, or from
+        ``(log-probabilities, ids)`` ``[batch, seq, n]`` already sorted (a remote run's top-k)."""
+        if isinstance(preds, tuple):
+            p, ids = (
+                preds[0][b, t, : self.top_predictions].exp(),
+                preds[1][b, t, : self.top_predictions],
+            )
+        else:
+            p, ids = torch.softmax(preds[b, t].float(), -1).topk(self.top_predictions)  # of [vocab]
         return [
             {"token": self.tokenizer.decode([i]), "id": i, "prob": float(q)}
             for q, i in zip(p.tolist(), ids.tolist())
@@ -140,8 +149,8 @@ class KLAccumulator:
             "context": self.tokenizer.decode(row[start:t].tolist()),
             "token": self.tokenizer.decode([int(row[t])]),
             "next_token": self.tokenizer.decode([nxt]) if nxt is not None else None,
-            "finetuned_top": self._predictions(logits_f[b, t]),
-            "base_top": self._predictions(logits_b[b, t]),
+            "finetuned_top": self._predictions(logits_f, b, t),
+            "base_top": self._predictions(logits_b, b, t),
         }
 
     def result(self) -> dict:

@@ -20,6 +20,7 @@ from diffing.errors import DiffingError
 from diffing.stats.activations import ActivationAccumulator
 from diffing.stats.adl import ADLAccumulator, patchscope, steer
 from diffing.stats.outputs import KLAccumulator, token_kl
+from diffing.stats.remote import TOP_K, trace_pair_remote
 from diffing.stats.weights import (
     WeightStatsConfig,
     per_layer_change,
@@ -63,6 +64,8 @@ class StatsConfig:
     """Compute the weight statistics."""
     weights_from_files: bool = False
     """Stream the weights from both checkpoints' safetensors files instead of the loaded models."""
+    remote_top_k: int = TOP_K
+    """Remote models only: fine-tuned tokens per position whose probabilities come back for the KL."""
 
 
 def _take(docs: Sequence, encoder, budget: int, max_length: int) -> tuple[list[Encoded], int]:
@@ -166,37 +169,36 @@ def compute_stats(
     pad = pad_id_of(pair.tokenizer)
     n_batches = sum(-(-len(d) // cfg.batch_size) for d in (text_docs, chat_docs))
     done = 0
+    remote = bool(pair.remote)
+    coverage: list[torch.Tensor] = []  # remote: fine-tuned mass covered by the top-k KL
     for kind, docs in (("text", text_docs), ("chat", chat_docs)):
         for batch in _batches(docs, cfg.batch_size, pad):
             done += 1
             if progress is not None:
                 progress(f"stats: {kind} batch {done}/{n_batches}")
-            b = trace_model(
-                pair.base, pair.arch, batch.input_ids, batch.attention_mask, traced, logits=True
-            )
-            f = trace_model(
-                pair.finetuned,
-                pair.arch,
-                batch.input_ids,
-                batch.attention_mask,
-                traced,
-                logits=True,
-            )
             real = batch.attention_mask.bool()  # [batch, seq]
+            if remote:  # only small tensors come back: top-k KL (stats/remote.py)
+                r = trace_pair_remote(
+                    pair, batch.input_ids, batch.attention_mask, traced, k=cfg.remote_top_k
+                )
+                layers_b, layers_f, tok_kl = r.base, r.finetuned, r.kl
+                preds_b, preds_f = r.base_top, r.finetuned_top
+                coverage.append(r.coverage[real])
+            else:
+                b, f = (
+                    trace_model(
+                        lm, pair.arch, batch.input_ids, batch.attention_mask, traced, logits=True
+                    )
+                    for lm in pair.models
+                )
+                layers_b, layers_f, tok_kl = b.layers, f.layers, token_kl(f.logits, b.logits)
+                preds_b, preds_f = b.logits, f.logits
             keep = real.clone()
             keep[:, 0] = False  # BOS / attention sink: an outlier in every model
-            acts.update(b.layers, f.layers, keep, batch.roles)
-            kl.update(
-                kind,
-                token_kl(f.logits, b.logits),
-                real,
-                batch.roles,
-                batch.input_ids,
-                b.logits,
-                f.logits,
-            )
+            acts.update(layers_b, layers_f, keep, batch.roles)
+            kl.update(kind, tok_kl, real, batch.roles, batch.input_ids, preds_b, preds_f)
             if kind == adl_kind:
-                adl.update(b.layers[adl_layer], f.layers[adl_layer], batch.attention_mask)
+                adl.update(layers_b[adl_layer], layers_f[adl_layer], batch.attention_mask)
     n_text = sum(len(e.input_ids) for e in text_docs)
     n_chat = sum(len(e.input_ids) for e in chat_docs)
     result: dict = {
@@ -215,11 +217,18 @@ def compute_stats(
             "documents": {"text": len(text_docs), "chat": len(chat_docs)},
         },
     }
-    if cfg.weights:
+    if remote:
+        result["remote"] = {
+            "mode": "ndif" if pair.remote is True else "simulated (remote='local')",
+            "kl": f"top-{cfg.remote_top_k} lower bound (stats/remote.py); exact when the coverage is 1",
+            "kl_mean_coverage": float(torch.cat(coverage).double().mean()) if coverage else None,
+            "skipped": ["weights", "adl.patchscope", "adl.steering"],
+        }
+    if cfg.weights and not remote:  # the weights stay on the server
         result["weights"] = _weights_section(pair, cfg)
     result["activations"] = {"layers": acts.result()}
     result["kl"] = kl.result()
-    result["adl"] = _adl_section(pair, adl, adl_kind, texts, chats, cfg)
+    result["adl"] = _adl_section(pair, adl, adl_kind, texts, chats, cfg, hooks=not remote)
     if out_dir is not None:
         save_stats(result, out_dir, adl_diff=adl.mean_diff())
     return result
@@ -242,7 +251,11 @@ def _weights_section(pair, cfg: StatsConfig) -> dict:
     }
 
 
-def _adl_section(pair, adl: ADLAccumulator, kind: str, texts, chats, cfg: StatsConfig) -> dict:
+def _adl_section(
+    pair, adl: ADLAccumulator, kind: str, texts, chats, cfg: StatsConfig, *, hooks: bool = True
+) -> dict:
+    """The ``adl`` section; ``hooks=False`` (remote models) leaves out patchscope and steering,
+    which edit the local modules' forward passes."""
     res = adl.result(pair, top_k=cfg.adl_top_k)
     norm = float(res.diff.norm())
     section = {
@@ -258,6 +271,8 @@ def _adl_section(pair, adl: ADLAccumulator, kind: str, texts, chats, cfg: StatsC
         "steering": {"scale": cfg.steer_scale, "examples": []},
         "patchscope": [],
     }
+    if not hooks:
+        return section
     if norm > 0 and math.isfinite(norm) and cfg.patchscope_scales:
         norms = [s * res.mean_norm_finetuned for s in cfg.patchscope_scales]
         section["patchscope"] = patchscope(pair, res.diff, res.layer, norms=norms)

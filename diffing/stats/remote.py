@@ -1,0 +1,123 @@
+"""Output statistics when both models run on NDIF: only top-k log-probabilities leave the server.
+
+A remote trace returns only what it saves, and full next-token distributions are too big to
+ship (a 128k vocabulary at 2,048 tokens is 1 GB per model and batch). So the fine-tuned
+model's trace saves its ``k`` likeliest tokens' log-probabilities, the base model's trace
+saves its own log-probabilities *of those tokens* (and its few top predictions), and the KL
+is computed here over the partition {each of those ``k`` tokens, everything else}:
+
+``KL_k = sum_{v in top_k(p_f)} p_f(v) (log p_f(v) - log p_b(v)) + r_f log(r_f / r_b)``
+
+with ``r_f``, ``r_b`` the mass each model leaves outside those tokens. Merging outcomes never
+increases a KL (the log-sum inequality), so ``KL_k <= KL`` always, with equality when the
+fine-tuned model puts all its mass on ``k`` tokens; the result records the mean mass covered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+
+from diffing.arch import get_module
+from diffing.remote import input_device, trace_options
+
+TOP_K = 256
+"""Fine-tuned tokens per position whose probabilities both traces return."""
+TOP_PREDICTIONS = 5
+"""Top predictions per position returned for the top-KL contexts."""
+
+
+class RemoteOutputs(NamedTuple):
+    """One batch through both models, as far as a remote run returns it."""
+
+    base: dict[int, torch.Tensor]
+    """Layer -> base residual stream ``[batch, seq, d_model]``."""
+    finetuned: dict[int, torch.Tensor]
+    """Layer -> fine-tuned residual stream ``[batch, seq, d_model]``."""
+    kl: torch.Tensor
+    """``[batch, seq]`` KL_k(p_f || p_b) (a lower bound of the KL; see the module docstring)."""
+    coverage: torch.Tensor
+    """``[batch, seq]`` fine-tuned probability mass on its top ``k`` tokens."""
+    base_top: tuple[torch.Tensor, torch.Tensor]
+    """``([batch, seq, n] log-probabilities, [batch, seq, n] ids)`` of the base's top predictions."""
+    finetuned_top: tuple[torch.Tensor, torch.Tensor]
+    """The same for the fine-tuned model."""
+
+
+def topk_kl(lp_f: torch.Tensor, lp_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(KL_k, coverage)`` ``[...]`` from both models' log-probabilities ``[..., k]`` of the same k tokens."""
+    lp_f, lp_b = lp_f.double(), lp_b.double()
+    p_f = lp_f.exp()
+    head = (p_f * (lp_f - lp_b)).sum(-1)
+    r_f = (1 - p_f.sum(-1)).clamp_min(0)
+    r_b = (1 - lp_b.exp().sum(-1)).clamp_min(1e-30)
+    tail = torch.where(r_f > 0, r_f * (r_f.clamp_min(1e-30).log() - r_b.log()), 0.0)
+    return (head + tail).clamp_min(0).float(), p_f.sum(-1).float()
+
+
+def _trace(lm, arch, ids, mask, layers: Sequence[int], *, k: int, gather: torch.Tensor | None):
+    """One remote forward: stacked layers, top-``k`` log-probabilities, and (optionally) the
+    log-probabilities of the given ``gather`` ids ``[batch, seq, k]``."""
+    blocks = get_module(lm, arch.layers)
+    as_tuple = bool(arch.layer_returns_tuple)
+    picked = None
+    with lm.trace({"input_ids": ids, "attention_mask": mask}, **trace_options(lm)):
+        outs = []
+        for layer in layers:
+            out = blocks[layer].output
+            outs.append(out[0] if as_tuple or isinstance(out, tuple) else out)
+        stacked = torch.stack(outs).save()  # [n_layers, batch, seq, d_model]
+        lp = torch.log_softmax(lm.output.logits.float(), dim=-1)  # [batch, seq, vocab], stays there
+        top_vals, top_ids = lp.topk(k, dim=-1)
+        top_vals, top_ids = top_vals.save(), top_ids.save()  # [batch, seq, k]
+        if gather is not None:
+            picked = lp.gather(-1, gather.to(lp.device)).save()  # [batch, seq, k]
+    value = lambda x: getattr(x, "value", x).detach().cpu()  # noqa: E731
+    stacked = value(stacked)
+    acts = {layer: stacked[i] for i, layer in enumerate(layers)}
+    return acts, value(top_vals), value(top_ids), (value(picked) if picked is not None else None)
+
+
+@torch.no_grad()
+def trace_pair_remote(
+    pair,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    layers: Sequence[int],
+    *,
+    k: int = TOP_K,
+) -> RemoteOutputs:
+    """Both models' residual streams at ``layers`` and their top-``k`` KL on one right-padded batch.
+
+    Two traces per batch (the fine-tuned model, then the base with the fine-tuned top-k ids),
+    each returning only small tensors: it works the same on NDIF, locally, and through
+    nnsight's ``remote="local"``.
+    """
+    layers = sorted(layers)
+    k = min(k, int(pair.config.vocab_size))
+    device = input_device(pair.finetuned)
+    ids, mask = input_ids.to(device), attention_mask.to(device)
+    acts_f, lp_f, ids_f, _ = _trace(pair.finetuned, pair.arch, ids, mask, layers, k=k, gather=None)
+    acts_b, lp_bt, ids_bt, lp_b = _trace(
+        pair.base, pair.arch, ids, mask, layers, k=TOP_PREDICTIONS, gather=ids_f
+    )
+    kl, coverage = topk_kl(lp_f, lp_b)
+    n = TOP_PREDICTIONS
+    return RemoteOutputs(
+        acts_b, acts_f, kl, coverage, (lp_bt, ids_bt), (lp_f[..., :n], ids_f[..., :n])
+    )
+
+
+@torch.no_grad()
+def traced_logit_lens(lm, arch, vector: torch.Tensor) -> torch.Tensor:
+    """``[vocab]`` logit lens of ``vector`` through ``lm``'s final norm and unembedding, as a traced forward
+    (the weights may be on NDIF): the final norm's input is replaced by the vector."""
+    norm, unembed = get_module(lm, arch.final_norm), get_module(lm, arch.unembed)
+    ids = torch.zeros(1, 1, dtype=torch.long, device=input_device(lm))  # any token: replaced below
+    with lm.trace({"input_ids": ids, "attention_mask": torch.ones_like(ids)}, **trace_options(lm)):
+        x = norm.input  # [1, 1, d_model]
+        norm.input = vector.reshape(1, 1, -1).to(device=x.device, dtype=x.dtype)
+        logits = unembed.output.save()  # [1, 1, vocab]
+    return getattr(logits, "value", logits).detach().reshape(-1).float().cpu()
