@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from diffing.cli.common import add_pair_args
+from diffing.cli.common import add_pair_args, add_remote_arg
 
-_BOOL_FLAGS = ("trust_remote_code", "allow_pickle", "train_crosscoder")
+_BOOL_FLAGS = ("trust_remote_code", "allow_pickle", "train_crosscoder", "remote")
 """Store-true flags: absent means "use the config file's value"."""
 
 
@@ -27,6 +27,7 @@ def register(sub) -> None:
         help="run statistics, refusal and crosscoder on a pair and write the diff report (index.html, report.json, report.md)",
     )
     add_pair_args(p)
+    add_remote_arg(p, "both models (no weight statistics; see docs/scaling.md)")
     for action in p._actions:  # BASE/FINETUNED may come from --config
         if action.dest in ("base", "finetuned"):
             action.nargs, action.default = "?", None

@@ -38,7 +38,13 @@ from diffing.crosscoder.analysis import (
     sparse_codes,
 )
 from diffing.crosscoder.causal import CausalConfig, CausalResult, causal_check, causal_json
-from diffing.crosscoder.contexts import TopActivations, lens_records, logit_lens, render_contexts
+from diffing.crosscoder.contexts import (
+    TopActivations,
+    lens_records,
+    logit_lens,
+    render_contexts,
+    traced_logit_lens,
+)
 from diffing.crosscoder.latent_scaling import (
     FLAGS,
     LatentScaling,
@@ -287,9 +293,13 @@ def analyze_crosscoder(
     if pair is not None and order:
         idx = torch.tensor(order)
         for m, which in enumerate(("base", "finetuned")):
-            res = logit_lens(
-                W_dec[m, idx], pair.hf(which), pair.arch, norm_scale=scales[m], top=cfg.lens_top
-            )
+            if pair.remote:  # the weights are on NDIF: the same readout as a traced forward
+                lm = pair.base if which == "base" else pair.finetuned
+                res = traced_logit_lens(W_dec[m, idx], lm, pair.arch, norm_scale=scales[m],
+                                        top=cfg.lens_top)  # fmt: skip
+            else:
+                res = logit_lens(W_dec[m, idx], pair.hf(which), pair.arch, norm_scale=scales[m],
+                                 top=cfg.lens_top)  # fmt: skip
             lens[which] = lens_records(res, tokenizer)
     for i, j in enumerate(order):
         details[j] = {
@@ -302,7 +312,12 @@ def analyze_crosscoder(
 
     # the causal check
     causal = None
-    if texts and pair is not None:
+    if texts and pair is not None and pair.remote:
+        notes.append(
+            "causal check skipped: the models run remotely and the check compares full "
+            "next-token distributions of patched forwards"
+        )
+    elif texts and pair is not None:
         causal = causal_check(cc, pair, texts, _latent_sets(delta, chat_only, ls, cfg), layer=layer,
                               norm_scales=scales, config=cfg.causal)  # fmt: skip
     elif not texts:

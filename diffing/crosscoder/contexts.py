@@ -166,6 +166,36 @@ def logit_lens(
     return LensResult(ids.cpu(), vals.cpu(), valid.cpu())
 
 
+@torch.no_grad()
+def traced_logit_lens(
+    directions: torch.Tensor, lm, arch, *, norm_scale: float = 1.0, top: int = 10
+) -> LensResult:
+    """:func:`logit_lens` as one traced forward of the nnsight model ``lm``, for weights on NDIF.
+
+    The final norm's input is replaced by the directions and a zero row (the same
+    bias removal), the unembedding's input by their difference; only the top tokens
+    come back. Equal to :func:`logit_lens` for unembeddings without a bias.
+    """
+    from diffing.remote import input_device, trace_options
+
+    final_norm, unembed = get_module(lm, arch.final_norm), get_module(lm, arch.unembed)
+    k = directions.shape[0]
+    raw = directions.float() / float(norm_scale)  # [k, d]
+    rows = torch.cat([raw, torch.zeros_like(raw[:1])])[:, None, :]  # [k + 1, 1, d]
+    ids = torch.zeros(k + 1, 1, dtype=torch.long, device=input_device(lm))  # replaced below
+    with lm.trace({"input_ids": ids, "attention_mask": torch.ones_like(ids)}, **trace_options(lm)):
+        x = final_norm.input  # [k + 1, 1, d]
+        final_norm.input = rows.to(device=x.device, dtype=x.dtype)
+        normed = final_norm.output  # [k + 1, 1, d]
+        unembed.input = normed - normed[-1:]
+        vals, top_ids = unembed.output[:k, 0].float().topk(top, dim=-1)  # [k, top]
+        vals, top_ids = vals.save(), top_ids.save()
+    scale = directions.float().norm(dim=-1)  # [k]
+    valid = scale > 1e-6 * scale.max().clamp_min(1e-30)
+    value = lambda t: getattr(t, "value", t).detach().cpu()  # noqa: E731
+    return LensResult(value(top_ids), value(vals), valid.cpu())
+
+
 def lens_records(lens: LensResult, tokenizer=None) -> list[list[dict]]:
     """Per direction, ``[{"token": str, "id": int, "logit": float}, ...]`` (empty for zero directions)."""
     out = []

@@ -36,6 +36,7 @@ def load_pair(cfg: AnalyzeConfig):
         device=cfg.device,
         trust_remote_code=cfg.trust_remote_code,
         allow_pickle=cfg.allow_pickle,
+        remote=cfg.remote,
     )
 
 
@@ -61,6 +62,8 @@ def weights(pair) -> dict:
     """``weights``: per-tensor relative change (cheap; the stats step refines it with effective ranks)."""
     from diffing.weights import weight_changes
 
+    if pair.remote:
+        raise SkipSection("the weights stay on NDIF with --remote; run without it where they are")
     mods = [
         {
             "name": c.name,

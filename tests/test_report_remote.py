@@ -1,0 +1,81 @@
+"""``diffing analyze --remote`` end to end through nnsight's remote path (``remote="local"``).
+
+Every trace of the run is serialised as for NDIF and deserialised with ``diffing`` made
+unimportable (the ``server_without_diffing`` fixture); the report must hold the same
+refusal result and the same crosscoder logit lens as the local run, and say what it
+skipped (the weights, the causal check).
+"""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+
+from diffing.models import ModelPair
+from diffing.report import AnalyzeConfig, analyze, load_schema
+
+pytestmark = pytest.mark.slow
+
+
+def _run(pair, out, **cfg) -> dict:
+    config = AnalyzeConfig(
+        tokens=6000, refusal_prompts=16, train_crosscoder=True, crosscoder_steps=150, **cfg
+    )
+    rep = analyze(pair.base_ref, pair.finetuned_ref, out, config=config, pair=pair, progress=None)
+    data = json.loads(rep.json.read_text())
+    jsonschema.validate(data, load_schema())
+    return data
+
+
+def test_analyze_remote_gives_the_local_findings(organisms, tmp_path, server_without_diffing):
+    refs = (str(organisms / "base"), str(organisms / "chat"))
+    here = _run(ModelPair.load(*refs), tmp_path / "here")
+    n = server_without_diffing["n"]
+    there = _run(ModelPair.load(*refs, remote="local"), tmp_path / "there", remote=True)
+    assert server_without_diffing["n"] > n + 10  # stats, refusal and harvest traces all went remote
+
+    assert there["sections"]["weights"]["status"] == "skipped"
+    assert "NDIF" in there["sections"]["weights"]["reason"]
+    for name in ("stats", "refusal", "crosscoder"):
+        assert there["sections"][name]["status"] == "ok", there["sections"][name]
+    assert there["refusal"]["selected"] == here["refusal"]["selected"]
+    assert there["refusal"]["refusal_rate"] == here["refusal"]["refusal_rate"]
+    assert there["findings"][0]["id"] == here["findings"][0]["id"] == "refusal-direction"
+
+    cc_here, cc_there = here["crosscoder"], there["crosscoder"]
+    assert (
+        cc_there["summary"]["classes"] == cc_here["summary"]["classes"]
+    )  # same store, same training
+    assert any("causal check skipped" in note for note in cc_there["summary"]["notes"])
+    # the crosscoder's logit lens ran as a traced forward: the same tokens, the same scores
+    tokens = lambda cc: [[t["token"] for t in lat["logit_lens"]] for lat in cc["latents"]]  # noqa: E731
+    assert tokens(cc_there) == tokens(cc_here)  # (empty when no latent is chat- or base-only)
+    for a, b in zip(cc_there["latents"], cc_here["latents"]):
+        assert [t["score"] for t in a["logit_lens"]] == pytest.approx(
+            [t["score"] for t in b["logit_lens"]], rel=1e-4, abs=1e-5
+        )
+
+
+def test_crosscoder_logit_lens_as_a_traced_forward(organisms, server_without_diffing):
+    """The crosscoder analysis reads decoder directions through each model in one traced forward
+    when the weights are remote; it equals the direct computation on the local weights."""
+    import torch
+
+    from diffing.crosscoder.contexts import logit_lens, traced_logit_lens
+
+    pair = ModelPair.load(str(organisms / "base"), str(organisms / "chat"), remote="local")
+    dirs = torch.randn(6, pair.d_model, generator=torch.Generator().manual_seed(0))
+    dirs[3] = 0  # a dead latent's zero direction is marked invalid by both
+    for which in ("base", "finetuned"):
+        n = server_without_diffing["n"]
+        lm = pair.base if which == "base" else pair.finetuned
+        got = traced_logit_lens(dirs, lm, pair.arch, norm_scale=2.5, top=8)
+        assert server_without_diffing["n"] == n + 1
+        want = logit_lens(dirs, pair.hf(which), pair.arch, norm_scale=2.5, top=8)
+        assert torch.equal(got.token_ids[got.valid], want.token_ids[want.valid])
+        torch.testing.assert_close(
+            got.logits[got.valid], want.logits[want.valid], rtol=1e-4, atol=1e-5
+        )
+        assert got.valid.tolist() == want.valid.tolist() == [True, True, True, False, True, True]
