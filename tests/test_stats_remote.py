@@ -71,12 +71,17 @@ def test_remote_stats_match_the_local_ones(organisms, corpus, server_without_dif
     ]
     top = [c["finetuned_top"][0]["id"] for c in exact["kl"]["top_contexts"]]
     assert top == [c["finetuned_top"][0]["id"] for c in here["kl"]["top_contexts"]]
-    assert "weights" not in exact and exact["adl"]["patchscope"] == []
+    assert "weights" not in exact
 
-    # weights, patchscope and steering asked for: skipped remotely (they need local modules)
-    small = _stats(remote_pair, corpus, remote_top_k=8, steer_prompts=2, patchscope_scales=(1.0,))
-    assert "weights" not in small and "weights" in small["remote"]["skipped"]
-    assert small["adl"]["patchscope"] == [] and small["adl"]["steering"]["examples"] == []
+    # weights asked for: skipped remotely; patchscope and steering run as traced interventions
+    adl_cfg = dict(steer_prompts=2, steer_tokens=8, patchscope_scales=(1.0, 2.0))
+    small = _stats(remote_pair, corpus, remote_top_k=8, **adl_cfg)
+    assert "weights" not in small and small["remote"]["skipped"] == ["weights"]
+    local = _stats(ModelPair.load(*refs), corpus, weights=False, **adl_cfg)
+    assert small["adl"]["steering"]["examples"] == local["adl"]["steering"]["examples"]
+    assert len(small["adl"]["steering"]["examples"]) == 2
+    for a, b in zip(small["adl"]["patchscope"], local["adl"]["patchscope"], strict=True):
+        assert [t["id"] for t in a["tokens"]] == [t["id"] for t in b["tokens"]]
     assert small["remote"]["kl_mean_coverage"] < 1
     assert small["kl"]["mean"] <= here["kl"]["mean"] * (1 + 1e-4)
     assert small["kl"]["mean"] > 0.5 * here["kl"]["mean"]  # a trained model's mass is in few tokens

@@ -68,7 +68,7 @@ def register(sub) -> None:
         help="stream weights from the safetensors files",
     )
     p.add_argument("--no-weights", action="store_true", help="skip the weight statistics")
-    add_remote_arg(p, "both models (top-k KL; no weight statistics, patchscope or steering)")
+    add_remote_arg(p, "both models (top-k KL; no weight statistics)")
     p.set_defaults(handler=run)
 
 

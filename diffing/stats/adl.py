@@ -14,13 +14,14 @@ position separately is kept as per-position norms; the readout uses the mean.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
 
 from diffing.arch import get_module
-from diffing.remote import remote_mode
+from diffing.remote import input_device, remote_mode, trace_options
 from diffing.stats.remote import traced_logit_lens
 
 
@@ -133,14 +134,10 @@ IDENTITY_PROMPT = "cat -> cat\n1135 -> 1135\nhello -> hello\n?"
 """Patchscope's identity prompt (Ghandeharioun et al. 2024): the model repeats what sits at ``?``."""
 
 
-def _replace_last_hook(vector: torch.Tensor):
-    def hook(_module, _inputs, output):
-        hidden = output[0] if isinstance(output, tuple) else output
-        hidden = hidden.clone()
-        hidden[:, -1] = vector.to(hidden.dtype)  # [batch, d]: the placeholder's residual stream
-        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
-
-    return hook
+def _block_output(lm, arch, layer: int):
+    """The residual stream leaving block ``layer`` inside an open trace ``[batch, seq, d_model]``."""
+    out = get_module(lm, arch.layers)[layer].output
+    return out[0] if arch.layer_returns_tuple or isinstance(out, tuple) else out
 
 
 @torch.no_grad()
@@ -159,24 +156,25 @@ def patchscope(
     Returns one ``{norm, tokens: [{token, id, prob}]}`` per norm. The ADL paper reads its
     difference vectors this way besides the logit lens.
     """
-    model = pair.hf("finetuned")
-    device = next(model.parameters()).device
-    tok = pair.tokenizer
+    lm, arch, tok = pair.finetuned, pair.arch, pair.tokenizer
+    device = input_device(lm)
     ids = torch.tensor(
         [tok(prompt, add_special_tokens=True)["input_ids"]], device=device
     )  # [1, seq]
     unit = vector.float() / vector.float().norm().clamp_min(1e-12)  # [d]
+    k = min(top_k, int(pair.config.vocab_size))
     out = []
-    for norm in norms:
-        hook = _replace_last_hook((float(norm) * unit).to(device))
-        handle = pair.layer_module("finetuned", layer).register_forward_hook(hook)
-        try:
-            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[
-                0, -1
-            ]  # [vocab]
-        finally:
-            handle.remove()
-        p, top = torch.softmax(logits.float(), -1).topk(min(top_k, logits.numel()))
+    for norm in norms:  # a traced forward (local or on NDIF): the placeholder's stream is replaced
+        patch = float(norm) * unit  # [d]
+        with lm.trace(
+            {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, **trace_options(lm)
+        ):
+            hidden = _block_output(lm, arch, layer)  # [1, seq, d]
+            hidden[:, -1] = patch.to(device=hidden.device, dtype=hidden.dtype)
+            probs = torch.softmax(lm.output.logits[0, -1].float(), -1)  # [vocab]
+            p, top = probs.topk(k)
+            p, top = p.save(), top.save()
+        p, top = (getattr(t, "value", t).cpu() for t in (p, top))
         tokens = [
             {"token": tok.decode([i]), "id": i, "prob": float(q)}
             for q, i in zip(p.tolist(), top.tolist())
@@ -185,13 +183,19 @@ def patchscope(
     return out
 
 
-def _add_hook(vector: torch.Tensor):
-    def hook(_module, _inputs, output):
-        if isinstance(output, tuple):
-            return (output[0] + vector.to(output[0].dtype), *output[1:])
-        return output + vector.to(output.dtype)
-
-    return hook
+def _generate(lm, arch, ids: torch.Tensor, vector: torch.Tensor | None, layer: int, **kwargs):
+    """Greedy ids ``[1, prompt + new]``, adding ``vector`` to block ``layer``'s output at every step."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an open tracer.all() ends with a "never reached" warning
+        with lm.generate(**kwargs, **trace_options(lm)) as tracer:
+            with tracer.invoke({"input_ids": ids, "attention_mask": torch.ones_like(ids)}):
+                if vector is not None:
+                    for _ in tracer.all():
+                        hidden = _block_output(lm, arch, layer)  # [1, seq, d]
+                        hidden[:] = hidden + vector.to(device=hidden.device, dtype=hidden.dtype)
+            with tracer.invoke():
+                gen = tracer.result.save()
+    return getattr(gen, "value", gen).cpu()
 
 
 @torch.no_grad()
@@ -208,15 +212,15 @@ def steer(
 
     ``prompts`` are strings or message lists (formatted with the chat template and a
     generation prompt). The addition applies at every position of the block's output,
-    prompt and generated tokens alike (a forward hook on the HF module, so it acts on
-    every decoding step).
+    prompt and generated tokens alike, at every decoding step (an nnsight intervention, so
+    it runs the same on NDIF).
     """
     from diffing.tokens import encode_chat
 
-    model = pair.hf("finetuned")
-    device = next(model.parameters()).device
-    tok = pair.tokenizer
-    vector = (scale * diff).to(device)  # [d]
+    lm, tok = pair.finetuned, pair.tokenizer
+    device = input_device(lm)
+    vector = scale * diff.float()  # [d]
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     out = []
     for prompt in prompts:
         if isinstance(prompt, str):
@@ -228,24 +232,8 @@ def steer(
         x = torch.tensor([ids], device=device)  # [1, prompt]
         gens = {}
         for name, vec in (("unsteered", None), ("steered", vector)):
-            handle = (
-                pair.layer_module("finetuned", layer).register_forward_hook(_add_hook(vec))
-                if vec is not None
-                else None
-            )
-            try:
-                gen = model.generate(
-                    x,
-                    attention_mask=torch.ones_like(x),
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    pad_token_id=tok.pad_token_id
-                    if tok.pad_token_id is not None
-                    else tok.eos_token_id,
-                )
-            finally:
-                if handle is not None:
-                    handle.remove()
+            gen = _generate(lm, pair.arch, x, vec, layer, max_new_tokens=max_new_tokens,
+                            do_sample=False, pad_token_id=pad)  # fmt: skip
             gens[name] = tok.decode(gen[0, x.shape[1] :].tolist(), skip_special_tokens=False)
         out.append({"prompt": shown, **gens})
     return out

@@ -222,13 +222,13 @@ def compute_stats(
             "mode": "ndif" if pair.remote is True else "simulated (remote='local')",
             "kl": f"top-{cfg.remote_top_k} lower bound (stats/remote.py); exact when the coverage is 1",
             "kl_mean_coverage": float(torch.cat(coverage).double().mean()) if coverage else None,
-            "skipped": ["weights", "adl.patchscope", "adl.steering"],
+            "skipped": ["weights"],
         }
     if cfg.weights and not remote:  # the weights stay on the server
         result["weights"] = _weights_section(pair, cfg)
     result["activations"] = {"layers": acts.result()}
     result["kl"] = kl.result()
-    result["adl"] = _adl_section(pair, adl, adl_kind, texts, chats, cfg, hooks=not remote)
+    result["adl"] = _adl_section(pair, adl, adl_kind, texts, chats, cfg)
     if out_dir is not None:
         save_stats(result, out_dir, adl_diff=adl.mean_diff())
     return result
@@ -251,11 +251,7 @@ def _weights_section(pair, cfg: StatsConfig) -> dict:
     }
 
 
-def _adl_section(
-    pair, adl: ADLAccumulator, kind: str, texts, chats, cfg: StatsConfig, *, hooks: bool = True
-) -> dict:
-    """The ``adl`` section; ``hooks=False`` (remote models) leaves out patchscope and steering,
-    which edit the local modules' forward passes."""
+def _adl_section(pair, adl: ADLAccumulator, kind: str, texts, chats, cfg: StatsConfig) -> dict:
     res = adl.result(pair, top_k=cfg.adl_top_k)
     norm = float(res.diff.norm())
     section = {
@@ -271,8 +267,6 @@ def _adl_section(
         "steering": {"scale": cfg.steer_scale, "examples": []},
         "patchscope": [],
     }
-    if not hooks:
-        return section
     if norm > 0 and math.isfinite(norm) and cfg.patchscope_scales:
         norms = [s * res.mean_norm_finetuned for s in cfg.patchscope_scales]
         section["patchscope"] = patchscope(pair, res.diff, res.layer, norms=norms)
