@@ -48,7 +48,10 @@ def test_analyze_remote_gives_the_local_findings(organisms, tmp_path, server_wit
     assert (
         cc_there["summary"]["classes"] == cc_here["summary"]["classes"]
     )  # same store, same training
-    assert any("causal check skipped" in note for note in cc_there["summary"]["notes"])
+    assert any("causal check on remote models" in n for n in cc_there["summary"]["notes"])
+    causal_here, causal_there = cc_here["summary"]["causal"], cc_there["summary"]["causal"]
+    assert causal_there["kl_full"] <= causal_here["kl_full"] * (1 + 1e-4)  # a lower bound ...
+    assert causal_there["kl_full"] >= 0.9 * causal_here["kl_full"]  # ... close on a trained model
     # the crosscoder's logit lens ran as a traced forward: the same tokens, the same scores
     tokens = lambda cc: [[t["token"] for t in lat["logit_lens"]] for lat in cc["latents"]]  # noqa: E731
     assert tokens(cc_there) == tokens(cc_here)  # (empty when no latent is chat- or base-only)
@@ -79,3 +82,40 @@ def test_crosscoder_logit_lens_as_a_traced_forward(organisms, server_without_dif
             got.logits[got.valid], want.logits[want.valid], rtol=1e-4, atol=1e-5
         )
         assert got.valid.tolist() == want.valid.tolist() == [True, True, True, False, True, True]
+
+
+def test_causal_check_through_the_remote_path_equals_the_local_one(
+    organisms, server_without_diffing
+):
+    """With every token kept (top-k = the vocabulary) the remote causal check is the exact one;
+    with few tokens its KLs are lower bounds."""
+    import dataclasses
+
+    import torch
+
+    from diffing.crosscoder import CrossCoder, CrossCoderConfig
+    from diffing.crosscoder.causal import CausalConfig, causal_check
+
+    refs = (str(organisms / "base"), str(organisms / "chat"))
+    here, there = ModelPair.load(*refs), ModelPair.load(*refs, remote="local")
+    torch.manual_seed(0)
+    cc = CrossCoder(CrossCoderConfig(d_model=here.d_model, dict_size=32, k=4))
+    chats = [
+        json.loads(line)
+        for line in (organisms / "corpus" / "chat.jsonl").read_text().splitlines()[:6]
+    ]
+    sets = {"some": [0, 3, 5], "none": []}
+    kw = dict(layer=2, norm_scales=[1.0, 1.0])
+    cfg = CausalConfig(batch_size=3, remote_top_k=int(here.config.vocab_size))
+    want = causal_check(cc, here, chats, sets, config=cfg, **kw)
+    n = server_without_diffing["n"]
+    got = causal_check(cc, there, chats, sets, config=cfg, **kw)
+    assert server_without_diffing["n"] >= n + 2 * 4  # per batch: base, clean, full patch, two sets
+    assert got.kl_full == pytest.approx(want.kl_full, rel=1e-4)
+    assert got.kl == pytest.approx(want.kl, rel=1e-4) and got.n_tokens == want.n_tokens
+    low = causal_check(
+        cc, there, chats, sets, config=dataclasses.replace(cfg, remote_top_k=4), **kw
+    )
+    assert low.kl_full <= want.kl_full * (1 + 1e-5) and low.kl["some"] <= want.kl["some"] * (
+        1 + 1e-5
+    )

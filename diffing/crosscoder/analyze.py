@@ -314,10 +314,10 @@ def analyze_crosscoder(
     causal = None
     if texts and pair is not None and pair.remote:
         notes.append(
-            "causal check skipped: the models run remotely and the check compares full "
-            "next-token distributions of patched forwards"
+            f"causal check on remote models: KLs over the fine-tuned model's top "
+            f"{cfg.causal.remote_top_k} tokens plus one bin for the rest (lower bounds)"
         )
-    elif texts and pair is not None:
+    if texts and pair is not None:
         causal = causal_check(cc, pair, texts, _latent_sets(delta, chat_only, ls, cfg), layer=layer,
                               norm_scales=scales, config=cfg.causal)  # fmt: skip
     elif not texts:

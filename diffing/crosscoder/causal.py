@@ -31,6 +31,8 @@ import torch
 from diffing.arch import get_module
 from diffing.crosscoder.analysis import json_number
 from diffing.errors import DiffingError
+from diffing.remote import input_device, trace_options
+from diffing.stats.remote import topk_kl, trace_topk
 from diffing.tokens import ROLES
 from diffing.tracing import encode_batch, trace_model
 
@@ -45,6 +47,10 @@ class CausalConfig:
     """Tokens kept per transcript."""
     max_texts: int = 64
     """Transcripts used at most (the first ones)."""
+    remote_top_k: int = 256
+    """Remote models only: the KLs are taken over the fine-tuned model's top this-many tokens plus
+    one bin for the rest (a lower bound; see ``diffing.stats.remote``), as full distributions
+    cannot leave the server."""
 
 
 class CausalResult(NamedTuple):
@@ -73,7 +79,7 @@ def _block_output(lm, arch, layer: int):
 @torch.no_grad()
 def patched_logits(lm, arch, layer: int, inputs: dict, new: torch.Tensor) -> torch.Tensor:
     """Logits ``[B, S, vocab]`` of ``lm`` with block ``layer``'s output replaced by ``new [B, S, d]``."""
-    with lm.trace(inputs):
+    with lm.trace(inputs, **trace_options(lm)):
         out = _block_output(lm, arch, layer)
         hidden = out[0] if isinstance(out, tuple) or arch.layer_returns_tuple else out
         hidden[:] = new
@@ -87,6 +93,18 @@ def _kl_patched(
     """KL(p || p_patched) per position ``[B, S]`` (on CPU) with block ``layer`` output set to ``new``."""
     logq = torch.log_softmax(patched_logits(lm, arch, layer, inputs, new).float(), -1)
     return _kl(logp, logq).cpu()
+
+
+@torch.no_grad()
+def _patched_gather(lm, arch, layer: int, inputs: dict, new: torch.Tensor, ids: torch.Tensor):
+    """Log-probabilities ``[B, S, k]`` of the given token ids under the patched forward (remote-sized)."""
+    with lm.trace(inputs, **trace_options(lm)):
+        out = _block_output(lm, arch, layer)
+        hidden = out[0] if isinstance(out, tuple) or arch.layer_returns_tuple else out
+        hidden[:] = new.to(device=hidden.device, dtype=hidden.dtype)
+        lp = torch.log_softmax(lm.output.logits.float(), -1)  # [B, S, V], stays where it is
+        picked = lp.gather(-1, ids.to(lp.device)).save()
+    return getattr(picked, "value", picked).detach().cpu()
 
 
 def _kl(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
@@ -127,16 +145,33 @@ def causal_check(
     role_count = torch.zeros(len(ROLES), dtype=torch.float64)
     n_tokens = 0
     ft = pair.finetuned
-    device = next(ft._module.parameters()).device
+    device = input_device(ft)
     for start in range(0, len(texts), cfg.batch_size):
         batch = encode_batch(
             pair.tokenizer, texts[start : start + cfg.batch_size], max_length=cfg.max_length
         )
         ids, mask = batch.input_ids, batch.attention_mask
         inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
-        x_b = trace_model(pair.base, pair.arch, ids, mask, [layer]).layers[layer]  # [B, S, d]
-        clean = trace_model(ft, pair.arch, ids, mask, [layer], logits=True)
-        x_f, logits_ft = clean.layers[layer], clean.logits  # [B, S, d], [B, S, V]
+        x_b = trace_model(pair.base, pair.arch, ids, mask, [layer], remote=pair.remote).layers[
+            layer
+        ]
+        if pair.remote:  # only small tensors leave the server: top-k KLs (a lower bound)
+            acts, lp_top, ids_top, _ = trace_topk(ft, pair.arch, inputs["input_ids"],
+                                                  inputs["attention_mask"], [layer], k=cfg.remote_top_k)  # fmt: skip
+            x_f = acts[layer]  # [B, S, d]
+
+            def kl_of(new, lp_top=lp_top, ids_top=ids_top, inputs=inputs):
+                picked = _patched_gather(ft, pair.arch, layer, inputs, new, ids_top)
+                return topk_kl(lp_top, picked)[0]
+        else:
+            clean = trace_model(ft, pair.arch, ids, mask, [layer], logits=True)
+            x_f, logits_ft = clean.layers[layer], clean.logits  # [B, S, d], [B, S, V]
+            logp = torch.log_softmax(logits_ft.float(), -1)  # [B, S, V]
+
+            def kl_of(new, logp=logp, inputs=inputs):
+                return _kl_patched(ft, pair.arch, layer, inputs, logp, new)
+
+        x_b, x_f = x_b.to(device), x_f.to(device)
         B, S, d = x_b.shape
         keep = mask.bool().clone()
         keep[:, 0] = False  # position 0 is never patched nor counted
@@ -144,13 +179,10 @@ def causal_check(
             B * S, 2, d
         )  # [B*S, 2, d]
         f = cc.encode(x.to(cc_device)).float()  # [B*S, n]
-        logp = torch.log_softmax(logits_ft.float(), -1)  # [B, S, V]
         patch_at = keep.to(x_b.device)[..., None]  # [B, S, 1]
 
         roles = batch.roles.long().clamp(0, len(ROLES) - 1)[keep]  # [T]
-        full = _kl_patched(ft, pair.arch, layer, inputs, logp, torch.where(patch_at, x_b, x_f))[
-            keep
-        ].double()  # [T]
+        full = kl_of(torch.where(patch_at, x_b, x_f))[keep].double()  # [T]
         full_sum += float(full.sum())
         full_role += torch.zeros_like(full_role).index_add_(0, roles, full)
         role_count += torch.bincount(roles, minlength=len(ROLES)).double()
@@ -160,7 +192,7 @@ def causal_check(
                 f[:, idx] @ diff[idx] if len(idx) else torch.zeros(B * S, d, device=cc_device)
             )  # [B*S, d]
             new = torch.where(patch_at, x_b + contrib.reshape(B, S, d).to(x_b), x_f)  # [B, S, d]
-            kl_s = _kl_patched(ft, pair.arch, layer, inputs, logp, new)[keep].double()  # [T]
+            kl_s = kl_of(new)[keep].double()  # [T]
             kl_sum[name] += float(kl_s.sum())
             kl_role[name] += torch.zeros_like(full_role).index_add_(0, roles, kl_s)
     if n_tokens == 0:

@@ -41,7 +41,7 @@ class AnalyzeConfig:
     """Allow .bin/.pt weights (read with ``weights_only=True``)."""
     remote: bool = False
     """Run every trace on NDIF (nnsight remote execution; hub ids it serves): no weight statistics,
-    a top-k KL, no crosscoder causal check (docs/scaling.md)."""
+    KLs over the top-k tokens (a lower bound; docs/scaling.md)."""
     sections: list[str] = field(default_factory=lambda: list(SECTIONS))
     """Which sections to run (a subset of stats, refusal, crosscoder)."""
     data: list[str] = field(default_factory=list)

@@ -57,9 +57,11 @@ def topk_kl(lp_f: torch.Tensor, lp_b: torch.Tensor) -> tuple[torch.Tensor, torch
     return (head + tail).clamp_min(0).float(), p_f.sum(-1).float()
 
 
-def _trace(lm, arch, ids, mask, layers: Sequence[int], *, k: int, gather: torch.Tensor | None):
-    """One remote forward: stacked layers, top-``k`` log-probabilities, and (optionally) the
-    log-probabilities of the given ``gather`` ids ``[batch, seq, k]``."""
+def trace_topk(
+    lm, arch, ids, mask, layers: Sequence[int], *, k: int, gather: torch.Tensor | None = None
+):
+    """One forward (remote or not) returning only small tensors: ``(layers, top-k log-probabilities,
+    their ids, the log-probabilities of the given ``gather`` ids or None)``, each ``[batch, seq, k]``."""
     blocks = get_module(lm, arch.layers)
     as_tuple = bool(arch.layer_returns_tuple)
     picked = None
@@ -99,8 +101,10 @@ def trace_pair_remote(
     k = min(k, int(pair.config.vocab_size))
     device = input_device(pair.finetuned)
     ids, mask = input_ids.to(device), attention_mask.to(device)
-    acts_f, lp_f, ids_f, _ = _trace(pair.finetuned, pair.arch, ids, mask, layers, k=k, gather=None)
-    acts_b, lp_bt, ids_bt, lp_b = _trace(
+    acts_f, lp_f, ids_f, _ = trace_topk(
+        pair.finetuned, pair.arch, ids, mask, layers, k=k, gather=None
+    )
+    acts_b, lp_bt, ids_bt, lp_b = trace_topk(
         pair.base, pair.arch, ids, mask, layers, k=TOP_PREDICTIONS, gather=ids_f
     )
     kl, coverage = topk_kl(lp_f, lp_b)
