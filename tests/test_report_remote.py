@@ -119,3 +119,17 @@ def test_causal_check_through_the_remote_path_equals_the_local_one(
     assert low.kl_full <= want.kl_full * (1 + 1e-5) and low.kl["some"] <= want.kl["some"] * (
         1 + 1e-5
     )
+
+
+def test_crosscoder_analyze_remote_loads_the_stores_models_for_ndif(organisms):
+    from types import SimpleNamespace
+
+    from diffing.crosscoder.analyze import pair_from_store
+    from diffing.errors import DiffingError
+
+    store = SimpleNamespace(
+        manifest={"models": [{"ref": str(organisms / v)} for v in ("base", "chat")]}
+    )
+    assert pair_from_store(store, remote="local").remote == "local"
+    with pytest.raises(DiffingError, match="is a local folder; remote execution"):
+        pair_from_store(store, remote=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from diffing.cli.common import add_remote_arg
+
 
 def add_analyze(actions) -> argparse.ArgumentParser:
     """Add ``crosscoder analyze`` to the group's subparsers."""
@@ -58,6 +60,7 @@ def add_analyze(actions) -> argparse.ArgumentParser:
         help="comma-separated latent indices that also get contexts and logit lenses",
     )
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    add_remote_arg(p, "both models for the logit lens and the causal check")
     p.set_defaults(handler=run_analyze)
     return p
 
@@ -75,7 +78,12 @@ def run_analyze(args: argparse.Namespace) -> int:
             )
         from diffing.models import ModelPair
 
-        pair = ModelPair.load(args.base, args.finetuned)
+        pair = ModelPair.load(args.base, args.finetuned, remote=args.remote)
+    elif args.remote:  # the store names its models; load them config-only, for NDIF
+        from diffing.crosscoder.analyze import pair_from_store
+        from diffing.store import ActivationStore
+
+        pair = pair_from_store(ActivationStore.open(args.store), remote=True)
     try:
         latents = [int(j) for j in args.latents.split(",") if j.strip()] if args.latents else None
     except ValueError as err:

@@ -177,7 +177,8 @@ def reconstruct(cc, codes: SparseCodes) -> torch.Tensor:
     return torch.stack(out, 1) + cc.b_dec  # [B, 2, d]
 
 
-def _load_pair_from_manifest(store):
+def pair_from_store(store, *, remote: bool | str = False):
+    """The :class:`~diffing.models.ModelPair` a store's manifest names (``remote`` as in ``ModelPair.load``)."""
     refs = [m.get("ref") for m in store.manifest.get("models") or []]
     if len(refs) != 2 or not all(refs):
         raise DiffingError(
@@ -186,7 +187,7 @@ def _load_pair_from_manifest(store):
         )
     from diffing.models import ModelPair
 
-    return ModelPair.load(refs[0], refs[1])
+    return ModelPair.load(refs[0], refs[1], remote=remote)
 
 
 def _load_texts(causal_texts) -> list:
@@ -282,7 +283,7 @@ def analyze_crosscoder(
     texts = _load_texts(causal_texts)
     if pair is None and (order or texts):
         try:
-            pair = _load_pair_from_manifest(store)
+            pair = pair_from_store(store)
         except DiffingError as err:
             notes.append(f"logit lens and causal check skipped: {err}")
             warnings.warn(str(err), stacklevel=2)
