@@ -52,12 +52,3 @@ def input_device(lm) -> torch.device:
     if remote_mode(lm) is True:
         return torch.device("cpu")
     return next(lm._module.parameters()).device
-
-
-def require_weights(lm, what: str) -> None:
-    """Refuse, with a clear message, an operation that reads weights on a model whose weights are on NDIF."""
-    if remote_mode(lm) is True:
-        raise DiffingError(
-            f"{what} reads the model's weights, which stay on NDIF with --remote; "
-            "run it where the weights are (drop --remote)"
-        )

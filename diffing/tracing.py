@@ -14,6 +14,7 @@ from typing import NamedTuple
 import torch
 
 from diffing.arch import ArchSpec, get_module
+from diffing.remote import remote_mode
 from diffing.tokens import Batch, encode, pad_batch, pad_id_of
 
 
@@ -54,13 +55,15 @@ def trace_model(
     layers: Sequence[int],
     *,
     logits: bool = False,
-    remote: bool | str = False,
+    remote: bool | str | None = None,
 ) -> Traced:
     """Residual streams of one nnsight model at ``layers`` (and its logits if asked), on given ids.
 
     ``remote``: run the trace with nnsight's remote execution (True: on NDIF; ``"local"``:
-    serialised and run here exactly as NDIF would, which is how the remote path is tested).
+    serialised and run here exactly as NDIF would, which is how the remote path is tested);
+    None follows the model's own mode (:func:`diffing.remote.set_remote`).
     """
+    remote = remote_mode(lm) if remote is None else remote
     device = torch.device("cpu") if remote is True else next(lm._module.parameters()).device
     inputs = {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
     blocks = get_module(lm, arch.layers)
@@ -81,6 +84,13 @@ def trace_model(
     stacked = _materialise(stacked)
     acts = {layer: stacked[i] for i, layer in enumerate(order)}
     return Traced(acts, _materialise(out_logits) if logits else None)
+
+
+def residual_output(lm, arch: ArchSpec, layer: int):
+    """Inside an open trace of ``lm``: the residual stream leaving block ``layer`` ``[batch, seq, d_model]``
+    (a tensor that can be read, saved or edited in place)."""
+    out = get_module(lm, arch.layers)[layer].output
+    return out[0] if arch.layer_returns_tuple or isinstance(out, tuple) else out
 
 
 def _materialise(value) -> torch.Tensor:

@@ -28,13 +28,12 @@ from typing import NamedTuple
 
 import torch
 
-from diffing.arch import get_module
 from diffing.crosscoder.analysis import json_number
 from diffing.errors import DiffingError
 from diffing.remote import input_device, trace_options
 from diffing.stats.remote import topk_kl, trace_topk
 from diffing.tokens import ROLES
-from diffing.tracing import encode_batch, trace_model
+from diffing.tracing import encode_batch, residual_output, trace_model
 
 
 @dataclass
@@ -72,16 +71,11 @@ class CausalResult(NamedTuple):
     """Tokens the means are over."""
 
 
-def _block_output(lm, arch, layer: int):
-    return get_module(lm, arch.layers)[layer].output
-
-
 @torch.no_grad()
 def patched_logits(lm, arch, layer: int, inputs: dict, new: torch.Tensor) -> torch.Tensor:
     """Logits ``[B, S, vocab]`` of ``lm`` with block ``layer``'s output replaced by ``new [B, S, d]``."""
     with lm.trace(inputs, **trace_options(lm)):
-        out = _block_output(lm, arch, layer)
-        hidden = out[0] if isinstance(out, tuple) or arch.layer_returns_tuple else out
+        hidden = residual_output(lm, arch, layer)  # [B, S, d]
         hidden[:] = new
         logits = lm.output.logits.save()
     return getattr(logits, "value", logits).detach()
@@ -99,8 +93,7 @@ def _kl_patched(
 def _patched_gather(lm, arch, layer: int, inputs: dict, new: torch.Tensor, ids: torch.Tensor):
     """Log-probabilities ``[B, S, k]`` of the given token ids under the patched forward (remote-sized)."""
     with lm.trace(inputs, **trace_options(lm)):
-        out = _block_output(lm, arch, layer)
-        hidden = out[0] if isinstance(out, tuple) or arch.layer_returns_tuple else out
+        hidden = residual_output(lm, arch, layer)  # [B, S, d]
         hidden[:] = new.to(device=hidden.device, dtype=hidden.dtype)
         lp = torch.log_softmax(lm.output.logits.float(), -1)  # [B, S, V], stays where it is
         picked = lp.gather(-1, ids.to(lp.device)).save()
@@ -152,9 +145,7 @@ def causal_check(
         )
         ids, mask = batch.input_ids, batch.attention_mask
         inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
-        x_b = trace_model(pair.base, pair.arch, ids, mask, [layer], remote=pair.remote).layers[
-            layer
-        ]
+        x_b = trace_model(pair.base, pair.arch, ids, mask, [layer]).layers[layer]  # [B, S, d]
         if pair.remote:  # only small tensors leave the server: top-k KLs (a lower bound)
             acts, lp_top, ids_top, _ = trace_topk(ft, pair.arch, inputs["input_ids"],
                                                   inputs["attention_mask"], [layer], k=cfg.remote_top_k)  # fmt: skip

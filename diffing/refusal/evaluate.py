@@ -75,9 +75,8 @@ def text_loss(
         targets[mask[:, 1:] == 0] = -100
         with lm.trace({"input_ids": ids, "attention_mask": mask}, **trace_options(lm)):
             apply_interventions(lm, arch, interventions)
-            logits = (
-                lm.output.logits
-            )  # [batch, seq, vocab]: summed where it is (a remote run returns one number)
+            # the loss is summed where the logits are: a remote run returns one number
+            logits = lm.output.logits  # [batch, seq, vocab]
             loss = torch.nn.functional.cross_entropy(
                 logits[:, :-1].float().transpose(1, 2),
                 targets.to(logits.device),

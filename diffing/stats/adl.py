@@ -23,6 +23,7 @@ import torch
 from diffing.arch import get_module
 from diffing.remote import input_device, remote_mode, trace_options
 from diffing.stats.remote import traced_logit_lens
+from diffing.tracing import residual_output
 
 
 class ADLResult(NamedTuple):
@@ -134,12 +135,6 @@ IDENTITY_PROMPT = "cat -> cat\n1135 -> 1135\nhello -> hello\n?"
 """Patchscope's identity prompt (Ghandeharioun et al. 2024): the model repeats what sits at ``?``."""
 
 
-def _block_output(lm, arch, layer: int):
-    """The residual stream leaving block ``layer`` inside an open trace ``[batch, seq, d_model]``."""
-    out = get_module(lm, arch.layers)[layer].output
-    return out[0] if arch.layer_returns_tuple or isinstance(out, tuple) else out
-
-
 @torch.no_grad()
 def patchscope(
     pair,
@@ -169,7 +164,7 @@ def patchscope(
         with lm.trace(
             {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, **trace_options(lm)
         ):
-            hidden = _block_output(lm, arch, layer)  # [1, seq, d]
+            hidden = residual_output(lm, arch, layer)  # [1, seq, d]
             hidden[:, -1] = patch.to(device=hidden.device, dtype=hidden.dtype)
             probs = torch.softmax(lm.output.logits[0, -1].float(), -1)  # [vocab]
             p, top = probs.topk(k)
@@ -191,7 +186,7 @@ def _generate(lm, arch, ids: torch.Tensor, vector: torch.Tensor | None, layer: i
             with tracer.invoke({"input_ids": ids, "attention_mask": torch.ones_like(ids)}):
                 if vector is not None:
                     for _ in tracer.all():
-                        hidden = _block_output(lm, arch, layer)  # [1, seq, d]
+                        hidden = residual_output(lm, arch, layer)  # [1, seq, d]
                         hidden[:] = hidden + vector.to(device=hidden.device, dtype=hidden.dtype)
             with tracer.invoke():
                 gen = tracer.result.save()

@@ -22,6 +22,7 @@ import torch
 
 from diffing.arch import get_module
 from diffing.remote import input_device, trace_options
+from diffing.tracing import residual_output
 
 TOP_K = 256
 """Fine-tuned tokens per position whose probabilities both traces return."""
@@ -62,14 +63,9 @@ def trace_topk(
 ):
     """One forward (remote or not) returning only small tensors: ``(layers, top-k log-probabilities,
     their ids, the log-probabilities of the given ``gather`` ids or None)``, each ``[batch, seq, k]``."""
-    blocks = get_module(lm, arch.layers)
-    as_tuple = bool(arch.layer_returns_tuple)
     picked = None
     with lm.trace({"input_ids": ids, "attention_mask": mask}, **trace_options(lm)):
-        outs = []
-        for layer in layers:
-            out = blocks[layer].output
-            outs.append(out[0] if as_tuple or isinstance(out, tuple) else out)
+        outs = [residual_output(lm, arch, layer) for layer in layers]
         stacked = torch.stack(outs).save()  # [n_layers, batch, seq, d_model]
         lp = torch.log_softmax(lm.output.logits.float(), dim=-1)  # [batch, seq, vocab], stays there
         top_vals, top_ids = lp.topk(k, dim=-1)
