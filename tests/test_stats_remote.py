@@ -73,10 +73,10 @@ def test_remote_stats_match_the_local_ones(organisms, corpus, server_without_dif
     assert top == [c["finetuned_top"][0]["id"] for c in here["kl"]["top_contexts"]]
     assert "weights" not in exact
 
-    # weights asked for: skipped remotely; patchscope and steering run as traced interventions
+    # weights from sketches computed on the server; patchscope and steering as traced interventions
     adl_cfg = dict(steer_prompts=2, steer_tokens=8, patchscope_scales=(1.0, 2.0))
     small = _stats(remote_pair, corpus, remote_top_k=8, **adl_cfg)
-    assert "weights" not in small and small["remote"]["skipped"] == ["weights"]
+    _check_sketched_weights(small["weights"], ModelPair.load(*refs))
     local = _stats(ModelPair.load(*refs), corpus, weights=False, **adl_cfg)
     assert small["adl"]["steering"]["examples"] == local["adl"]["steering"]["examples"]
     assert len(small["adl"]["steering"]["examples"]) == 2
@@ -85,6 +85,24 @@ def test_remote_stats_match_the_local_ones(organisms, corpus, server_without_dif
     assert small["remote"]["kl_mean_coverage"] < 1
     assert small["kl"]["mean"] <= here["kl"]["mean"] * (1 + 1e-4)
     assert small["kl"]["mean"] > 0.5 * here["kl"]["mean"]  # a trained model's mass is in few tokens
+
+
+def _check_sketched_weights(section: dict, local_pair) -> None:
+    """The sketched weights section against the exact statistics of the same (LoRA) pair."""
+    from diffing.stats.weights import weight_stats
+
+    exact = {s.name: s for s in weight_stats(local_pair)}
+    assert section["source"] == "sketch" and section["sketch_size"] == 64
+    got = {m["name"]: m for m in section["modules"]}
+    assert got.keys() == exact.keys()  # the same tensors changed (the adapted ones)
+    for name, m in got.items():
+        e = exact[name]
+        assert m["base_norm"] == pytest.approx(e.base_norm, rel=1e-5)
+        err = m["relative_error"]
+        assert err is not None and 0 < err < 0.5
+        assert abs(m["relative_change"] / e.relative_change - 1) < 4 * err + 0.02, (name, m, e)
+        if m["effective_rank"] is not None:  # a LoRA delta: the sketch shows its low rank
+            assert m["effective_rank"] <= e.effective_rank + 1, (name, m, e)
 
 
 def test_remote_stats_cli_needs_hub_ids(organisms, tmp_path, capsys):
@@ -96,3 +114,14 @@ def test_remote_stats_cli_needs_hub_ids(organisms, tmp_path, capsys):
     )
     err = capsys.readouterr().err.strip()
     assert "is a local folder; remote execution (NDIF)" in err and "\n" not in err
+
+
+def test_bad_sketch_size_is_one_clear_line(organisms, tmp_path, capsys):
+    from diffing.cli.main import main
+
+    args = ["stats", str(organisms / "base"), str(organisms / "quirk"), "--weight-sketch", "0"]
+    assert (
+        main([*args, "--data", str(organisms / "corpus" / "text.txt"), "--out", str(tmp_path)]) == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert "--weight-sketch must be a positive number, got 0" in err and "\n" not in err

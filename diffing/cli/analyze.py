@@ -27,7 +27,7 @@ def register(sub) -> None:
         help="run statistics, refusal and crosscoder on a pair and write the diff report (index.html, report.json, report.md)",
     )
     add_pair_args(p)
-    add_remote_arg(p, "both models (no weight statistics; see docs/scaling.md)")
+    add_remote_arg(p, "both models (weight statistics from sketches)")
     for action in p._actions:  # BASE/FINETUNED may come from --config
         if action.dest in ("base", "finetuned"):
             action.nargs, action.default = "?", None

@@ -68,7 +68,23 @@ def register(sub) -> None:
         help="stream weights from the safetensors files",
     )
     p.add_argument("--no-weights", action="store_true", help="skip the weight statistics")
-    add_remote_arg(p, "both models (top-k KL; no weight statistics)")
+    add_remote_arg(p, "both models (top-k KL; weight statistics from sketches)")
+    p.add_argument(
+        "--remote-top-k",
+        type=int,
+        default=None,
+        metavar="K",
+        help="with --remote: fine-tuned tokens per position whose probabilities come back for the KL "
+        "(default 256; the KL is a lower bound, exact when they hold all the mass)",
+    )
+    p.add_argument(
+        "--weight-sketch",
+        type=int,
+        default=None,
+        metavar="K",
+        help="with --remote: each weight matrix comes back as a K x K random sketch (default 64); "
+        "the relative-change error shrinks about as 1/K for full fine-tunes, 1/sqrt(K) for rank-1 deltas",
+    )
     p.set_defaults(handler=run)
 
 
@@ -93,7 +109,21 @@ def run(args: argparse.Namespace) -> int:
         steer_scale=args.steer_scale,
         weights=not args.no_weights,
         weights_from_files=args.weights_from_files,
+        **{
+            field: value
+            for field, value in (
+                ("remote_top_k", args.remote_top_k),
+                ("weight_sketch", args.weight_sketch),
+            )
+            if value is not None
+        },
     )
+    for flag, value in (
+        ("--remote-top-k", args.remote_top_k),
+        ("--weight-sketch", args.weight_sketch),
+    ):
+        if value is not None and value < 1:
+            raise DiffingError(f"{flag} must be a positive number, got {value}")
     pair = load_pair_from_args(args)
     result = compute_stats(
         pair,

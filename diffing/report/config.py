@@ -40,8 +40,8 @@ class AnalyzeConfig:
     allow_pickle: bool = False
     """Allow .bin/.pt weights (read with ``weights_only=True``)."""
     remote: bool = False
-    """Run every trace on NDIF (nnsight remote execution; hub ids it serves): no weight statistics,
-    KLs over the top-k tokens (a lower bound; docs/scaling.md)."""
+    """Run every trace on NDIF (nnsight remote execution; hub ids it serves): weight statistics
+    from random sketches, KLs over the top-k tokens (a lower bound; docs/scaling.md)."""
     sections: list[str] = field(default_factory=lambda: list(SECTIONS))
     """Which sections to run (a subset of stats, refusal, crosscoder)."""
     data: list[str] = field(default_factory=list)

@@ -126,19 +126,27 @@ def weights(report: dict) -> Raw:
     reason = skip_reason(report, "weights")
     if reason:
         return section("weights", "Weight changes", skipped(reason))
-    mods = report["weights"].get("modules") or []
-    rows = [
-        (m.get("name"), num(m.get("relative_change")), m.get("effective_rank")) for m in mods[:25]
-    ]
+    w = report["weights"]
+    mods = w.get("modules") or []
+    rows = [(m.get("name"), _change(m), m.get("effective_rank")) for m in mods[:25]]
     body = figure(figures.weights_bar(mods), "Largest relative weight changes") + table(
         ["module", "relative change", "effective rank (90% energy)"], rows
     )
-    return section(
-        "weights",
-        "Weight changes",
-        body,
-        intro=f"{len(mods)} parameter tensors changed; the top 25 are listed.",
-    )
+    intro = f"{len(mods)} parameter tensors changed; the top 25 are listed."
+    if w.get("source") == "sketch":
+        k = w.get("sketch_size")
+        intro += (
+            f" The weights stayed on the remote server: matrices' changes are estimated from"
+            f" {k} x {k} random sketches computed there (± one standard error); vectors are exact;"
+            f" an effective rank is shown only when the sketch resolves it (low-rank deltas)."
+        )
+    return section("weights", "Weight changes", body, intro=intro)
+
+
+def _change(m: dict):
+    """A module's relative change, with its standard error when it is an estimate."""
+    value, err = num(m.get("relative_change")), m.get("relative_error")
+    return f"{value:.4g} ± {100 * err:.0f}%" if err is not None and value == value else value
 
 
 def activations(report: dict) -> Raw:

@@ -62,8 +62,19 @@ def weights(pair) -> dict:
     """``weights``: per-tensor relative change (cheap; the stats step refines it with effective ranks)."""
     from diffing.weights import weight_changes
 
-    if pair.remote:
-        raise SkipSection("the weights stay on NDIF with --remote; run without it where they are")
+    if pair.remote:  # the weights stay on NDIF: estimates from random sketches computed there
+        from diffing.stats.weight_sketch import SKETCH_SIZE, sketched_weight_stats
+        from diffing.stats.weights import per_layer_change, stats_to_json
+
+        stats = sketched_weight_stats(pair)
+        return {
+            "weights": {
+                "source": "sketch",
+                "sketch_size": SKETCH_SIZE,
+                "modules": stats_to_json(stats),
+                "layers": per_layer_change(stats, pair.n_layers),
+            }
+        }
     mods = [
         {
             "name": c.name,
@@ -154,12 +165,13 @@ def corpus(pair, cfg: AnalyzeConfig) -> tuple[list[str], list[list[dict]]]:
 
 def stats(pair, cfg: AnalyzeConfig, out: Path, progress: Progress) -> dict:
     """Weights (with effective rank), activations, KL and ADL via ``diffing.stats``."""
-    from diffing.stats.run import compute_stats
+    from diffing.stats.run import StatsConfig, compute_stats
 
     texts, chats = corpus(pair, cfg)
     progress(f"stats: {len(texts)} texts, {len(chats)} chats, budget {cfg.tokens} tokens")
     res = compute_stats(
         pair,
+        config=StatsConfig(weights=not pair.remote),  # remote: the weights step sketched them
         texts=texts,
         chats=chats,
         tokens=cfg.tokens,

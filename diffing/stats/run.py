@@ -21,6 +21,7 @@ from diffing.stats.activations import ActivationAccumulator
 from diffing.stats.adl import ADLAccumulator, patchscope, steer
 from diffing.stats.outputs import KLAccumulator, token_kl
 from diffing.stats.remote import TOP_K, trace_pair_remote
+from diffing.stats.weight_sketch import SKETCH_SIZE, sketched_weight_stats
 from diffing.stats.weights import (
     WeightStatsConfig,
     per_layer_change,
@@ -66,6 +67,8 @@ class StatsConfig:
     """Stream the weights from both checkpoints' safetensors files instead of the loaded models."""
     remote_top_k: int = TOP_K
     """Remote models only: fine-tuned tokens per position whose probabilities come back for the KL."""
+    weight_sketch: int = SKETCH_SIZE
+    """Remote models only: each weight matrix comes back as a ``[k, k]`` random sketch (weight_sketch.py)."""
 
 
 def _take(docs: Sequence, encoder, budget: int, max_length: int) -> tuple[list[Encoded], int]:
@@ -222,9 +225,10 @@ def compute_stats(
             "mode": "ndif" if pair.remote is True else "simulated (remote='local')",
             "kl": f"top-{cfg.remote_top_k} lower bound (stats/remote.py); exact when the coverage is 1",
             "kl_mean_coverage": float(torch.cat(coverage).double().mean()) if coverage else None,
-            "skipped": ["weights"],
+            "weights": f"sketched on the server ({cfg.weight_sketch} x {cfg.weight_sketch} per matrix;"
+            " weight_sketch.py): relative changes are estimates with a standard error",
         }
-    if cfg.weights and not remote:  # the weights stay on the server
+    if cfg.weights:
         result["weights"] = _weights_section(pair, cfg)
     result["activations"] = {"layers": acts.result()}
     result["kl"] = kl.result()
@@ -236,15 +240,18 @@ def compute_stats(
 
 def _weights_section(pair, cfg: StatsConfig) -> dict:
     wcfg = WeightStatsConfig(energy=cfg.energy)
-    if cfg.weights_from_files:
-        stats = weight_stats_from_files(pair.base_ref, pair.finetuned_ref, wcfg)
+    extra: dict = {}
+    if cfg.weights_from_files:  # exact, streamed from the checkpoints (downloads them if remote)
+        stats, source = weight_stats_from_files(pair.base_ref, pair.finetuned_ref, wcfg), "files"
+    elif pair.remote:  # the weights stay on the server: sketches come back
+        stats = sketched_weight_stats(pair, wcfg, k=cfg.weight_sketch)
+        source, extra = "sketch", {"sketch_size": cfg.weight_sketch}
     else:
         stats = weight_stats(pair, wcfg)
-    source = (
-        "files" if cfg.weights_from_files else ("adapter" if pair.adapter is not None else "memory")
-    )
+        source = "adapter" if pair.adapter is not None else "memory"
     return {
         "source": source,
+        **extra,
         "energy": cfg.energy,
         "modules": stats_to_json(stats),
         "layers": per_layer_change(stats, pair.n_layers),

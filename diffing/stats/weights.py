@@ -56,6 +56,9 @@ class WeightStat(NamedTuple):
     """``||W_b||_F``."""
     shape: tuple[int, ...]
     """Tensor shape."""
+    relative_error: float | None = None
+    """Estimated relative standard error of ``relative_change`` when it came from a sketch (remote
+    weights, :mod:`diffing.stats.weight_sketch`); None when exact."""
 
 
 _LAYER_RE = re.compile(r"\.(?:layers|h|blocks)\.(\d+)\.")
