@@ -161,6 +161,8 @@ def _summary(result: dict, out: str) -> str:
         for m in mods[:5]:
             rel = m["relative_change"]
             rel = "inf" if rel is None or rel == float("inf") else f"{rel:.4g}"
+            if m.get("relative_error") is not None:  # sketched (remote) weights: an estimate
+                rel += f" ± {100 * m['relative_error']:.0f}%"
             lines.append(f"  {rel:>10}  {str(m['effective_rank']):>5}  {m['name']}")
     kl = result["kl"]
     lines.append(
