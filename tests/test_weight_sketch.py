@@ -43,9 +43,9 @@ def test_sketch_is_linear_and_chunking_changes_nothing(monkeypatch):
     whole = ws.sketch_matrix(a, 8)
     monkeypatch.setattr(ws, "_CHUNK", 24 * 3)  # three rows at a time
     torch.testing.assert_close(ws.sketch_matrix(a, 8), whole, rtol=1e-12, atol=1e-12)
-    # a 3-D tensor is sketched as its [out, rest] flattening
-    c = torch.randn(40, 4, 6, generator=g)
-    torch.testing.assert_close(ws.sketch_matrix(c, 8), ws.sketch_matrix(c.reshape(40, 24), 8))
+    # stacked matrices (e.g. experts [n, out, in]) are sketched as [n * out, in]
+    c = torch.randn(5, 8, 6, generator=g)
+    torch.testing.assert_close(ws.sketch_matrix(c, 8), ws.sketch_matrix(c.reshape(40, 6), 8))
 
 
 @pytest.mark.parametrize(("kind", "tol"), [("full", 0.03), ("rank1", 0.12)])

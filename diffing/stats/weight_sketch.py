@@ -80,12 +80,13 @@ def signs(rows: torch.Tensor, k: int, salt: int) -> torch.Tensor:
 
 
 def sketch_matrix(w: torch.Tensor, k: int, seed: int = SEED) -> torch.Tensor:
-    """``[k, k]`` float64 ``Lᵀ W R`` of a ``[out, ...]`` tensor (flattened to ``[out, in]``), on its device.
+    """``[k, k]`` float64 ``Lᵀ W R`` of a matrix, on its device; a tensor of more dimensions (stacked
+    experts ``[n, out, in]``) is sketched as ``[n * out, in]``, which keeps ``R`` small.
 
     ``L`` and ``R`` are :func:`signs` with salts derived from ``seed`` (one for each side),
     rebuilt chunk by chunk so at most ``_CHUNK`` entries of ``W`` are in float64 at once.
     """
-    w = w.detach().reshape(w.shape[0], -1)  # [out, in]
+    w = w.detach().reshape(-1, w.shape[-1])  # [out, in]
     out_dim, in_dim = w.shape
     dev = w.device
     right = signs(torch.arange(in_dim, device=dev), k, seed * 2 + 1)  # [in, k]
@@ -184,7 +185,7 @@ def sketched_weight_stats(
             if dn <= _SAME * base_norm:  # float64 rounding of two servers' sums, not a change
                 dn = 0.0
             rank, _ = effective_rank(delta, cfg.energy) if dn > 0 else (None, True)
-            if rank is not None and rank > k // RANK_RESOLVED:
+            if rank is not None and (rank > k // RANK_RESOLVED or len(shape) > 2):
                 rank = None  # a full-rank delta's sketch also reads ~k/2: the sketch cannot tell
             se, exact = _relative_se(delta), False
         else:
