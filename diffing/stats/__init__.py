@@ -1,7 +1,8 @@
 """Feature-change statistics: what fine-tuning changed, in weights, activations and outputs.
 
 - :mod:`~diffing.stats.weights`: per-module relative change and effective rank of the delta
-  (in memory, or streamed from safetensors by :mod:`~diffing.stats.checkpoint`);
+  (in memory, or streamed from safetensors by :mod:`~diffing.stats.checkpoint`; for weights that
+  stay on NDIF, estimated from random sketches by :mod:`~diffing.stats.weight_sketch`);
 - :mod:`~diffing.stats.activations`: per-layer mean-difference norm, cosine, relative change, by role;
 - :mod:`~diffing.stats.outputs`: per-token KL(fine-tuned || base), by role, top contexts;
 - :mod:`~diffing.stats.adl`: Activation Difference Lens (Minder et al. 2025), Patchscope, steering;
@@ -22,6 +23,7 @@ from diffing.stats.adl import (
 from diffing.stats.inputs import Documents, read_documents
 from diffing.stats.outputs import KLAccumulator, token_kl
 from diffing.stats.run import StatsConfig, compute_stats, encode_documents, save_stats
+from diffing.stats.weight_sketch import sketched_weight_stats
 from diffing.stats.weights import (
     WeightStat,
     WeightStatsConfig,
@@ -49,6 +51,7 @@ __all__ = [
     "per_layer_change",
     "read_documents",
     "save_stats",
+    "sketched_weight_stats",
     "steer",
     "token_kl",
     "weight_stats",
