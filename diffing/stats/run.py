@@ -225,8 +225,14 @@ def compute_stats(
             "mode": "ndif" if pair.remote is True else "simulated (remote='local')",
             "kl": f"top-{cfg.remote_top_k} lower bound (stats/remote.py); exact when the coverage is 1",
             "kl_mean_coverage": float(torch.cat(coverage).double().mean()) if coverage else None,
-            "weights": f"sketched on the server ({cfg.weight_sketch} x {cfg.weight_sketch} per matrix;"
-            " weight_sketch.py): relative changes are estimates with a standard error",
+            "weights": (
+                "not computed"
+                if not cfg.weights
+                else "exact, streamed from the checkpoints' files"
+                if cfg.weights_from_files
+                else f"sketched on the server ({cfg.weight_sketch} x {cfg.weight_sketch} per matrix;"
+                " weight_sketch.py): relative changes are estimates with a standard error"
+            ),
         }
     if cfg.weights:
         result["weights"] = _weights_section(pair, cfg)
