@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from diffing.stats.weight_sketch import _relative_se, sketch_matrix
+from diffing.stats.weight_sketch import relative_error, sketch_matrix
 
 
 def _deltas(d: int) -> dict[str, torch.Tensor]:
@@ -43,7 +43,7 @@ def accuracy(d: int, seeds: int, sizes: list[int]) -> list[tuple]:
             for seed in range(seeds):
                 s = sketch_matrix(w, k, seed)
                 ratios.append(float(s.norm()) / k / exact)
-                errs.append(_relative_se(s))
+                errs.append(relative_error(s))
             rows.append(
                 (k, name, statistics.mean(ratios), statistics.stdev(ratios), statistics.mean(errs))
             )

@@ -62,7 +62,7 @@ def test_norm_estimate_is_unbiased_and_its_error_estimate_calibrated(kind, tol):
     for seed in range(40):
         s = ws.sketch_matrix(w, k, seed)
         ratios.append(float(s.norm()) / k / exact)
-        ses.append(ws._relative_se(s))
+        ses.append(ws.relative_error(s))
     r = torch.tensor(ratios)
     assert float(r.pow(2).mean()) == pytest.approx(1.0, abs=tol)  # E ||S||^2 / k^2 = ||W||^2
     spread, claimed = float(r.std()), sum(ses) / len(ses)

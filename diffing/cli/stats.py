@@ -100,6 +100,11 @@ def run(args: argparse.Namespace) -> int:
         raise DiffingError(
             "no data: pass --data FILE (.txt lines, or .jsonl with text or chat records), repeatable"
         )
+    remote_opts = {"remote_top_k": args.remote_top_k, "weight_sketch": args.weight_sketch}
+    for field, value in remote_opts.items():
+        if value is not None and value < 1:
+            flag = "--" + field.replace("_", "-")
+            raise DiffingError(f"{flag} must be a positive number, got {value}")
     docs = read_documents(args.data, field=args.text_field)
     cfg = StatsConfig(
         batch_size=args.batch_size,
@@ -109,21 +114,8 @@ def run(args: argparse.Namespace) -> int:
         steer_scale=args.steer_scale,
         weights=not args.no_weights,
         weights_from_files=args.weights_from_files,
-        **{
-            field: value
-            for field, value in (
-                ("remote_top_k", args.remote_top_k),
-                ("weight_sketch", args.weight_sketch),
-            )
-            if value is not None
-        },
+        **{field: value for field, value in remote_opts.items() if value is not None},
     )
-    for flag, value in (
-        ("--remote-top-k", args.remote_top_k),
-        ("--weight-sketch", args.weight_sketch),
-    ):
-        if value is not None and value < 1:
-            raise DiffingError(f"{flag} must be a positive number, got {value}")
     pair = load_pair_from_args(args)
     result = compute_stats(
         pair,

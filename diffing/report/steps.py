@@ -63,18 +63,9 @@ def weights(pair) -> dict:
     from diffing.weights import weight_changes
 
     if pair.remote:  # the weights stay on NDIF: estimates from random sketches computed there
-        from diffing.stats.weight_sketch import SKETCH_SIZE, sketched_weight_stats
-        from diffing.stats.weights import per_layer_change, stats_to_json
+        from diffing.stats.run import StatsConfig, weights_section
 
-        stats = sketched_weight_stats(pair)
-        return {
-            "weights": {
-                "source": "sketch",
-                "sketch_size": SKETCH_SIZE,
-                "modules": stats_to_json(stats),
-                "layers": per_layer_change(stats, pair.n_layers),
-            }
-        }
+        return {"weights": weights_section(pair, StatsConfig())}
     mods = [
         {
             "name": c.name,

@@ -235,7 +235,7 @@ def compute_stats(
             ),
         }
     if cfg.weights:
-        result["weights"] = _weights_section(pair, cfg)
+        result["weights"] = weights_section(pair, cfg)
     result["activations"] = {"layers": acts.result()}
     result["kl"] = kl.result()
     result["adl"] = _adl_section(pair, adl, adl_kind, texts, chats, cfg)
@@ -244,7 +244,8 @@ def compute_stats(
     return result
 
 
-def _weights_section(pair, cfg: StatsConfig) -> dict:
+def weights_section(pair, cfg: StatsConfig) -> dict:
+    """``stats.json["weights"]``: exact (loaded models, adapter deltas or files) or sketched (remote pair)."""
     wcfg = WeightStatsConfig(energy=cfg.energy)
     extra: dict = {}
     if cfg.weights_from_files:  # exact, streamed from the checkpoints (downloads them if remote)

@@ -27,6 +27,7 @@ full-rank delta, and the rank is reported as unknown).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -142,7 +143,7 @@ def sketch_model(lm, names: Sequence[str], k: int = SKETCH_SIZE, seed: int = SEE
     return value(sk), value(sq), value(vec)
 
 
-def _relative_se(sketch: torch.Tensor) -> float:
+def relative_error(sketch: torch.Tensor) -> float:
     """Approximate relative standard error of ``||sketch||_F / k`` as an estimate of ``||Δ||_F``.
 
     The rows of ``Lᵀ Δ R`` are independent given ``R`` (and the columns given ``L``), so the
@@ -187,11 +188,9 @@ def sketched_weight_stats(
             rank, _ = effective_rank(delta, cfg.energy) if dn > 0 else (None, True)
             if rank is not None and (rank > k // RANK_RESOLVED or len(shape) > 2):
                 rank = None  # a full-rank delta's sketch also reads ~k/2: the sketch cannot tell
-            se, exact = _relative_se(delta), False
+            se, exact = relative_error(delta), False
         else:
-            n = 1
-            for s in shape:
-                n *= s
+            n = math.prod(shape)
             delta = vec_f[v : v + n] - vec_b[v : v + n]
             v += n
             dn, rank, se, exact = float(delta.norm()), None, None, True
