@@ -249,3 +249,66 @@ def test_top_activations_streaming_equals_global_topk():
             (pytest.approx(float(v)), int(i)) for v, i in zip(vals[:, j], idx[:, j])
         ]
     assert tops.of(29) == []
+
+
+def test_decoder_bias_shift_known_values(tmp_path):
+    """A constant shift c added to every fine-tuned activation: the moments see it, the bias reports it in raw units."""
+    from diffing.store import ActivationStore, write_store
+
+    n_tokens, scales = 2000, (2.0, 0.5)
+    g = torch.Generator().manual_seed(3)
+    x_b = torch.randn(n_tokens, D, generator=g)  # [T, d] raw units
+    c = torch.zeros(D)
+    c[5] = 3.0
+    noise = 0.5 * torch.randn(n_tokens, D, generator=g)
+    x_f = x_b + c + noise
+    x = torch.stack([x_b, x_f], 1)  # [T, 2, d] raw; the store multiplies by its scales on reading
+    write_store(tmp_path / "store", {3: x}, torch.randint(10, 100, (n_tokens,), generator=g),
+                torch.arange(n_tokens) // 40, norm_scales={3: list(scales)},
+                models=[{"hash": "aaa"}, {"hash": "bbb"}])  # fmt: skip
+    cc = _crosscoder()
+    with torch.no_grad():
+        cc.b_dec[0] = 0.25 * scales[0]  # raw 0.25 on every coordinate of the base
+        cc.b_dec[1] = (0.25 + c) * scales[1]  # raw 0.25 + c in the fine-tuned model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = analyze_crosscoder(cc, ActivationStore.open(tmp_path / "store"), tmp_path / "out",
+                                 config=AnalysisConfig(batch_size=300, figures=False))  # fmt: skip
+    bias = json.loads((tmp_path / "out" / "summary.json").read_text())["decoder_bias"]
+    assert bias == res.summary["decoder_bias"]
+    assert torch.allclose(res.bias.difference, c, atol=1e-6)
+    diff = x_f - x_b  # [T, d]
+    mean, ms = diff.mean(0), diff.pow(2).sum(-1).mean()
+    assert bias["norm"] == pytest.approx(3.0, abs=1e-5)
+    assert bias["mean_difference_norm"] == pytest.approx(float(mean.norm()), rel=1e-4)
+    assert bias["rms_difference"] == pytest.approx(float(ms.sqrt()), rel=1e-4)
+    # 9 / (9 + 16 * 0.25) in expectation; exactly the sample's value
+    assert bias["constant_fraction"] == pytest.approx(float(mean.pow(2).sum() / ms), rel=1e-4)
+    assert 0.6 < bias["constant_fraction"] < 0.78
+    assert bias["bias_cosine"] == pytest.approx(float(mean[5] / mean.norm()), rel=1e-4)
+    assert bias["n_tokens"] == n_tokens and "logit_lens" not in bias  # no models named
+
+
+def test_causal_check_constant_shift_equals_an_always_on_latent(tiny_pair):
+    """A shift c measures exactly what a latent firing 1 everywhere with decoder difference c does."""
+    from diffing.crosscoder import CrossCoder, CrossCoderConfig
+    from diffing.crosscoder.causal import causal_check
+
+    d, scales = tiny_pair.d_model, (2.0, 0.5)
+    c = 0.3 * torch.randn(d, generator=torch.Generator().manual_seed(1))
+    cc = CrossCoder(CrossCoderConfig(d_model=d, dict_size=2, kind="l1", layer=1))
+    with torch.no_grad():
+        for p in (cc.W_enc, cc.b_enc, cc.W_dec, cc.b_dec):
+            p.zero_()
+        cc.b_enc[0] = 1.0  # latent 0 is 1 on every token; latent 1 never fires
+        cc.W_dec[1, 0] = c * scales[1]
+    texts = ["a model reads text and predicts the next token", "the quick brown fox"]
+    res = causal_check(cc, tiny_pair, texts, {"always_on": [0], "none": []}, layer=1,
+                       norm_scales=scales, shifts={"shift": c, "zero": torch.zeros(d)})  # fmt: skip
+    assert res.kl["shift"] == pytest.approx(res.kl["always_on"], rel=1e-5)
+    assert res.kl["zero"] == pytest.approx(res.kl_full, rel=1e-6)
+    assert abs(res.kl["shift"] - res.kl_full) > 1e-4 * res.kl_full  # the shift did change something
+    assert res.set_sizes["shift"] == 0 and res.set_sizes["always_on"] == 1
+    with pytest.raises(DiffingError, match="both a latent set and a shift"):
+        causal_check(cc, tiny_pair, texts, {"shift": [0]}, layer=1, norm_scales=scales,
+                     shifts={"shift": c})  # fmt: skip

@@ -118,6 +118,12 @@ def fabricated() -> dict:
         "summary": {
             "counts": {"chat_only": 3, "base_only": 1, "shared": 200},
             "fvu": {"base": 0.2, "finetuned": 0.25},
+            "decoder_bias": {  # below the constant_shift threshold: rendered, no finding
+                "norm": 0.3,
+                "constant_fraction": 0.1,
+                "bias_cosine": 0.97,
+                "logit_lens": {"finetuned": [{"token": EVIL[2]}, {"token": "jam"}]},
+            },
         },
         "latents": [
             {
@@ -157,6 +163,19 @@ def test_findings_read_the_numbers():
     # the sixth and seventh candidates (weights, activations) are cut; order is by importance
     ids = [f["id"] for f in compute_findings(fabricated())]
     assert ids[0] == "refusal-direction"
+
+
+def test_constant_shift_finding():
+    r = fabricated()
+    assert "crosscoder-constant-shift" not in {f["id"] for f in compute_findings(r, limit=10)}
+    r["crosscoder"]["summary"]["decoder_bias"]["constant_fraction"] = 0.41
+    found = {f["id"]: f for f in compute_findings(r, limit=10)}
+    shift = found["crosscoder-constant-shift"]
+    assert shift["title"].startswith("41% of the activation difference is one constant shift")
+    assert (
+        shift["evidence"]["tokens"] == [f"'{EVIL[2]}'", "'jam'"]
+        and shift["anchor"] == "#crosscoder"
+    )
 
 
 def test_findings_activation_and_weight_rules():

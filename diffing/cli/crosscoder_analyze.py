@@ -101,6 +101,12 @@ def run_analyze(args: argparse.Namespace) -> int:
     )
     for name, counts in s["latent_scaling"].items():
         print(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    b = s["decoder_bias"]
+    lens = " ".join(repr(t["token"]) for t in (b.get("logit_lens") or {}).get("finetuned", [])[:5])
+    print(
+        f"  decoder-bias shift (in no latent): norm {b['norm']}, {b['constant_fraction']} of the difference's "
+        f"energy is constant" + (f"; promotes {lens}" if lens else "")
+    )
     if s["causal"]:
         closed = ", ".join(f"{k} {v}" for k, v in s["causal"]["fraction_closed"].items())
         print(f"  KL closed (of {s['causal']['kl_full']:.4g} nats): {closed}")

@@ -4,7 +4,8 @@
 ``train_crosscoder`` (training loop: resumable, data-parallel under torchrun),
 ``spliced_loss`` (fine-tuned loss with the layer replaced by its reconstruction),
 ``load_dictionary_learning`` (import science-of-finetuning checkpoints),
-``analyze_crosscoder`` (per-latent statistics, Latent Scaling, contexts, causal check).
+``analyze_crosscoder`` (per-latent statistics, Latent Scaling, contexts, causal check, and the
+decoder-bias shift no latent carries).
 """
 
 from diffing.crosscoder.analyze import AnalysisConfig, AnalysisResult, analyze_crosscoder

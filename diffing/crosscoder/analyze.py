@@ -3,9 +3,11 @@
 One pass over the store encodes every token once and feeds three accumulators:
 activation frequencies by role (:mod:`.analysis`), Latent Scaling sums for the
 chat-only and base-only latents (:mod:`.latent_scaling`) and the running top
-activations (:mod:`.contexts`). Afterwards, contexts and logit lenses are rendered
-for the classified latents, the causal check runs on chat transcripts
-(:mod:`.causal`), and ``latents.json``, ``summary.json`` and the figures are written.
+activations (:mod:`.contexts`), plus the moments of the activation difference
+(:mod:`.bias`). Afterwards, contexts and logit lenses are rendered for the
+classified latents and for the decoder-bias difference (the shift no latent
+carries), the causal check runs on chat transcripts (:mod:`.causal`), and
+``latents.json``, ``summary.json`` and the figures are written.
 Docs: docs/crosscoder-analysis.md.
 """
 
@@ -37,14 +39,15 @@ from diffing.crosscoder.analysis import (
     relative_norm_diff,
     sparse_codes,
 )
-from diffing.crosscoder.causal import CausalConfig, CausalResult, causal_check, causal_json
-from diffing.crosscoder.contexts import (
-    TopActivations,
-    lens_records,
-    logit_lens,
-    render_contexts,
-    traced_logit_lens,
+from diffing.crosscoder.bias import BiasShift, DifferenceMoments, bias_json, bias_shift
+from diffing.crosscoder.causal import (
+    CausalConfig,
+    CausalResult,
+    causal_check,
+    causal_json,
+    load_transcripts,
 )
+from diffing.crosscoder.contexts import TopActivations, read_lens, render_contexts
 from diffing.crosscoder.latent_scaling import (
     FLAGS,
     LatentScaling,
@@ -104,6 +107,8 @@ class AnalysisResult(NamedTuple):
     """The content of ``summary.json``."""
     out_dir: Path
     """Where the files were written."""
+    bias: BiasShift | None = None
+    """The decoder-bias difference: the shift on every token that no latent carries."""
 
 
 def _as_crosscoder(cc):
@@ -190,26 +195,6 @@ def pair_from_store(store, *, remote: bool | str = False):
     return ModelPair.load(refs[0], refs[1], remote=remote)
 
 
-def _load_texts(causal_texts) -> list:
-    if causal_texts is None:
-        return []
-    if isinstance(causal_texts, (str, Path)):
-        path = Path(causal_texts).expanduser()
-        if not path.is_file():
-            raise DiffingError(
-                f'causal-check transcripts {str(path)!r} not found; give a .jsonl of {{"messages": [...]}}'
-            )
-        out = []
-        for line in path.read_text().splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                out.append(
-                    rec.get("messages", rec.get("text", rec)) if isinstance(rec, dict) else rec
-                )
-        return out
-    return list(causal_texts)
-
-
 def analyze_crosscoder(
     cc,
     store,
@@ -255,6 +240,7 @@ def analyze_crosscoder(
     stats = ActivationStats(n)
     acc = LatentScalingAccumulator(W_dec, sel, own)
     tops = TopActivations(n, top)
+    moments = DifferenceMoments(store.d_model, store.norm_scales(layer).tolist())
     start = 0
     limit = store.n_tokens if cfg.max_tokens is None else min(cfg.max_tokens, store.n_tokens)
     for batch in store.iter_sequential(cfg.batch_size, layer=layer):
@@ -266,6 +252,7 @@ def analyze_crosscoder(
         stats.update(codes, roles)
         acc.update(x, reconstruct(cc, codes), codes)
         tops.update(codes, start)
+        moments.update(x)
         start += x.shape[0]
     freq = stats.result()
     with warnings.catch_warnings(record=True) as caught:
@@ -280,8 +267,8 @@ def analyze_crosscoder(
     ].tolist()
     order = asked + [j for j in order if j not in set(asked)]
     notes: list[str] = []
-    texts = _load_texts(causal_texts)
-    if pair is None and (order or texts):
+    texts = load_transcripts(causal_texts)
+    if pair is None:  # the logit lenses and the causal check need the models
         try:
             pair = pair_from_store(store)
         except DiffingError as err:
@@ -293,15 +280,8 @@ def analyze_crosscoder(
     lens = {}
     if pair is not None and order:
         idx = torch.tensor(order)
-        for m, which in enumerate(("base", "finetuned")):
-            if pair.remote:  # the weights are on NDIF: the same readout as a traced forward
-                lm = pair.base if which == "base" else pair.finetuned
-                res = traced_logit_lens(W_dec[m, idx], lm, pair.arch, norm_scale=scales[m],
-                                        top=cfg.lens_top)  # fmt: skip
-            else:
-                res = logit_lens(W_dec[m, idx], pair.hf(which), pair.arch, norm_scale=scales[m],
-                                 top=cfg.lens_top)  # fmt: skip
-            lens[which] = lens_records(res, tokenizer)
+        lens = {which: read_lens(W_dec[m, idx], pair, which, norm_scale=scales[m], top=cfg.lens_top)
+                for m, which in enumerate(("base", "finetuned"))}  # fmt: skip
     for i, j in enumerate(order):
         details[j] = {
             "contexts": render_contexts(
@@ -310,6 +290,13 @@ def analyze_crosscoder(
         }
         if lens:
             details[j]["logit_lens"] = {which: lens[which][i] for which in lens}
+
+    shift = bias_shift(cc, moments)  # what fine-tuning added on every token alike
+    bias_lens = None
+    if pair is not None:
+        bias_lens = {
+            "finetuned": read_lens(shift.difference[None], pair, "finetuned", top=cfg.lens_top)[0]
+        }
 
     # the causal check
     causal = None
@@ -320,7 +307,8 @@ def analyze_crosscoder(
         )
     if texts and pair is not None:
         causal = causal_check(cc, pair, texts, _latent_sets(delta, chat_only, ls, cfg), layer=layer,
-                              norm_scales=scales, config=cfg.causal)  # fmt: skip
+                              norm_scales=scales, shifts={"decoder_bias": shift.difference},
+                              config=cfg.causal)  # fmt: skip
     elif not texts:
         notes.append(
             "causal check skipped: no chat transcripts given (causal_texts / --causal-texts)"
@@ -328,6 +316,7 @@ def analyze_crosscoder(
 
     latents = latent_records(W_dec, delta, cosine, classes, freq, ls, details)
     summary = _summary(delta, cosine, classes, freq, ls, causal, layer, cfg, notes)
+    summary["decoder_bias"] = bias_json(shift, bias_lens)
     (out / "latents.json").write_text(json.dumps(latents, indent=1))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if cfg.figures:
@@ -342,7 +331,7 @@ def analyze_crosscoder(
         nu_scatter_png(ls.nu_error.nan_to_num(0), ls.nu_recon.nan_to_num(0), labels, out / "nu_scatter.png",
                        thresholds=cfg.scaling)  # fmt: skip
         cosine_histogram_png(cosine[classes == CLASS_IDS["shared"]], out / "cosine_histogram.png")
-    return AnalysisResult(delta, cosine, classes, freq, ls, causal, latents, summary, out)
+    return AnalysisResult(delta, cosine, classes, freq, ls, causal, latents, summary, out, shift)
 
 
 def _latent_sets(delta, chat_only, ls: LatentScaling, cfg: AnalysisConfig) -> dict[str, list[int]]:

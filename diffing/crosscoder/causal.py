@@ -13,6 +13,9 @@ set ``S`` (Minder et al. 2025, arXiv 2504.02922; METHODS.md section 3), in raw u
     KL_S = KL(p_ft || p_patch(x_S))
     fraction closed = 1 − KL_S / KL_full
 
+A constant shift ``c`` (the decoder-bias difference ``b_dec^f / s_f − b_dec^b / s_b``,
+which no latent carries) is measured the same way with ``x_b + c``.
+
 with ``f`` the crosscoder's latents on the (normalised) paired activations and
 ``s_b, s_f`` the store's normalisation scalars. KLs are averaged over tokens (ratio
 of means), overall and by token role. Position 0 of every sequence (BOS / the
@@ -22,8 +25,10 @@ keeps the fine-tuned activation in every patched run and is not counted.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -66,9 +71,30 @@ class CausalResult(NamedTuple):
     fraction_closed_by_role: dict[str, dict[str, float]]
     """Set name -> role -> fraction closed on tokens of that role."""
     set_sizes: dict[str, int]
-    """Set name -> number of latents."""
+    """Set name -> number of latents (0 for a constant shift such as ``decoder_bias``)."""
     n_tokens: int
     """Tokens the means are over."""
+
+
+def load_transcripts(causal_texts) -> list:
+    """Chat transcripts for the causal check: a list as given, or read from a ``.jsonl`` (None: none)."""
+    if causal_texts is None:
+        return []
+    if isinstance(causal_texts, (str, Path)):
+        path = Path(causal_texts).expanduser()
+        if not path.is_file():
+            raise DiffingError(
+                f'causal-check transcripts {str(path)!r} not found; give a .jsonl of {{"messages": [...]}}'
+            )
+        out = []
+        for line in path.read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                out.append(
+                    rec.get("messages", rec.get("text", rec)) if isinstance(rec, dict) else rec
+                )
+        return out
+    return list(causal_texts)
 
 
 @torch.no_grad()
@@ -114,12 +140,15 @@ def causal_check(
     *,
     layer: int,
     norm_scales: Sequence[float],
+    shifts: dict[str, torch.Tensor] | None = None,
     config: CausalConfig | None = None,
 ) -> CausalResult:
     """Fraction of KL(fine-tuned || base-patched at ``layer``) that each latent set closes.
 
     ``texts``: chat transcripts (message lists or ``{"messages": ...}``) or strings.
     ``norm_scales``: the store's ``[s_b, s_f]`` (raw × s = normalised).
+    ``shifts``: named constant vectors ``[d]`` (raw units) added to the base's activations at
+    every patched position, measured like the latent sets (size 0), e.g. the decoder-bias difference.
     """
     cfg = config or CausalConfig()
     texts = list(texts)[: cfg.max_texts]
@@ -132,8 +161,14 @@ def causal_check(
     cc_device = W.device
     diff = W[1] / s_f - W[0] / s_b  # [n, d] raw-unit decoder difference
     sets = {name: torch.as_tensor(list(idx), dtype=torch.long) for name, idx in latent_sets.items()}
-    kl_sum = {name: 0.0 for name in sets}
-    kl_role = {name: torch.zeros(len(ROLES), dtype=torch.float64) for name in sets}
+    shifts = {name: v.detach().float().reshape(-1) for name, v in (shifts or {}).items()}
+    if set(sets) & set(shifts):
+        raise DiffingError(
+            f"causal check: {sorted(set(sets) & set(shifts))} named both a latent set and a shift"
+        )
+    names = [*sets, *shifts]
+    kl_sum = {name: 0.0 for name in names}
+    kl_role = {name: torch.zeros(len(ROLES), dtype=torch.float64) for name in names}
     full_sum, full_role = 0.0, torch.zeros(len(ROLES), dtype=torch.float64)
     role_count = torch.zeros(len(ROLES), dtype=torch.float64)
     n_tokens = 0
@@ -178,11 +213,13 @@ def causal_check(
         full_role += torch.zeros_like(full_role).index_add_(0, roles, full)
         role_count += torch.bincount(roles, minlength=len(ROLES)).double()
         n_tokens += int(keep.sum())
-        for name, idx in sets.items():
-            contrib = (
-                f[:, idx] @ diff[idx] if len(idx) else torch.zeros(B * S, d, device=cc_device)
-            )  # [B*S, d]
-            new = torch.where(patch_at, x_b + contrib.reshape(B, S, d).to(x_b), x_f)  # [B, S, d]
+        for name in names:
+            if name in shifts:
+                add = shifts[name]  # [d], the same at every position
+            else:
+                idx = sets[name]
+                add = (f[:, idx] @ diff[idx]).reshape(B, S, d) if len(idx) else 0.0  # [B, S, d]
+            new = torch.where(patch_at, x_b + torch.as_tensor(add).to(x_b), x_f)  # [B, S, d]
             kl_s = kl_of(new)[keep].double()  # [T]
             kl_sum[name] += float(kl_s.sum())
             kl_role[name] += torch.zeros_like(full_role).index_add_(0, roles, kl_s)
@@ -193,14 +230,14 @@ def causal_check(
     kl_full = full_sum / n_tokens
     seen = [r for r in range(len(ROLES)) if role_count[r] > 0]
     full_by_role = {ROLES[r]: float(full_role[r] / role_count[r]) for r in seen}
-    kl = {name: kl_sum[name] / n_tokens for name in sets}
-    closed = {name: _closed(kl[name], kl_full) for name in sets}
+    kl = {name: kl_sum[name] / n_tokens for name in names}
+    closed = {name: _closed(kl[name], kl_full) for name in names}
     closed_role = {
         name: {
             ROLES[r]: _closed(float(kl_role[name][r] / role_count[r]), full_by_role[ROLES[r]])
             for r in seen
         }
-        for name in sets
+        for name in names
     }
     return CausalResult(
         kl_full,
@@ -208,7 +245,7 @@ def causal_check(
         closed,
         full_by_role,
         closed_role,
-        {n: len(i) for n, i in sets.items()},
+        {**{n: len(i) for n, i in sets.items()}, **{n: 0 for n in shifts}},
         n_tokens,
     )
 

@@ -196,6 +196,22 @@ def traced_logit_lens(
     return LensResult(value(top_ids), value(vals), valid.cpu())
 
 
+def read_lens(
+    directions: torch.Tensor, pair, which: str, *, norm_scale: float = 1.0, top: int = 10
+) -> list[list[dict]]:
+    """:func:`lens_records` of ``directions [k, d]`` read through model ``which`` of ``pair``.
+
+    ``which`` is ``"base"`` or ``"finetuned"``; remote pairs (weights on NDIF) are read with
+    :func:`traced_logit_lens`, local ones with :func:`logit_lens`.
+    """
+    if pair.remote:
+        lm = pair.base if which == "base" else pair.finetuned
+        res = traced_logit_lens(directions, lm, pair.arch, norm_scale=norm_scale, top=top)
+    else:
+        res = logit_lens(directions, pair.hf(which), pair.arch, norm_scale=norm_scale, top=top)
+    return lens_records(res, pair.tokenizer)
+
+
 def lens_records(lens: LensResult, tokenizer=None) -> list[list[dict]]:
     """Per direction, ``[{"token": str, "id": int, "logit": float}, ...]`` (empty for zero directions)."""
     out = []

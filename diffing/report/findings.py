@@ -39,6 +39,10 @@ class Thresholds:
     """Latent Scaling ratios ν below which a chat-only latent is genuine (not shrinkage or decoupling)."""
     adl_tokens: int = 10
     """How many ADL-promoted tokens a finding lists."""
+    constant_shift: float = 0.2
+    """Share of the activation difference's energy at the crosscoder's layer that is one constant
+    vector (``decoder_bias.constant_fraction``) above which the shift is a finding. Measured on the
+    organisms at the quirk's trace layer: ``quirk`` 0.41, ``null`` 0.05, ``chat`` 0.03."""
 
     def to_dict(self) -> dict:
         """Plain dict for report.json."""
@@ -239,6 +243,28 @@ def _crosscoder(report: dict, th: Thresholds) -> list[dict]:
     return [_finding("crosscoder-chat-only", "crosscoder", title, detail, evidence, 1.2)]
 
 
+def _constant_shift(report: dict, th: Thresholds) -> list[dict]:
+    """Fine-tuning added one vector on every token: the crosscoder keeps it in its decoder biases."""
+    bias = ((report.get("crosscoder") or {}).get("summary") or {}).get("decoder_bias") or {}
+    share = num(bias.get("constant_fraction"))
+    if math.isnan(share) or share < th.constant_shift:
+        return []
+    lens = (bias.get("logit_lens") or {}).get("finetuned") or []
+    toks = [token_text(t.get("token", "")) for t in lens[:6]]
+    title = (
+        f"{fmt_pct(share)} of the activation difference is one constant shift, carried by no latent"
+    )
+    if toks:
+        title += "; it promotes " + ", ".join(toks)
+    detail = (
+        "The crosscoder's decoder-bias difference (norm "
+        f"{num(bias.get('norm')):.3g}, cosine {num(bias.get('bias_cosine')):.2f} with the mean "
+        "difference), read through the fine-tuned logit lens. Chat-only latent counts do not see it."
+    )
+    evidence = {"constant_fraction": share, "norm": num(bias.get("norm")), "tokens": toks}
+    return [_finding("crosscoder-constant-shift", "crosscoder", title, detail, evidence, 1.6)]
+
+
 def _no_change(report: dict, th: Thresholds) -> list[dict]:
     """The control finding: every functional measure that ran is below its threshold."""
     kl = num((report.get("kl") or {}).get("mean"))
@@ -277,7 +303,7 @@ def _no_change(report: dict, th: Thresholds) -> list[dict]:
     return [_finding("no-substantial-change", section, title, detail, measured, 0.0)]
 
 
-RULES = (_no_change, _refusal, _crosscoder, _adl, _kl, _weights, _activations)
+RULES = (_no_change, _refusal, _crosscoder, _adl, _constant_shift, _kl, _weights, _activations)
 """Finding rules; each reads the report dict and returns zero or more findings."""
 
 

@@ -179,6 +179,22 @@ def crosscoder(report: dict, top: int = 8) -> Raw:
                 for k, v in causal["fraction_closed"].items()
             ],
         )
+    bias = summ.get("decoder_bias") or {}
+    if bias:
+        lens = (bias.get("logit_lens") or {}).get("finetuned") or []
+        body += Raw(
+            "<h3>Decoder-bias difference: the shift on every token that no latent carries</h3>"
+        )
+        body += kv(
+            bias,
+            ["norm", "mean_difference_norm", "rms_difference", "constant_fraction", "bias_cosine"],
+        )
+        if lens:
+            body += Raw(
+                "<p>Fine-tuned logit lens: "
+                + ", ".join(esc(token_text(t.get("token", ""))) for t in lens)
+                + "</p>"
+            )
     hist = summ.get("delta_histogram") or {}
     if hist.get("counts") and hist.get("edges"):
         edges, counts = hist["edges"], hist["counts"]
