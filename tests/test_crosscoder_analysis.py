@@ -312,3 +312,6 @@ def test_causal_check_constant_shift_equals_an_always_on_latent(tiny_pair):
     with pytest.raises(DiffingError, match="both a latent set and a shift"):
         causal_check(cc, tiny_pair, texts, {"shift": [0]}, layer=1, norm_scales=scales,
                      shifts={"shift": c})  # fmt: skip
+    with pytest.raises(DiffingError, match="must be one vector of the crosscoder's d_model"):
+        causal_check(cc, tiny_pair, texts, {}, layer=1, norm_scales=scales,
+                     shifts={"bad": torch.zeros(d + 1)})  # fmt: skip

@@ -240,7 +240,8 @@ def analyze_crosscoder(
     stats = ActivationStats(n)
     acc = LatentScalingAccumulator(W_dec, sel, own)
     tops = TopActivations(n, top)
-    moments = DifferenceMoments(store.d_model, store.norm_scales(layer).tolist())
+    scales = store.norm_scales(layer).tolist()  # [s_b, s_f]
+    moments = DifferenceMoments(store.d_model, scales)
     start = 0
     limit = store.n_tokens if cfg.max_tokens is None else min(cfg.max_tokens, store.n_tokens)
     for batch in store.iter_sequential(cfg.batch_size, layer=layer):
@@ -275,7 +276,6 @@ def analyze_crosscoder(
             notes.append(f"logit lens and causal check skipped: {err}")
             warnings.warn(str(err), stacklevel=2)
     tokenizer = pair.tokenizer if pair is not None else None
-    scales = store.norm_scales(layer).tolist()  # [s_b, s_f]
     details: dict[int, dict] = {}
     lens = {}
     if pair is not None and order:

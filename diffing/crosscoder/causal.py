@@ -161,7 +161,13 @@ def causal_check(
     cc_device = W.device
     diff = W[1] / s_f - W[0] / s_b  # [n, d] raw-unit decoder difference
     sets = {name: torch.as_tensor(list(idx), dtype=torch.long) for name, idx in latent_sets.items()}
-    shifts = {name: v.detach().float().reshape(-1) for name, v in (shifts or {}).items()}
+    shifts = {name: torch.as_tensor(v).detach().float() for name, v in (shifts or {}).items()}
+    for name, v in shifts.items():
+        if tuple(v.shape) != (W.shape[-1],):
+            raise DiffingError(
+                f"causal check: shift {name!r} has shape {tuple(v.shape)}; it must be one vector of "
+                f"the crosscoder's d_model ({W.shape[-1]}), in the model's raw units"
+            )
     if set(sets) & set(shifts):
         raise DiffingError(
             f"causal check: {sorted(set(sets) & set(shifts))} named both a latent set and a shift"
