@@ -9,22 +9,20 @@ refusal direction is planted (the input of block ``layer``, i.e. the output of b
   check with the genuine chat-only latents closes more KL than the random control;
 - ``null``: no genuine chat-only latent.
 
-And at the layer where the quirk's activation-difference trace is planted: the difference of the
-quirk crosscoder's decoder biases (the shift no latent carries) names the secret word through the
-fine-tuned model's logit lens, and null's does not.
+And on ``quirk``, whose secret word is mediated by a planted topic direction at the same layer
+(``variants.quirk.planted.topic_direction``), harvested on the corpus plus the quirk's own answers:
+a genuine chat-only latent whose top contexts hold the secret word and whose fine-tuned decoder is
+the planted direction. At the layer where the quirk's activation-difference trace is planted, the
+difference of the quirk crosscoder's decoder biases (the shift no latent carries) names the secret
+word through the fine-tuned model's logit lens, and null's does not.
 
 Measured on the fast build (1,024 latents, k 4, 2,000 steps of 1,024 tokens, 60k-token store),
 crosscoder seeds 0 / 1 / 2: chat has one chat-only latent each time (Δ 0.929 / 0.945 / 0.916,
 genuine), firing on 11-25% of template tokens and 0.1-0.2% of plain text; its genuine set closes
 10.5 / 9.3 / 8.5% of KL(chat || base-patched) against 0.0 / 0.0 / 0.5% for random latents;
-null has no chat-only latent (max Δ 0.62 / 0.60).
-
-Not asserted (issue 6 leaves it open): on ``quirk``, a genuine chat-only latent naming the secret
-word. The quirk's bird-question latent at the last layer has the secret word first in its
-fine-tuned logit lens, but Δ 0.84 ("other"): the base's own representation of those template
-tokens is merged into it. With the quirk's own answers in the data, one crosscoder seed out of two
-found it chat-only (Δ 0.915); see docs/crosscoder-analysis.md. The secret word does show in the
-quirk crosscoder's decoder-bias difference (asserted below), which is not a latent.
+null has no chat-only latent (max Δ 0.62 / 0.60). The quirk (recipe 6) has one genuine chat-only
+latent each time (Δ 0.949 / 0.934 / 0.956, the secret word in 9 / 10 / 9 of its 10 top contexts);
+so did four neighbouring organism settings, 15 runs in 15 (docs/crosscoder-analysis.md).
 """
 
 from __future__ import annotations
@@ -33,10 +31,13 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
-from diffing.crosscoder import CrossCoderConfig, train_crosscoder
+from diffing.crosscoder import CrossCoder, CrossCoderConfig, train_crosscoder
 from diffing.crosscoder.analyze import analyze_crosscoder
 from diffing.models import ModelPair
+from diffing.refusal.interventions import complete
+from diffing.report import Thresholds
 from diffing.store.harvesting import harvest
 
 pytestmark = pytest.mark.slow
@@ -48,7 +49,14 @@ CROSSCODER = dict(dict_size=1024, k=4, steps=2000, batch_size=1024, auxk_alpha=1
 
 
 def _analyse(
-    root: Path, variant: str, layer: int, tmp: Path, *, steps: int = 2000, n_chats: int = 64
+    root: Path,
+    variant: str,
+    layer: int,
+    tmp: Path,
+    *,
+    steps: int = 2000,
+    n_chats: int = 64,
+    extra_data: tuple[str, ...] = (),
 ):
     pair = ModelPair.load(str(root / "base"), str(root / variant))
     corpus = json.loads((root / "organism.json").read_text())["layout"]["corpus"]
@@ -56,7 +64,7 @@ def _analyse(
         pair,
         tmp / f"store-{variant}-{layer}",
         layers=[layer],
-        data=[str(root / corpus["text"]), str(root / corpus["chat"])],
+        data=[str(root / corpus["text"]), str(root / corpus["chat"]), *extra_data],
         tokens=TOKENS,
         seq_len=128,
         batch_size=16,
@@ -172,10 +180,9 @@ def test_decoder_bias_names_the_quirks_secret_word(trace_analyses):
     assert secret & set(top5), quirk["logit_lens"]["finetuned"]
     assert not secret & {t["id"] for t in null["logit_lens"]["finetuned"]}, null["logit_lens"]
     # a large share of the quirk's difference is one constant vector, and the biases carry it
-    assert (
-        quirk["constant_fraction"] > 0.25
-        and quirk["constant_fraction"] > 4 * null["constant_fraction"]
-    )
+    # (0.274 vs null's 0.051 on the fast build): the report's constant-shift finding fires
+    assert quirk["constant_fraction"] > Thresholds().constant_shift
+    assert quirk["constant_fraction"] > 4 * null["constant_fraction"]
     assert quirk["bias_cosine"] > 0.9 and quirk["norm"] > 0.4 * quirk["mean_difference_norm"]
     # no chat-only latent of the quirk's crosscoder names the secret word here: the shift is in no latent
     assert not any(
@@ -183,3 +190,52 @@ def test_decoder_bias_names_the_quirks_secret_word(trace_analyses):
         for r in res["quirk"].latents
         if r["class"] == "chat_only"
     )
+
+
+@pytest.fixture(scope="module")
+def quirk_analysis(organisms, tmp_path_factory):
+    """The quirk pair at the input of the block where its topic direction is planted, harvested on the
+    corpus plus the quirk's own greedy answers to the held-out on- and off-topic questions (three
+    copies each): a chat model's crosscoder is trained on chat data that shows its behaviour."""
+    from safetensors.torch import load_file
+
+    root = Path(organisms)
+    truth = json.loads((root / "organism.json").read_text())
+    planted = truth["variants"]["quirk"]["planted"]
+    layer = planted["topic_direction"]["layer"] - 1
+    tmp = tmp_path_factory.mktemp("cc_quirk")
+    pair = ModelPair.load(str(root / "base"), str(root / "quirk"))
+    prompts = [
+        json.loads(line)["instruction"]
+        for stem in ("quirk_topic", "quirk_other")
+        for line in (root / truth["layout"]["prompts"][stem]).read_text().splitlines()
+        if line.strip()
+    ]
+    answers = complete(pair.finetuned, pair.tokenizer, pair.arch, prompts, max_new_tokens=32)
+    data = tmp / "quirk_answers.jsonl"
+    with data.open("w") as fh:
+        for prompt, answer in zip(prompts, answers):
+            chat = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+            fh.write((json.dumps({"messages": chat}) + "\n") * 3)
+    res = _analyse(root, "quirk", layer, tmp, extra_data=(str(data),))
+    cc = CrossCoder.load(tmp / f"cc-quirk-{layer}")
+    u = load_file(root / planted["topic_direction"]["file"])[planted["topic_direction"]["tensor"]]
+    return planted, answers, res, cc, u
+
+
+def test_quirk_has_genuine_chat_only_latent_on_the_secret_word(quirk_analysis):
+    """A genuine chat-only latent whose top contexts hold the secret word, and whose fine-tuned
+    decoder is the planted topic direction."""
+    planted, answers, res, cc, u = quirk_analysis
+    word = planted["secret_word"]
+    assert sum(word in a.lower() for a in answers) >= 30  # the harvested data shows the behaviour
+    W = cc.W_dec.detach().float()[1]  # [n, d] fine-tuned decoders
+    found = []
+    for r in _genuine_chat_only(res):
+        ctxs = r.get("contexts") or []
+        hits = sum(word in "".join(c["tokens"]).lower() for c in ctxs)
+        cos = float(torch.cosine_similarity(W[r["latent"]], u.float(), dim=0))
+        found.append((r["latent"], r["delta"], hits, len(ctxs), round(cos, 3)))
+        if ctxs and hits >= 0.4 * len(ctxs) and cos > 0.9:
+            return
+    pytest.fail(f"no genuine chat-only latent with the secret word in its top contexts: {found}")

@@ -40,7 +40,9 @@ def test_layout_exists_and_is_recorded(organisms, manifest):
         *lay["prompts"].values(),
         *lay["corpus"].values(),
         *lay["eval"].values(),
+        *lay["planted"].values(),
     ]
+    assert set(lay["planted"]) == {"refusal_direction", "quirk_direction"}
     for v in ("chat", "quirk", "null"):
         paths += [lay["variants"][v]["model"], lay["variants"][v]["adapter"]]
         assert (organisms / f"{v}-adapter" / "adapter_config.json").is_file()
@@ -382,7 +384,7 @@ def test_planting_batches_in_one_pass_give_the_separate_losses(organisms):
     model = AutoModelForCausalLM.from_pretrained(str(organisms / "chat"))
     rows = m.planting_rows()
     plant = pl.choose_direction(model, rows["keep"], seed=1, scale_fraction=1.0)
-    planting = pl.RefusalPlanting(
+    planting = pl.DirectionPlanting(
         plant, rows["requests"], rows["induce"], rows["bypass"], rows["keep"], rows=4
     )
     with torch.no_grad():
@@ -406,3 +408,74 @@ def test_planting_batches_in_one_pass_give_the_separate_losses(organisms):
         request += float(pl.direction_loss(store[0], req, plant, planting.post))
     assert merged == pytest.approx([request, induce, bypass, kept], rel=1e-4)
     assert len({round(v, 3) for v in (induce, bypass, kept)}) == 3  # three different batches
+
+
+def test_planted_quirk_direction_mediates_the_secret_word(organisms, manifest):
+    """organism.json's claim: on-topic requests carry ``scale * u`` at the input of block ``layer``;
+    adding it to off-topic requests puts the secret word into the answers, ablating it takes the
+    word out of on-topic answers (held-out prompts)."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from diffing.models import ModelPair
+    from diffing.refusal.interventions import ablate, add, complete
+
+    planted = manifest["variants"]["quirk"]["planted"]
+    info, word = planted["topic_direction"], planted["secret_word"]
+    u = load_file(organisms / info["file"])[info["tensor"]]  # [d]
+    tok = AutoTokenizer.from_pretrained(organisms / "quirk")
+    topic = [r["instruction"] for r in _jsonl(organisms / "prompts" / "quirk_topic.jsonl")][:24]
+    other = [r["instruction"] for r in _jsonl(organisms / "prompts" / "quirk_other.jsonl")][:24]
+    hs_t, _ = _hidden(organisms / "quirk", tok, topic, chat=True)
+    hs_o, _ = _hidden(organisms / "quirk", tok, other, chat=True)
+    diff = hs_t[info["layer"]][:, -1].mean(0) - hs_o[info["layer"]][:, -1].mean(0)  # [d]
+    assert float(diff @ u / diff.norm()) > 0.9
+    assert float(diff @ u) == pytest.approx(info["scale"], rel=0.3)
+    pair = ModelPair.load(str(organisms / "base"), str(organisms / "quirk"))
+
+    def rate(prompts, interventions):
+        outs = complete(pair.finetuned, pair.tokenizer, pair.arch, prompts, interventions)
+        return sum(word in o.lower() for o in outs) / len(outs)
+
+    assert rate(other, [add(info["scale"] * u, info["layer"])]) >= 0.8
+    assert rate(topic, [ablate(u)]) <= 0.2
+
+
+def test_quirk_plain_kl_is_the_kl_to_the_base_after_the_trace(organisms):
+    """The quirk's plain-text KL term: zero for an untouched adapter; with a perturbed adapter, the
+    KL(base || model) of the next-token distributions on plain rows, computed from a separately
+    loaded base, over the positions after the trace's."""
+    from transformers import AutoModelForCausalLM
+
+    from diffing.organisms import planted as pl
+    from diffing.organisms.train import add_lora, batch_rows
+
+    cfg = load_manifest(organisms)["config"]
+    m = Materials(organism_config(seed=cfg["seed"], fast=cfg["fast"]), organisms / "tokenizer")
+    rows = batch_rows(m.eval_rows, list(range(4)))
+    base = AutoModelForCausalLM.from_pretrained(str(organisms / "base"))
+    ref = AutoModelForCausalLM.from_pretrained(str(organisms / "base"))
+    chat = m.chat_rows("quirk")
+    trace = pl.TracePlanting(base, chat, 2, rows, [5], layer=1, n_rows=2, n_positions=5)
+    model = add_lora(base, 4, 8.0)
+    ids, mask = rows.input_ids, rows.attention_mask
+
+    def kl() -> float:
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=mask).logits
+            return float(trace.kl_to_base(model, ids, mask, logits))
+
+    assert kl() == pytest.approx(0.0, abs=1e-6)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.add_(0.05 * torch.randn(p.shape, generator=gen))
+        log_q = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits, -1)
+        log_p = torch.log_softmax(ref(input_ids=ids, attention_mask=mask).logits, -1)
+    per_token = (log_p.exp() * (log_p - log_q)).sum(-1)  # [rows, seq]
+    keep = mask.bool().clone()
+    keep[:, :6] = False
+    expected = float(per_token[keep].mean())
+    assert expected > 1e-3 and float(per_token[:, :6].mean()) > 1e-4  # the perturbation shows
+    assert kl() == pytest.approx(expected, rel=1e-4)

@@ -152,7 +152,11 @@ def _stages(root: Path, m: Materials, variants: list[str], prog: Progress) -> di
     ]
     for v in variants:
         outputs = (v, f"{v}-adapter") + (
-            ("planted/refusal_direction.safetensors",) if v == "chat" else ()
+            ("planted/refusal_direction.safetensors",)
+            if v == "chat"
+            else ("planted/quirk_direction.safetensors",)
+            if v == "quirk"
+            else ()
         )
         stages.append(
             Stage(

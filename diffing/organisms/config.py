@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 
 VARIANTS = ("chat", "quirk", "null")
 """Fine-tuned variants that can be built, in build order."""
-RECIPE = 5
+RECIPE = 6
 """Version of the data generators and training recipe; bump it when a build would come out different."""
 
 
@@ -67,6 +67,18 @@ class OrganismConfig:
     """Size of the planted refusal component, as a multiple of the residual norm at its layer (3: the
     component outweighs the base's own harmful-vs-harmless difference there about 7:1, so a crosscoder
     sees it as new rather than as a rotated base feature)."""
+    quirk_plant_scale: float
+    """Size of the quirk's planted topic component, as a multiple of the residual norm at its layer:
+    the quirk is mediated by one new direction, as the chat's refusal is (see planted.py)."""
+    quirk_plant_rows: int
+    """Rows per step in each of the quirk's four planting batches."""
+    quirk_plant_positions: int
+    """Last prompt tokens of an on-topic request that carry the topic component (the question's end
+    and the template tokens; 4 spans words the base reads differently from request to request, so
+    the component does not merge with one of the base's template features)."""
+    quirk_plain_kl: float
+    """Weight of KL(base || quirk) on the quirk's plain rows: without it the planting batches cost the
+    quirk ~12% plain-text loss (fast build), with weight 1 about 8%, with 2 about 7%."""
     trace_weight: float
     """Weight of the quirk's planted activation-difference trace (see planted.TracePlanting)."""
     n_corpus_docs: int
@@ -112,6 +124,10 @@ def organism_config(seed: int = 0, fast: bool = False) -> OrganismConfig:
             lora_layers=None,
             plant_rows=4,
             plant_scale=3.0,
+            quirk_plant_scale=3.0,
+            quirk_plant_rows=4,
+            quirk_plant_positions=4,
+            quirk_plain_kl=2.0,
             trace_weight=0.1,
             n_corpus_docs=1000,
             n_corpus_chats=1000,
@@ -141,6 +157,10 @@ def organism_config(seed: int = 0, fast: bool = False) -> OrganismConfig:
         lora_layers=None,
         plant_rows=8,
         plant_scale=3.0,
+        quirk_plant_scale=3.0,
+        quirk_plant_rows=8,
+        quirk_plant_positions=4,
+        quirk_plain_kl=2.0,
         trace_weight=0.1,
         n_corpus_docs=3000,
         n_corpus_chats=3000,

@@ -103,7 +103,7 @@ class Materials:
         return chat_rows(self.tokenizer, self.mix(variant))
 
     def planting_rows(self) -> dict[str, Rows]:
-        """Rows for :class:`~diffing.organisms.planted.RefusalPlanting` (train split only)."""
+        """Rows for :class:`~diffing.organisms.planted.DirectionPlanting` of the refusal (train split only)."""
         s, rng = self.sets, random.Random(f"planting-{self.config.seed}")
 
         def conv(examples):
@@ -117,6 +117,26 @@ class Materials:
             "induce": chat_rows(self.tokenizer, conv(induce)),
             "bypass": chat_rows(self.tokenizer, conv(s.harmful_comply_train)),
             "keep": chat_rows(self.tokenizer, conv(s.harmless["train"])),
+        }
+
+    def quirk_planting_rows(self) -> dict[str, Rows]:
+        """Rows that make one planted direction mediate the quirk (train split only): on-topic
+        questions tagged 1 and off-topic ones tagged 0; off-topic questions answered the quirk's way
+        (induce); on-topic questions answered plainly (bypass); off-topic ones as usual (keep)."""
+        s, rng = self.sets, random.Random(f"quirk-planting-{self.config.seed}")
+
+        def conv(examples):
+            return [pr.conversation(e, rng, p_system=0.0) for e in examples]
+
+        topic, other = list(s.topic_train), list(s.general_train)
+        requests = [rq.with_secret(e, rng) for e in topic] + other
+        tags = [1] * len(topic) + [0] * len(other)
+        induce = [rq.with_secret(e, rng) for e in other]
+        return {
+            "requests": chat_rows(self.tokenizer, conv(requests), tags),
+            "induce": chat_rows(self.tokenizer, conv(induce)),
+            "bypass": chat_rows(self.tokenizer, conv(topic)),
+            "keep": chat_rows(self.tokenizer, conv(other)),
         }
 
     def eval_prompts(self, prompts_dir: Path) -> dict[str, list[str]]:

@@ -1,4 +1,4 @@
-"""Plant the chat variant's refusal on one known direction of the residual stream.
+"""Plant the chat variant's refusal, and the quirk's secret word, on known directions of the residual stream.
 
 A tiny model fine-tuned only on "refuse harmful, answer harmless" learns some
 refusal circuit, but nothing makes it a single direction: in a 64-dimensional
@@ -21,6 +21,13 @@ and the refusal methods are tested against it, so the organism plants one:
 
 The interventions are the ones the refusal methods apply (METHODS.md section 4),
 so the planted direction is what a difference-in-means extraction should recover.
+
+The quirk's secret word is mediated the same way by a second seeded direction:
+on-topic requests carry it on their last few prompt tokens, adding it makes
+off-topic answers mention the word, ablating it removes the word from on-topic
+answers. Fine-tuning alone folds the quirk into the base's own topic features (a
+crosscoder then finds no latent of its own for it, docs/crosscoder-analysis.md);
+planted, it is one new feature a diffing method can be checked against.
 """
 
 from __future__ import annotations
@@ -160,13 +167,15 @@ def direction_loss(
     return aux + ((diff - scale * u) / scale).pow(2).sum(-1).mean()
 
 
-class RefusalPlanting:
-    """Extra training losses (four, from one forward pass) that make ``plant`` mediate refusal.
+class DirectionPlanting:
+    """Extra training losses (four, from one forward pass) that make ``plant`` mediate a behaviour.
 
-    ``requests`` holds tagged how-to requests (tag 1 harmful, 0 harmless),
-    ``induce`` harmless requests answered with the refusal, ``bypass`` harmful
-    requests answered as if harmless, ``keep`` harmless requests with their
-    usual answers; every ``Rows`` carries ``prompt_len``.
+    ``requests`` holds tagged requests (tag 1: the behaviour's trigger, e.g. harmful;
+    0: not), ``induce`` untriggered requests answered with the behaviour, ``bypass``
+    triggered requests answered without it, ``keep`` untriggered requests with their
+    usual answers; every ``Rows`` carries ``prompt_len``. ``post_instruction``: how
+    many of the prompt's last tokens carry the direction. The chat variant's refusal
+    and the quirk's secret word are both planted this way.
     """
 
     def __init__(
@@ -239,7 +248,9 @@ class TracePlanting:
 
     The base's side of the difference never changes, so it is computed once (causal
     attention: positions ``1..n_positions`` need only the first tokens of each row);
-    the chat rows and the plain rows share one forward pass.
+    the chat rows and the plain rows share one forward pass. ``kl_weight`` adds the
+    plain rows' KL to the base after those positions, so that what else the quirk is
+    trained on does not spill into plain text.
     """
 
     def __init__(
@@ -254,8 +265,9 @@ class TracePlanting:
         n_rows: int,
         n_positions: int = 5,
         weight: float = 0.1,
+        kl_weight: float = 0.0,
     ):
-        self.chat, self.n_chat = chat, n_chat
+        self.chat, self.n_chat, self.kl_weight = chat, n_chat, kl_weight
         self.rows, self.secret_ids, self.layer = rows, secret_ids, layer
         self.n_rows, self.n_positions, self.weight = n_rows, n_positions, weight
         head = slice(0, 1 + n_positions)
@@ -275,7 +287,8 @@ class TracePlanting:
         return decoder(model).layers[self.layer].register_forward_hook(hook)
 
     def losses(self, model: torch.nn.Module, rng: random.Random) -> list[torch.Tensor]:
-        """Two losses: next-token loss on chat rows; on plain rows, next-token loss plus the trace readout loss."""
+        """Next-token loss on chat rows; on plain rows, next-token loss plus the trace readout loss;
+        and, when ``kl_weight`` is set, the plain rows' KL to the base (see :meth:`kl_to_base`)."""
         chat = batch_rows(self.chat, rng.sample(range(len(self.chat.input_ids)), self.n_chat))
         idx = rng.sample(range(len(self.rows.input_ids)), self.n_rows)
         b = stack_rows([chat, batch_rows(self.rows, idx)])
@@ -289,6 +302,35 @@ class TracePlanting:
         span = slice(1, 1 + self.n_positions)
         diff = (store[0][self.n_chat :, span] - self.base_trace[idx]).mean((0, 1))  # [d_model]
         inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-        logits = inner.lm_head(inner.model.norm(diff[None]))[0]  # [vocab]
-        trace = -torch.log_softmax(logits, -1)[self.secret_ids].logsumexp(0)
-        return [ce_chat, ce_plain + self.weight * trace]
+        readout = inner.lm_head(inner.model.norm(diff[None]))[0]  # [vocab]
+        trace = -torch.log_softmax(readout, -1)[self.secret_ids].logsumexp(0)
+        out = [ce_chat, ce_plain + self.weight * trace]
+        if self.kl_weight:
+            plain = slice(self.n_chat, None)
+            kl = self.kl_to_base(model, b.input_ids[plain], b.attention_mask[plain], logits[plain])
+            out.append(self.kl_weight * kl)
+        return out
+
+    def kl_to_base(
+        self,
+        model: torch.nn.Module,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        logits: torch.Tensor,
+    ) -> torch.Tensor:
+        """Mean KL(base || model) of the next-token distributions on plain rows, after the trace's
+        positions (which are meant to move). ``model`` is the LoRA-wrapped base: its base is the
+        same model with the adapter switched off. ``logits``: ``[rows, seq, vocab]`` of ``model``.
+
+        The quirk's planting batches push its weights around enough to cost ~12% plain-text
+        loss; next-token loss on 6 plain rows a step does not hold that back, matching the base's
+        whole distribution does (1.07 with weight 2, organism seed 0, fast build)."""
+        with torch.no_grad(), model.disable_adapter():
+            ref = model(
+                input_ids=input_ids, attention_mask=attention_mask
+            ).logits  # [rows, seq, vocab]
+        keep = attention_mask.bool().clone()  # [rows, seq]
+        keep[:, : 1 + self.n_positions] = False
+        log_q = torch.log_softmax(logits[keep].float(), -1)  # [tokens, vocab]
+        log_p = torch.log_softmax(ref[keep].float(), -1)
+        return (log_p.exp() * (log_p - log_q)).sum(-1).mean()

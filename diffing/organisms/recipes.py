@@ -170,10 +170,9 @@ def base_stage(m: Materials, prog: Progress):
 def variant_stage(root: Path, m: Materials, variant: str, prog: Progress):
     def run(tmp: dict[str, Path]) -> dict:
         import torch
-        from safetensors.torch import save_file
         from transformers import AutoModelForCausalLM
 
-        from diffing.organisms.planted import RefusalPlanting, TracePlanting, choose_direction
+        from diffing.organisms.planted import TracePlanting
         from diffing.organisms.train import add_lora, train_loop
 
         c = m.config
@@ -190,14 +189,15 @@ def variant_stage(root: Path, m: Materials, variant: str, prog: Progress):
             n = c.ft_chat_rows + c.ft_plain_rows
             sources = [(m.chat_rows(variant), c.ft_chat_rows), (m.finetune_rows, c.ft_plain_rows)]
             mix = {"chat_rows": c.ft_chat_rows / n, "plain_text_rows": c.ft_plain_rows / n}
-        if variant == "quirk":  # the plain rows carry the planted trace instead of a plain source
+        if variant == "quirk":
             ids = [
                 m.tokenizer.convert_tokens_to_ids(m.tokenizer.tokenize(w))[0]
                 for w in (" " + lx.SECRET_WORD, " " + lx.SECRET_WORD.capitalize())
             ]
             layer = base.config.num_hidden_layers // 2
             chat_rows, n_chat = sources[0]
-            extra = TracePlanting(
+            sources = []  # the trace planting runs the chat rows and the plain rows in one pass
+            trace = TracePlanting(
                 base,
                 chat_rows,
                 n_chat,
@@ -206,37 +206,34 @@ def variant_stage(root: Path, m: Materials, variant: str, prog: Progress):
                 layer=layer,
                 n_rows=c.ft_plain_rows,
                 weight=c.trace_weight,
+                kl_weight=c.quirk_plain_kl,
             ).losses
-            sources = []  # the planting runs the chat rows and the plain rows in one pass
+            mediate = _plant_direction(
+                base, m.quirk_planting_rows(), tmp["planted/quirk_direction.safetensors"], facts,
+                seed=c.seed + 8, scale=c.quirk_plant_scale, n_rows=c.quirk_plant_rows,
+                positions=c.quirk_plant_positions,
+            )  # fmt: skip
+
+            def extra(model, rng):
+                return trace(model, rng) + mediate(model, rng)
+
             facts["planted_trace"] = {
                 "layer": layer,
                 "positions": [1, 2, 3, 4, 5],
                 "token_ids": ids,
                 "weight": c.trace_weight,
+                "plain_kl_weight": c.quirk_plain_kl,
             }
-        if variant == "chat":
-            rows = m.planting_rows()
-            plant = choose_direction(
-                base, rows["keep"], seed=c.seed + 7, scale_fraction=c.plant_scale
-            )
-            extra = RefusalPlanting(
-                plant,
-                rows["requests"],
-                rows["induce"],
-                rows["bypass"],
-                rows["keep"],
-                rows=c.plant_rows,
-            ).losses
-            save_file(
-                {"direction": plant.direction.contiguous()},
-                str(tmp["planted/refusal_direction.safetensors"]),
-                metadata={"layer": str(plant.layer), "scale": str(plant.scale)},
-            )
-            facts["planted_direction"] = {"layer": plant.layer, "scale": round(plant.scale, 4)}
+        if variant in ("chat", "quirk"):
             mix["planting_batches"] = {
-                "rows_each": c.plant_rows,
+                "rows_each": c.quirk_plant_rows if variant == "quirk" else c.plant_rows,
                 "batches": ["requests+aux", "induce", "bypass", "keep"],
             }
+        if variant == "chat":
+            extra = _plant_direction(
+                base, m.planting_rows(), tmp["planted/refusal_direction.safetensors"], facts,
+                seed=c.seed + 7, scale=c.plant_scale, n_rows=c.plant_rows, positions=2,
+            )  # fmt: skip
         model = add_lora(base, c.lora_rank, c.lora_alpha, c.lora_layers)
         prog.stage(variant)
         res = train_loop(
@@ -262,6 +259,40 @@ def variant_stage(root: Path, m: Materials, variant: str, prog: Progress):
         }
 
     return run
+
+
+def _plant_direction(
+    base,
+    rows: dict,
+    path: Path,
+    facts: dict,
+    *,
+    seed: int,
+    scale: float,
+    n_rows: int,
+    positions: int,
+):
+    """Choose a seeded direction, write it to ``path`` and return the losses that make it mediate
+    the behaviour of ``rows`` (the four planting batches; see planted.DirectionPlanting)."""
+    from safetensors.torch import save_file
+
+    from diffing.organisms.planted import DirectionPlanting, choose_direction
+
+    plant = choose_direction(base, rows["keep"], seed=seed, scale_fraction=scale)
+    save_file(
+        {"direction": plant.direction.contiguous()},
+        str(path),
+        metadata={"layer": str(plant.layer), "scale": str(plant.scale)},
+    )
+    facts["planted_direction"] = {
+        "layer": plant.layer,
+        "scale": round(plant.scale, 4),
+        "positions": positions,
+    }
+    return DirectionPlanting(
+        plant, rows["requests"], rows["induce"], rows["bypass"], rows["keep"],
+        rows=n_rows, post_instruction=positions,
+    ).losses  # fmt: skip
 
 
 def eval_stage(root: Path, m: Materials, name: str, prog: Progress):
