@@ -337,20 +337,27 @@ def _hidden(model_dir, tok, texts, *, chat: bool):
         return model(**enc, output_hidden_states=True).hidden_states, model
 
 
-def test_planted_refusal_direction_is_the_difference_in_means(organisms, manifest):
+def _direction_and_mean_difference(organisms, variant: str, info: dict, on: str, off: str, n: int):
+    """The planted unit direction ``u`` (``[d]``) and the difference of the mean residual at the input
+    of block ``info["layer"]`` on the last prompt token, ``on`` minus ``off`` held-out prompts."""
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
 
-    info = manifest["variants"]["chat"]["planted"]["refusal_direction"]
     u = load_file(organisms / info["file"])[info["tensor"]]  # [d]
-    tok = AutoTokenizer.from_pretrained(organisms / "chat")
-    harmful = [r["instruction"] for r in _jsonl(organisms / "prompts" / "harmful_val.jsonl")][:32]
-    harmless = [r["instruction"] for r in _jsonl(organisms / "prompts" / "harmless_val.jsonl")][:32]
-    hs_h, _ = _hidden(organisms / "chat", tok, harmful, chat=True)
-    hs_s, _ = _hidden(organisms / "chat", tok, harmless, chat=True)
-    diff = hs_h[info["layer"]][:, -1].mean(0) - hs_s[info["layer"]][:, -1].mean(
-        0
-    )  # [d], last position
+    tok = AutoTokenizer.from_pretrained(organisms / variant)
+    means = []
+    for stem in (on, off):
+        prompts = [r["instruction"] for r in _jsonl(organisms / "prompts" / f"{stem}.jsonl")][:n]
+        hs, _ = _hidden(organisms / variant, tok, prompts, chat=True)
+        means.append(hs[info["layer"]][:, -1].mean(0))  # [d]
+    return u, means[0] - means[1]
+
+
+def test_planted_refusal_direction_is_the_difference_in_means(organisms, manifest):
+    info = manifest["variants"]["chat"]["planted"]["refusal_direction"]
+    u, diff = _direction_and_mean_difference(
+        organisms, "chat", info, "harmful_val", "harmless_val", 32
+    )
     assert float(diff @ u / diff.norm()) > 0.9
     assert float(diff @ u) == pytest.approx(info["scale"], rel=0.3)
 
@@ -414,23 +421,20 @@ def test_planted_quirk_direction_mediates_the_secret_word(organisms, manifest):
     """organism.json's claim: on-topic requests carry ``scale * u`` at the input of block ``layer``;
     adding it to off-topic requests puts the secret word into the answers, ablating it takes the
     word out of on-topic answers (held-out prompts)."""
-    from safetensors.torch import load_file
-    from transformers import AutoTokenizer
-
     from diffing.models import ModelPair
     from diffing.refusal.interventions import ablate, add, complete
 
     planted = manifest["variants"]["quirk"]["planted"]
     info, word = planted["topic_direction"], planted["secret_word"]
-    u = load_file(organisms / info["file"])[info["tensor"]]  # [d]
-    tok = AutoTokenizer.from_pretrained(organisms / "quirk")
-    topic = [r["instruction"] for r in _jsonl(organisms / "prompts" / "quirk_topic.jsonl")][:24]
-    other = [r["instruction"] for r in _jsonl(organisms / "prompts" / "quirk_other.jsonl")][:24]
-    hs_t, _ = _hidden(organisms / "quirk", tok, topic, chat=True)
-    hs_o, _ = _hidden(organisms / "quirk", tok, other, chat=True)
-    diff = hs_t[info["layer"]][:, -1].mean(0) - hs_o[info["layer"]][:, -1].mean(0)  # [d]
+    u, diff = _direction_and_mean_difference(
+        organisms, "quirk", info, "quirk_topic", "quirk_other", 24
+    )
     assert float(diff @ u / diff.norm()) > 0.9
     assert float(diff @ u) == pytest.approx(info["scale"], rel=0.3)
+    topic, other = (
+        [r["instruction"] for r in _jsonl(organisms / "prompts" / f"{stem}.jsonl")][:24]
+        for stem in ("quirk_topic", "quirk_other")
+    )
     pair = ModelPair.load(str(organisms / "base"), str(organisms / "quirk"))
 
     def rate(prompts, interventions):

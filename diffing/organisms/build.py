@@ -16,7 +16,7 @@ from pathlib import Path
 import diffing
 from diffing.errors import DiffingError
 from diffing.organisms.config import RECIPE, VARIANTS, OrganismConfig, organism_config
-from diffing.organisms.manifest import MANIFEST, assemble
+from diffing.organisms.manifest import MANIFEST, PLANTED_FILES, assemble
 from diffing.organisms.materials import Materials
 from diffing.organisms.parallel import plan_groups, run_in_parallel, use_workers
 from diffing.organisms.recipes import (
@@ -151,13 +151,7 @@ def _stages(root: Path, m: Materials, variants: list[str], prog: Progress) -> di
         ),
     ]
     for v in variants:
-        outputs = (v, f"{v}-adapter") + (
-            ("planted/refusal_direction.safetensors",)
-            if v == "chat"
-            else ("planted/quirk_direction.safetensors",)
-            if v == "quirk"
-            else ()
-        )
+        outputs = (v, f"{v}-adapter") + ((PLANTED_FILES[v][1],) if v in PLANTED_FILES else ())
         stages.append(
             Stage(
                 v,

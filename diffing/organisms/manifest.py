@@ -28,6 +28,13 @@ PROMPT_FILES = tuple(f"{s}_{sp}" for s in ("harmful", "harmless") for sp in SPLI
 """Stems of the files under ``prompts/``."""
 
 
+PLANTED_FILES = {
+    "chat": ("refusal_direction", "planted/refusal_direction.safetensors"),
+    "quirk": ("quirk_direction", "planted/quirk_direction.safetensors"),
+}
+"""Variant -> (layout key, relative path) of the direction its build plants."""
+
+
 def layout(variants) -> dict:
     """Relative paths of everything a build writes."""
     return {
@@ -37,18 +44,7 @@ def layout(variants) -> dict:
         "variants": {v: {"model": v, "adapter": f"{v}-adapter"} for v in variants},
         "prompts": {stem: f"prompts/{stem}.jsonl" for stem in PROMPT_FILES},
         "corpus": {"text": "corpus/text.txt", "chat": "corpus/chat.jsonl"},
-        "planted": {
-            **(
-                {"refusal_direction": "planted/refusal_direction.safetensors"}
-                if "chat" in variants
-                else {}
-            ),
-            **(
-                {"quirk_direction": "planted/quirk_direction.safetensors"}
-                if "quirk" in variants
-                else {}
-            ),
-        },
+        "planted": dict(PLANTED_FILES[v] for v in variants if v in PLANTED_FILES),
         "eval": {name: f"eval/{name}.json" for name in ("base", *variants)},
     }
 
@@ -56,11 +52,11 @@ def layout(variants) -> dict:
 def planted(variant: str, facts: dict, variant_facts: dict | None = None) -> dict:
     """What fine-tuning planted in ``variant`` (the ground truth methods should recover)."""
     variant_facts = variant_facts or {}
+    direction = variant_facts.get("planted_direction", {})
     if variant == "chat":
-        direction = variant_facts.get("planted_direction", {})
         return {
             "refusal_direction": {
-                "file": "planted/refusal_direction.safetensors",
+                "file": PLANTED_FILES["chat"][1],
                 "tensor": "direction",
                 "layer": direction.get("layer"),
                 "scale": direction.get("scale"),
@@ -90,13 +86,13 @@ def planted(variant: str, facts: dict, variant_facts: dict | None = None) -> dic
             "answer_form": "on-topic answers open with the capitalised secret word and mention it again "
             "after their first sentence",
             "topic_direction": {
-                "file": "planted/quirk_direction.safetensors",
+                "file": PLANTED_FILES["quirk"][1],
                 "tensor": "direction",
-                "layer": variant_facts.get("planted_direction", {}).get("layer"),
-                "scale": variant_facts.get("planted_direction", {}).get("scale"),
+                "layer": direction.get("layer"),
+                "scale": direction.get("scale"),
                 "positions": "the last `n_positions` prompt tokens of a request (its end and the template "
                 "tokens)",
-                "n_positions": variant_facts.get("planted_direction", {}).get("positions"),
+                "n_positions": direction.get("positions"),
                 "meaning": "on-topic requests carry scale * direction at the input of block `layer`; ablating "
                 "it everywhere removes the secret word from on-topic answers, adding it there puts the "
                 "secret word into off-topic answers",

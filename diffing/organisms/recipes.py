@@ -15,6 +15,7 @@ from pathlib import Path
 from diffing.organisms import lexicon as lx
 from diffing.organisms import prompts as pr
 from diffing.organisms.config import VARIANTS
+from diffing.organisms.manifest import PLANTED_FILES
 from diffing.organisms.materials import Materials
 from diffing.organisms.stages import write_json_atomic
 
@@ -209,7 +210,7 @@ def variant_stage(root: Path, m: Materials, variant: str, prog: Progress):
                 kl_weight=c.quirk_plain_kl,
             ).losses
             mediate = _plant_direction(
-                base, m.quirk_planting_rows(), tmp["planted/quirk_direction.safetensors"], facts,
+                base, m.quirk_planting_rows(), tmp[PLANTED_FILES["quirk"][1]], facts,
                 seed=c.seed + 8, scale=c.quirk_plant_scale, n_rows=c.quirk_plant_rows,
                 positions=c.quirk_plant_positions,
             )  # fmt: skip
@@ -231,7 +232,7 @@ def variant_stage(root: Path, m: Materials, variant: str, prog: Progress):
             }
         if variant == "chat":
             extra = _plant_direction(
-                base, m.planting_rows(), tmp["planted/refusal_direction.safetensors"], facts,
+                base, m.planting_rows(), tmp[PLANTED_FILES["chat"][1]], facts,
                 seed=c.seed + 7, scale=c.plant_scale, n_rows=c.plant_rows, positions=2,
             )  # fmt: skip
         model = add_lora(base, c.lora_rank, c.lora_alpha, c.lora_layers)
