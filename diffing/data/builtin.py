@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 from diffing.errors import DiffingError
@@ -72,7 +72,7 @@ def _read(name: str, group_key: str, text_key: str) -> tuple[Record, ...]:
     return tuple(out)
 
 
-@lru_cache(maxsize=None)
+@cache
 def corpus_records() -> tuple[Record, ...]:
     """All built-in corpus documents, in file order (files sorted by name)."""
     names = sorted(p.name for p in _folder().iterdir() if p.name.endswith(".jsonl"))
@@ -80,19 +80,19 @@ def corpus_records() -> tuple[Record, ...]:
     return tuple(r for n in names for r in _read(n, "genre", "text"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def chat_prompt_records() -> tuple[Record, ...]:
     """The built-in everyday user requests."""
     return _read(CHAT_PROMPTS, "topic", "prompt")
 
 
-@lru_cache(maxsize=None)
+@cache
 def harmful_records() -> tuple[Record, ...]:
     """The built-in harmful requests (line i matched to :func:`harmless_records` line i)."""
     return _read(HARMFUL, "category", "prompt")
 
 
-@lru_cache(maxsize=None)
+@cache
 def harmless_records() -> tuple[Record, ...]:
     """The built-in harmless requests, matched one to one with :func:`harmful_records`."""
     return _read(HARMLESS, "category", "prompt")

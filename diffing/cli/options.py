@@ -1,0 +1,156 @@
+"""Command-line flags generated from config dataclasses.
+
+A command's options are the fields of its config: the field's type gives the
+flag's type (``list[...]`` takes several values: ``--layers 6 13``), its default
+is shown in the help, its docstring is the help, and its limits
+(:func:`diffing.configs.limits`) are checked when the flag is parsed. So
+``--help``, ``run.toml`` and the Python API cannot disagree, and a default
+changed in the config changes everywhere.
+
+Flags the user did not give are absent from the parsed namespace
+(``argparse.SUPPRESS``), so :func:`config_from_args` fills them from the
+config's own defaults, or from a config read from a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from diffing.configs import LIMITS_KEY, Limits, field_docs
+
+_LIST_TYPES = (list, tuple, Sequence, typing.Sequence)
+
+
+def _strip_optional(tp: Any) -> Any:
+    """``X | None`` -> ``X``."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def _converter(base: type, lim: Limits | None, flag: str) -> Callable[[str], Any]:
+    """Parse one value of type ``base`` and check it against the field's limits."""
+
+    def convert(text: str) -> Any:
+        try:
+            value = base(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {base.__name__}, got {text!r}") from None
+        check = lim if lim is not None else (Limits() if base is float else None)
+        why = check.problem(value) if check is not None else None
+        if why:
+            raise argparse.ArgumentTypeError(why)
+        return value
+
+    convert.__name__ = base.__name__  # argparse names the type in its messages
+    return convert
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return " ".join(map(str, value)) if value else "none"
+    return str(value)
+
+
+def flag_name(name: str) -> str:
+    """The flag of a field: ``dict_size`` -> ``--dict-size``."""
+    return "--" + name.replace("_", "-")
+
+
+def add_options(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    *,
+    only: Iterable[str] | None = None,
+    exclude: Iterable[str] = (),
+    flags: dict[str, str] | None = None,
+    title: str | None = None,
+) -> list[str]:
+    """Add one flag per field of the dataclass ``cls``; returns the field names added.
+
+    ``only`` / ``exclude`` choose the fields (provenance and internal fields stay
+    out of the CLI), ``flags`` renames a field's flag (``{"k": "--k"}``), and
+    ``title`` puts the flags in their own ``--help`` group.
+    """
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    wanted = set(only) if only is not None else None
+    skip = set(exclude)
+    flags = flags or {}
+    target = parser.add_argument_group(title) if title else parser
+    added = []
+    for f in dataclasses.fields(cls):
+        if f.name in skip or (wanted is not None and f.name not in wanted) or not f.init:
+            continue
+        tp = _strip_optional(hints[f.name])
+        default = _default(f)
+        doc = docs.get(f.name, "").replace("%", "%%")
+        lim = f.metadata.get(LIMITS_KEY)
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
+        origin = typing.get_origin(tp)
+        if tp is bool:
+            if default is True:
+                kwargs["action"] = argparse.BooleanOptionalAction
+            else:
+                kwargs["action"] = "store_true"
+        else:
+            base = tp
+            if origin in _LIST_TYPES:
+                args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+                fixed = origin is tuple and Ellipsis not in typing.get_args(tp)
+                kwargs["nargs"] = len(args) if fixed and args else "+"
+                base = _strip_optional(args[0]) if args else str
+            if typing.get_origin(base) is typing.Literal:
+                kwargs["choices"] = list(typing.get_args(base))
+                base = type(kwargs["choices"][0])
+            if base not in (int, float, str):
+                base = str
+            kwargs["type"] = _converter(base, lim, flag_name(f.name))
+            kwargs["metavar"] = f.name.upper() if "choices" not in kwargs else None
+            if default is not dataclasses.MISSING and default is not None:
+                doc = f"{doc} (default: {_show(default)})".strip()
+        if default is dataclasses.MISSING:
+            kwargs["required"] = True
+        kwargs["help"] = doc or None
+        target.add_argument(flags.get(f.name, flag_name(f.name)), **kwargs)
+        added.append(f.name)
+    return added
+
+
+def given_options(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The fields of ``cls`` the user set on the command line (with their parsed values)."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    out = {}
+    for name, value in vars(args).items():
+        if name in names:
+            if isinstance(value, list) and typing.get_origin(_strip_optional(hints[name])) is tuple:
+                value = tuple(value)
+            out[name] = value
+    return out
+
+
+def config_from_args(args: argparse.Namespace, cls: type, base: Any = None, **fixed: Any) -> Any:
+    """A ``cls`` from the flags the user gave, over ``base`` (a config read from a file) or the defaults.
+
+    ``fixed`` sets fields the command decides itself (e.g. values from positional arguments).
+    """
+    given = {**given_options(args, cls), **fixed}
+    if base is not None:
+        return dataclasses.replace(base, **given)
+    return cls(**given)

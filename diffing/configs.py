@@ -1,0 +1,104 @@
+"""Config dataclasses as the one source of truth: field docs, value limits, validation.
+
+A config field's type, default and docstring are what a user sees everywhere:
+the Python API, ``--help`` (``diffing.cli.options`` turns fields into flags),
+``run.toml`` and the docs. Limits on a value are written once, in the field's
+metadata (:func:`limits`), and checked both when a config is built from Python
+(:func:`validate`, called from ``__post_init__``) and when a flag is parsed.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import math
+import textwrap
+from functools import cache
+from typing import Any
+
+from diffing.errors import DiffingError
+
+LIMITS_KEY = "limits"
+"""Key of a field's metadata that holds its :class:`Limits`."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Bounds on a numeric field; ``None`` means unbounded on that side."""
+
+    gt: float | None = None
+    """Value must be strictly greater than this."""
+    ge: float | None = None
+    """Value must be at least this."""
+    le: float | None = None
+    """Value must be at most this."""
+    finite: bool = True
+    """Value must be a finite number (no NaN, no infinity)."""
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` breaks these limits, or None when it does not (None values pass)."""
+        if value is None or isinstance(value, bool):
+            return None
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if not isinstance(v, (int, float)):
+                continue
+            if self.finite and not math.isfinite(v):
+                return f"must be a finite number (got {v})"
+            if self.gt is not None and not v > self.gt:
+                return f"must be greater than {_num(self.gt)} (got {_num(v)})"
+            if self.ge is not None and not v >= self.ge:
+                return f"must be at least {_num(self.ge)} (got {_num(v)})"
+            if self.le is not None and not v <= self.le:
+                return f"must be at most {_num(self.le)} (got {_num(v)})"
+        return None
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
+
+
+def limits(**bounds: Any) -> dict[str, Limits]:
+    """Field metadata carrying value limits: ``field(default=8, metadata=limits(gt=0))``."""
+    return {LIMITS_KEY: Limits(**bounds)}
+
+
+def validate(config: Any) -> None:
+    """Raise a :class:`DiffingError` naming the first field of ``config`` outside its limits.
+
+    Every float field must be finite even without declared limits: a NaN that enters a
+    config silently turns every number downstream into NaN.
+    """
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        lim = f.metadata.get(LIMITS_KEY)
+        if lim is None and isinstance(value, float):
+            lim = Limits()
+        why = lim.problem(value) if lim is not None else None
+        if why:
+            raise DiffingError(f"{type(config).__name__}.{f.name} {why}")
+
+
+@cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring written under each field of a dataclass (and of its dataclass bases)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass) or klass is object:
+            continue
+        try:
+            source = textwrap.dedent(inspect.getsource(klass))
+        except (OSError, TypeError):
+            continue
+        body = ast.parse(source).body[0].body
+        for stmt, nxt in zip(body, body[1:]):
+            if (
+                isinstance(stmt, ast.AnnAssign)
+                and isinstance(stmt.target, ast.Name)
+                and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)
+            ):
+                docs[stmt.target.id] = inspect.cleandoc(nxt.value.value)
+    return docs
