@@ -150,7 +150,7 @@ def test_cli_on_dictionary_learning_checkpoint(tmp_path, capsys):
     ]
     assert main(bad) == 2
     assert "diffing: error:" in capsys.readouterr().err
-    out_of_range = argv[:-1] + ["--latents", "3,8"]  # the crosscoder has latents 0..7
+    out_of_range = argv[:-1] + ["--latents", "3", "8"]  # the crosscoder has latents 0..7
     assert main(out_of_range) == 2
     assert "latent index 8 is out of range" in capsys.readouterr().err
 

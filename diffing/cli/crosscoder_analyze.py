@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 
 from diffing.cli.common import add_remote_arg
+from diffing.cli.options import add_options, bounded, config_from_args
+from diffing.crosscoder.analysis_config import AnalysisConfig, ScalingThresholds
 
 
 def add_analyze(actions) -> argparse.ArgumentParser:
@@ -26,7 +28,10 @@ def add_analyze(actions) -> argparse.ArgumentParser:
     p.add_argument("--store", required=True, help="the activation store it was trained on")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(
-        "--top", type=int, default=20, help="top-activating contexts kept per latent (default 20)"
+        "--top",
+        type=bounded(int, gt=0),
+        default=20,
+        help="top-activating contexts kept per latent (default 20)",
     )
     p.add_argument("--layer", type=int, default=None, help="layer (default: the crosscoder's)")
     p.add_argument("--base", default=None, help="base model (default: the one named in the store)")
@@ -39,27 +44,14 @@ def add_analyze(actions) -> argparse.ArgumentParser:
         help='.jsonl of chat transcripts ({"messages": [...]}) for the causal check',
     )
     p.add_argument(
-        "--max-tokens", type=int, default=None, help="read at most this many store tokens"
-    )
-    p.add_argument("--batch-size", type=int, default=4096, help="tokens per batch (default 4096)")
-    p.add_argument(
-        "--context-latents",
-        type=int,
-        default=200,
-        help="latents that get contexts and logit lenses (default 200)",
-    )
-    p.add_argument(
-        "--min-active",
-        type=int,
-        default=50,
-        help="active tokens below which a β is marked unreliable (default 50)",
-    )
-    p.add_argument(
         "--latents",
+        type=int,
+        nargs="+",
         default=None,
-        help="comma-separated latent indices that also get contexts and logit lenses",
+        help="latent indices that also get contexts and logit lenses",
     )
-    p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    add_options(p, AnalysisConfig, exclude=("classes", "scaling", "causal"), title="analysis")
+    add_options(p, ScalingThresholds, only=("min_active",), title="Latent Scaling")
     add_remote_arg(p, "both models for the logit lens and the causal check")
     p.set_defaults(handler=run_analyze)
     return p
@@ -67,7 +59,7 @@ def add_analyze(actions) -> argparse.ArgumentParser:
 
 def run_analyze(args: argparse.Namespace) -> int:
     """Handler of ``diffing crosscoder analyze``."""
-    from diffing.crosscoder.analyze import AnalysisConfig, analyze_crosscoder
+    from diffing.crosscoder.analyze import analyze_crosscoder
     from diffing.errors import DiffingError
 
     pair = None
@@ -84,15 +76,9 @@ def run_analyze(args: argparse.Namespace) -> int:
         from diffing.store import ActivationStore
 
         pair = pair_from_store(ActivationStore.open(args.store), remote=True)
-    try:
-        latents = [int(j) for j in args.latents.split(",") if j.strip()] if args.latents else None
-    except ValueError as err:
-        raise DiffingError(
-            f"--latents must be comma-separated integers, got {args.latents!r}"
-        ) from err
-    cfg = AnalysisConfig(batch_size=args.batch_size, max_tokens=args.max_tokens,
-                         context_latents=args.context_latents, figures=not args.no_figures)  # fmt: skip
-    cfg.scaling.min_active = args.min_active
+    latents = args.latents
+    cfg = config_from_args(args, AnalysisConfig)
+    cfg.scaling = config_from_args(args, ScalingThresholds)
     res = analyze_crosscoder(args.crosscoder, args.store, args.out, pair=pair, top=args.top,
                              causal_texts=args.causal_texts, layer=args.layer, config=cfg, latents=latents)  # fmt: skip
     s = res.summary

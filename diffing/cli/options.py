@@ -61,6 +61,11 @@ def _converter(base: type, lim: Limits | None, flag: str) -> Callable[[str], Any
     return convert
 
 
+def bounded(base: type, **bounds: Any) -> Callable[[str], Any]:
+    """An argparse ``type=`` for a flag that is no config field: ``bounded(int, gt=0)``."""
+    return _converter(base, Limits(**bounds), "")
+
+
 def _show(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return " ".join(map(str, value)) if value else "none"

@@ -8,10 +8,28 @@
 decoder-bias shift no latent carries).
 """
 
-from diffing.crosscoder.analyze import AnalysisConfig, AnalysisResult, analyze_crosscoder
-from diffing.crosscoder.config import CrossCoderConfig
-from diffing.crosscoder.model import CrossCoder, TrainOutput
-from diffing.crosscoder.train import TrainResult, evaluate_crosscoder, train_crosscoder
+import importlib
+
+# Public names and the module each lives in. They load on first use, so that the
+# command line can read the light config modules without importing torch.
+_EXPORTS = {
+    "AnalysisConfig": "diffing.crosscoder.analysis_config",
+    "AnalysisResult": "diffing.crosscoder.analyze",
+    "analyze_crosscoder": "diffing.crosscoder.analyze",
+    "CrossCoderConfig": "diffing.crosscoder.config",
+    "CrossCoder": "diffing.crosscoder.model",
+    "TrainOutput": "diffing.crosscoder.model",
+    "TrainResult": "diffing.crosscoder.train",
+    "evaluate_crosscoder": "diffing.crosscoder.train",
+    "train_crosscoder": "diffing.crosscoder.train",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'diffing.crosscoder' has no attribute {name!r}")
+
 
 __all__ = [
     "AnalysisConfig",

@@ -16,48 +16,17 @@ Model order everywhere: index 0 is the base model, index 1 the fine-tuned model
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 
+from diffing.crosscoder.analysis_config import ClassThresholds  # noqa: F401 - re-exported
 from diffing.errors import DiffingError
 from diffing.tokens import ROLES
 
 CLASSES: tuple[str, ...] = ("base_only", "chat_only", "shared", "other")
 """Latent classes by relative decoder norm; a latent's class id is its index here."""
 CLASS_IDS: dict[str, int] = {name: i for i, name in enumerate(CLASSES)}
-
-
-@dataclass
-class ClassThresholds:
-    """Where the relative decoder norm Δ splits latents into classes (defaults: Minder et al. 2025)."""
-
-    base_only_below: float = 0.1
-    """Δ strictly below this: base-only (the fine-tuned decoder is at most ~1/4 of the base's norm)."""
-    chat_only_above: float = 0.9
-    """Δ strictly above this: chat-only (the base decoder is at most ~1/4 of the fine-tuned one's norm)."""
-    shared_low: float = 0.4
-    """Lower edge (inclusive) of the shared band."""
-    shared_high: float = 0.6
-    """Upper edge (inclusive) of the shared band; latents between the bands are ``other``."""
-
-    def validate(self) -> None:
-        """Raise a :class:`DiffingError` when the bands overlap or leave [0, 1]."""
-        ok = (
-            0.0
-            <= self.base_only_below
-            <= self.shared_low
-            <= self.shared_high
-            <= self.chat_only_above
-            <= 1.0
-        )
-        if not ok:
-            raise DiffingError(
-                f"class thresholds must satisfy 0 <= base_only_below ({self.base_only_below}) <= shared_low "
-                f"({self.shared_low}) <= shared_high ({self.shared_high}) <= chat_only_above "
-                f"({self.chat_only_above}) <= 1; fix the values passed"
-            )
 
 
 def _two_model_decoder(W_dec: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import NamedTuple
 
@@ -39,9 +39,9 @@ from diffing.crosscoder.analysis import (
     relative_norm_diff,
     sparse_codes,
 )
+from diffing.crosscoder.analysis_config import AnalysisConfig  # noqa: F401 - re-exported
 from diffing.crosscoder.bias import BiasShift, DifferenceMoments, bias_json, bias_shift
 from diffing.crosscoder.causal import (
-    CausalConfig,
     CausalResult,
     causal_check,
     causal_json,
@@ -56,34 +56,6 @@ from diffing.crosscoder.latent_scaling import (
 )
 from diffing.errors import DiffingError
 from diffing.tokens import ROLES
-
-
-@dataclass
-class AnalysisConfig:
-    """Everything ``analyze_crosscoder`` can be told beyond its inputs."""
-
-    classes: ClassThresholds = field(default_factory=ClassThresholds)
-    """Δ thresholds of the base-only / chat-only / shared classes."""
-    scaling: ScalingThresholds = field(default_factory=ScalingThresholds)
-    """Latent Scaling verdict thresholds and the minimum sample for a reliable β."""
-    causal: CausalConfig = field(default_factory=CausalConfig)
-    """Batch size and lengths of the causal check."""
-    batch_size: int = 4096
-    """Tokens per batch of the streaming pass."""
-    max_tokens: int | None = None
-    """Read at most this many tokens of the store (None: all)."""
-    context_window: int = 16
-    """Tokens shown before and after each top activation."""
-    context_latents: int = 200
-    """Chat-only and base-only latents (most extreme Δ first) that get contexts and logit lenses."""
-    lens_top: int = 10
-    """Tokens listed per logit lens."""
-    causal_top_n: int = 20
-    """Size of the "top-N by Δ" latent set of the causal check."""
-    seed: int = 0
-    """Seed of the random control set."""
-    figures: bool = True
-    """Write the PNG figures."""
 
 
 class AnalysisResult(NamedTuple):

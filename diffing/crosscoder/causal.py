@@ -27,34 +27,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
 from diffing.crosscoder.analysis import json_number
+from diffing.crosscoder.analysis_config import CausalConfig  # noqa: F401 - re-exported
 from diffing.errors import DiffingError
 from diffing.remote import input_device, trace_options
 from diffing.stats.remote import topk_kl, trace_topk
 from diffing.tokens import ROLES
 from diffing.tracing import encode_batch, residual_output, trace_model
-
-
-@dataclass
-class CausalConfig:
-    """How the causal check runs."""
-
-    batch_size: int = 8
-    """Transcripts per forward pass."""
-    max_length: int = 256
-    """Tokens kept per transcript."""
-    max_texts: int = 64
-    """Transcripts used at most (the first ones)."""
-    remote_top_k: int = 256
-    """Remote models only: the KLs are taken over the fine-tuned model's top this-many tokens plus
-    one bin for the rest (a lower bound; see ``diffing.stats.remote``), as full distributions
-    cannot leave the server."""
 
 
 class CausalResult(NamedTuple):

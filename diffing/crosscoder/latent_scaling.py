@@ -36,32 +36,15 @@ The denominators are therefore floored at :attr:`ScalingThresholds.ratio_floor`
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 
 from diffing.crosscoder.analysis import SparseCodes, sparse_codes
+from diffing.crosscoder.analysis_config import ScalingThresholds  # noqa: F401 - re-exported
 
 FLAGS: tuple[str, ...] = ("genuine", "complete_shrinkage", "latent_decoupling", "inactive")
 """Latent Scaling verdicts (``inactive``: the latent never fired on the tokens read)."""
-
-
-@dataclass
-class ScalingThresholds:
-    """When a Latent Scaling ratio counts as high, and when a β estimate is trusted."""
-
-    shrinkage_above: float = 0.5
-    """ν_ε at or above this flags complete shrinkage: the other model's residual error carries at least
-    half as much of the latent's direction as its own model does (the paper ranks by ν; ½ is the midpoint
-    between "absent" (0) and "equally present" (1))."""
-    decoupling_above: float = 0.5
-    """ν_r at or above this flags latent decoupling (other latents rebuild at least half of it); checked
-    after shrinkage, so a latent high on both ratios is reported as complete shrinkage."""
-    ratio_floor: float = 0.1
-    """Floor of |β^own| in the ratios' denominators, so two near-zero βs do not give a huge ratio."""
-    min_active: int = 50
-    """Fewer active tokens than this: the estimate is marked ``beta_reliable: false`` and a warning issued."""
 
 
 class LatentScaling(NamedTuple):
