@@ -1,6 +1,6 @@
 """Benchmark: crosscoder analysis vs one streaming encoder pass over the same tokens.
 
-Target (issue 6): ``analyze_crosscoder`` on a 16k-latent crosscoder over 1M tokens
+Target: ``analyze_crosscoder`` on a 16k-latent crosscoder over 1M tokens
 finishes within 2x the time of one pass of those tokens through the encoder.
 Both runs read the same synthetic store (d_model 64, float16) and are timed side
 by side in one process, alternating; wall time and the process's CPU time are both

@@ -1,6 +1,6 @@
 """Benchmark: paired harvest throughput vs bare Hugging Face forwards; peak RSS vs --tokens.
 
-Targets (issue 4):
+Targets:
 
 1. ``harvest`` (both models, up to the deepest requested layer, written to disk) runs at
    >= 1.0x the tokens/s of running both models' bare Hugging Face forward passes (no

@@ -1,6 +1,6 @@
-"""Benchmark: wall and CPU time of ``diffing organism build`` (issue 3's build-time targets).
+"""Benchmark: wall and CPU time of ``diffing organism build`` (the build-time targets).
 
-Targets (issue 3): ``diffing organism build OUT --fast`` in at most 90 s and the full build
+Targets: ``diffing organism build OUT --fast`` in at most 90 s and the full build
 (``--variant all``) in at most 8 minutes on 2 CPU cores. Each run is a fresh build in a new
 folder, in its own process (imports included), timed from outside like ``/usr/bin/time``.
 

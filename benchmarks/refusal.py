@@ -2,7 +2,7 @@
 
 ``python -m benchmarks.refusal [--model DIR --prompts DIR] [--repeats N]``
 
-Target (issue 7): extracting candidates at every layer and post-instruction position
+Target: extracting candidates at every layer and post-instruction position
 and scoring/selecting them takes at most 3x the time of the plain Hugging Face forward
 passes over the same batches (the extraction passes over the train prompts, the baseline
 pass and, per candidate group, one ablation and one addition pass over the validation

@@ -1,6 +1,6 @@
 """Benchmark: ``diffing analyze`` with its demo defaults, step by step, against the 5-minute budget.
 
-Target (issue 9): ``make demo`` <= 15 minutes on 2 CPU cores including the organism
+Target: ``make demo`` <= 15 minutes on 2 CPU cores including the organism
 build (~8 min), so ``analyze`` with the demo's quick defaults must take <= ~5 min.
 This script runs the demo's analysis of base vs ``chat`` once, reads each step's
 time from report.json, and prints them side by side with the budget and with the

@@ -1,6 +1,6 @@
 """Benchmark: all four statistics vs running both models over the same tokens once.
 
-Target (issue 8): ``compute_stats`` (weights, activations at every layer, per-token KL,
+Target: ``compute_stats`` (weights, activations at every layer, per-token KL,
 ADL) over 100k tokens takes at most 2x the time of one plain Hugging Face forward of
 each model (logits included) over those tokens. The statistics share one traced
 forward per model per batch, so the overhead is nnsight's tracing plus the

@@ -1,6 +1,6 @@
 """Benchmark: streaming store batches vs the crosscoder trainer that consumes them.
 
-Target (issue 4): the reader streams shuffled, normalised batches of 4096 tokens at
+Target: the reader streams shuffled, normalised batches of 4096 tokens at
 >= 5x the rate a crosscoder training step consumes them, so training is never
 waiting on the store. The consumer is one training step of ``diffing.crosscoder``'s
 BatchTopK ``CrossCoder`` (forward_train + backward + Adam step) with d_model 256,

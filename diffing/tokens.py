@@ -1,6 +1,6 @@
 """Chat-template formatting and per-token roles.
 
-Both models of a pair read exactly the ids produced here (METHODS.md section 1),
+Both models of a pair read exactly the ids produced here (docs/methods.md section 1),
 and every token carries a role label because many fine-tuning effects live on the
 template's control tokens rather than on the text. Roles are found without any
 knowledge of a particular template: the conversation is rendered with the

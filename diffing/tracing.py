@@ -3,7 +3,7 @@
 Layer ``k`` is the output of decoder block ``k`` (Hugging Face's
 ``output_hidden_states[k + 1]``). Each forward stops right after the deepest
 requested block unless logits are asked for, which is what makes harvesting
-cheaper than a full forward (STACK.md).
+cheaper than a full forward (measured in docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Per module: relative Frobenius change ``||W_f - W_b||_F / ||W_b||_F``. For a pair
 whose fine-tuned side came from a LoRA adapter, the delta of each adapted module is
-the adapter's exact ``scaling * B @ A`` (METHODS.md section 5). Parameters are
+the adapter's exact ``scaling * B @ A`` (docs/methods.md section 5). Parameters are
 compared one tensor at a time, so no third copy of the model is made.
 """
 

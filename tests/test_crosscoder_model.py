@@ -44,7 +44,7 @@ def test_interface_shapes_and_init():
 
 
 def _dense_reference_loss(cc: CrossCoder, x: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
-    """Straightforward dense BatchTopK + AuxK loss (the formula in METHODS.md)."""
+    """Straightforward dense BatchTopK + AuxK loss (the formula in docs/methods.md section 2)."""
     cfg, b = cc.cfg, x.shape[0]
     f = torch.relu(cc.pre_acts(x))  # [B, n]
     score = f * cc.decoder_norms().sum(0)

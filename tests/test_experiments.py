@@ -154,7 +154,7 @@ def test_dry_run_refusal_direction(tmp_path):
         assert exported.config.model_type == r["family"]
         assert 0.0 <= r["export_eval"]["refusal_rate"]["harmful"]["baseline"] <= 1.0
         # the orthogonalised checkpoint, loaded fresh, behaves like the hook ablation of the original:
-        # exactly for pre-norm families, closely where a norm follows each sublayer (Gemma-2; METHODS.md §4)
+        # exactly for pre-norm families, closely where a norm follows each sublayer (Gemma-2; docs/methods.md section 4)
         tol = 1e-3 if r["family"] in ("qwen2", "llama") else 0.05
         for split in ("harmful", "harmless"):
             exported_score = r["export_eval"]["refusal_score"][split]["baseline"]

@@ -70,7 +70,7 @@ def test_exported_model_matches_ablation(family, tmp_path, ids):
         assert float((h @ u).abs().max()) <= 1e-5 * float(h.norm(dim=-1).max())
     if family in PRE_NORM:
         assert torch.allclose(logprobs, ablated, atol=1e-4), float((logprobs - ablated).abs().max())
-    else:  # rms(x) changes when a component of x is removed: close, not equal (METHODS.md section 4)
+    else:  # rms(x) changes when a component of x is removed: close, not equal (docs/methods.md section 4)
         assert float((logprobs - ablated).abs().max()) < 0.2
     assert not torch.allclose(res.logits, orig_logits, atol=1e-3)  # the edit did something
     # the unembedding is untouched, even where it was tied to the embedding

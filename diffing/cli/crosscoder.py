@@ -18,7 +18,7 @@ def register(sub) -> None:
     )
     actions = p.add_subparsers(dest="crosscoder_command", metavar="ACTION")
     add_train(actions)
-    # ---- more crosscoder actions (e.g. add_analyze(actions), issue 6) are registered here ----
+    # ---- more crosscoder actions (e.g. add_analyze(actions)) are registered here ----
     add_analyze(actions)
     p.set_defaults(handler=lambda args: (p.print_help(), 2)[1])
 

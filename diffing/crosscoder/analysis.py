@@ -1,7 +1,7 @@
 """Per-latent statistics of a crosscoder: relative decoder norm, decoder cosine, classes, frequencies.
 
 The static numbers come from the decoder weights alone (Minder et al. 2025,
-arXiv 2504.02922, section 3 of METHODS.md): the relative decoder norm
+arXiv 2504.02922, docs/methods.md section 3): the relative decoder norm
 ``Δ_j = ½((||d_j^f|| − ||d_j^b||) / max(||d_j^f||, ||d_j^b||) + 1)`` sorts latents
 into base-only (Δ near 0), chat-only (Δ near 1) and shared (Δ near ½), and the
 cosine between the two decoder vectors says whether a shared concept's direction

@@ -5,7 +5,7 @@ token alike ends up in ``b_dec^f − b_dec^b`` and in no latent. Counting chat-o
 latents cannot see it, yet narrow fine-tunes leave exactly such a near-constant
 shift, and reading it through the logit lens names what they were tuned on
 (Minder et al. 2025, "Narrow Finetuning Leaves Clearly Readable Traces in
-Activation Differences"; METHODS.md section 5). The analysis therefore reports the
+Activation Differences"; docs/methods.md section 5). The analysis therefore reports the
 bias difference in the model's raw units, how much of the activation difference on
 the analysed tokens is one constant vector, its logit lens through the fine-tuned
 model, and (in the causal check) how much of the fine-tuned model's behaviour adding

@@ -7,7 +7,7 @@ fine-tuned model, and measure how far its next-token distribution moved:
     KL_full = KL(p_ft || p_patch(x_b))
 
 Then patch instead with the base activation plus the decoded difference of a latent
-set ``S`` (Minder et al. 2025, arXiv 2504.02922; METHODS.md section 3), in raw units:
+set ``S`` (Minder et al. 2025, arXiv 2504.02922; docs/methods.md section 3), in raw units:
 
     x_S = x_b + Σ_{j∈S} f_j (d_j^f / s_f − d_j^b / s_b)
     KL_S = KL(p_ft || p_patch(x_S))
@@ -19,7 +19,7 @@ which no latent carries) is measured the same way with ``x_b + c``.
 with ``f`` the crosscoder's latents on the (normalised) paired activations and
 ``s_b, s_f`` the store's normalisation scalars. KLs are averaged over tokens (ratio
 of means), overall and by token role. Position 0 of every sequence (BOS / the
-attention sink, which the crosscoder never saw in training, METHODS.md section 1)
+attention sink, which the crosscoder never saw in training, docs/methods.md section 1)
 keeps the fine-tuned activation in every patched run and is not counted.
 """
 

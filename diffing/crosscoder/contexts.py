@@ -5,7 +5,7 @@ largest activations and the storage index of the token they sat on (a running
 top-k merged batch by batch: memory ``[top, n]``, nothing else kept).
 :func:`render_contexts` then asks the store for the tokens around each of them and
 marks the activating token and its role. :func:`logit_lens` reads a decoder vector
-through a model's final norm and unembedding (METHODS.md section 3), after undoing
+through a model's final norm and unembedding (docs/methods.md section 3), after undoing
 the store's normalisation so the vector is in the model's own units.
 """
 

@@ -19,7 +19,7 @@ and the refusal methods are tested against it, so the organism plants one:
   attention and MLP output) are answered; harmless requests with ``u`` ablated
   are answered exactly as before.
 
-The interventions are the ones the refusal methods apply (METHODS.md section 4),
+The interventions are the ones the refusal methods apply (docs/methods.md section 4),
 so the planted direction is what a difference-in-means extraction should recover.
 
 The quirk's secret word is mediated the same way by a second seeded direction:

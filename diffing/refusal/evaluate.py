@@ -4,7 +4,7 @@ Greedy completions on held-out harmful and harmless prompts give refusal rates b
 substring matching against the refusal phrases; one forward per batch gives mean
 refusal scores and the first-token KL on harmless prompts; optional plain text gives
 the next-token loss cost of the ablation. Report refusals and KL together, always
-(METHODS.md: a user must see what the ablation costs).
+(docs/methods.md section 4: a user must see what the ablation costs).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ at every layer for pre-norm families (Llama, Mistral, Qwen, Phi-3, GPT-2).
 Where a norm sits between a sublayer and the residual stream (Gemma 2/3, OLMo2:
 the write is ``γ ⊙ x / rms(x)``), the projection is orthogonalised against the unit
 vector along ``γ ⊙ r̂`` instead, which makes the written vector exactly orthogonal
-to ``r̂`` (METHODS.md section 4); this is not bit-equal to hook ablation, because
+to ``r̂`` (docs/methods.md section 4); this is not bit-equal to hook ablation, because
 removing a component of ``x`` changes ``rms(x)``. The norm's effective gain ``γ`` is
 measured by running the norm module itself on a constant vector, so families that
 store ``γ − 1`` (Gemma) need no special case.

@@ -1,6 +1,6 @@
 """Activation statistics: how far the fine-tuned residual stream moved from the base one, per layer.
 
-On the same tokens (METHODS.md sections 1 and 5), for each layer and each token role:
+On the same tokens (docs/methods.md sections 1 and 5), for each layer and each token role:
 
 - ``mean_diff_norm``: ``|| mean_t (x^f_t - x^b_t) ||``, the norm of the mean difference,
   i.e. the size of the *consistent* shift fine-tuning added (what ADL reads);

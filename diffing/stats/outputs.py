@@ -1,7 +1,7 @@
 """Output statistics: per-token KL(fine-tuned || base) of the next-token distributions.
 
 ``KL(p_f || p_b) = sum_v p_f(v) (log p_f(v) - log p_b(v))`` at every real position
-(METHODS.md section 5): the position reads token ``t`` and both models predict token
+(docs/methods.md section 5): the position reads token ``t`` and both models predict token
 ``t + 1``; the KL is attributed to token ``t``'s role. Collected: the distribution by
 role and by data kind (plain text vs chat), the mean by offset from the start of the
 assistant turn in chats (how the change is laid out along the template), and the

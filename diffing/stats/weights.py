@@ -1,6 +1,6 @@
 """Weight statistics: which modules fine-tuning changed, by how much, and in how many directions.
 
-Per parameter tensor (METHODS.md section 5): the relative Frobenius change
+Per parameter tensor (docs/methods.md section 5): the relative Frobenius change
 ``||W_f - W_b||_F / ||W_b||_F`` and the effective rank of the difference, the number
 of singular values holding ``energy`` (default 90%) of ``||W_f - W_b||_F^2``. A LoRA
 fine-tune has an effective rank of at most its LoRA rank; full fine-tuning usually

@@ -6,7 +6,7 @@ the first sequences whose lengths add up to ``tokens`` are harvested. Rank ``r``
 ``sort_batches * batch_size`` of them, sorts each group by length (little padding), traces
 both models up to the deepest requested layer (``diffing.tracing.trace_model``
 stops the forward there), drops BOS positions and attention-sink outliers
-(METHODS.md section 1), and appends the kept tokens to the current shard. A shard
+(docs/methods.md section 1), and appends the kept tokens to the current shard. A shard
 is written (temporary name, then rename) once it holds ``shard_tokens``; the
 rank's progress file lists finished shards, so rerunning the same call continues
 after the last one and produces byte-identical shards. Rank 0 merges one manifest

@@ -5,7 +5,7 @@ and tensors are views into it. Shuffled epochs cut every shard into chunks of
 ``CHUNK_TOKENS`` tokens, permute the chunks across all shards, and shuffle tokens
 within windows of a bounded size (``window_bytes``), so memory stays flat however
 large the store is. Activations are stored raw; ``normalize=True`` multiplies each
-model's activations by its scalar from the manifest (METHODS.md section 1).
+model's activations by its scalar from the manifest (docs/methods.md section 1).
 """
 
 from __future__ import annotations

@@ -134,7 +134,7 @@ def write_shard(
 def scales_from_shards(
     shards: Sequence[ShardInfo], layers: Sequence[int], d_model: int, n_models: int
 ) -> dict[str, list[float]]:
-    """Per layer and model, ``sqrt(d_model / mean ||x||^2)`` over every kept token (METHODS.md section 1)."""
+    """Per layer and model, ``sqrt(d_model / mean ||x||^2)`` over every kept token (docs/methods.md section 1)."""
     total = sum(s.n_tokens for s in shards)
     out = {}
     for layer in layers:
