@@ -75,7 +75,7 @@ class CausalConfig:
     """Transcripts used at most (the first ones)."""
     remote_top_k: int = field(default=256, metadata=limits(gt=0))
     """Remote models only: the KLs are taken over the fine-tuned model's top this-many tokens plus
-    one bin for the rest (a lower bound; see ``diffing.stats.remote``), as full distributions
+    one bin for the rest (a lower bound; see ``diffing.traced``), as full distributions
     cannot leave the server."""
 
     def __post_init__(self) -> None:

@@ -36,8 +36,8 @@ from diffing.crosscoder.analysis import json_number
 from diffing.crosscoder.analysis_config import CausalConfig  # noqa: F401 - re-exported
 from diffing.errors import DiffingError
 from diffing.remote import input_device, trace_options
-from diffing.stats.remote import topk_kl, trace_topk
 from diffing.tokens import ROLES
+from diffing.traced import topk_kl, trace_topk
 from diffing.tracing import encode_batch, residual_output, trace_model
 
 

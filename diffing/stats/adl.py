@@ -22,7 +22,7 @@ import torch
 
 from diffing.arch import get_module
 from diffing.remote import input_device, remote_mode, trace_options
-from diffing.stats.remote import traced_logit_lens
+from diffing.traced import traced_logit_lens
 from diffing.tracing import residual_output
 
 
