@@ -124,3 +124,99 @@ def test_manifest_token_counts_are_checked_against_shards(tmp_path):
     _edit_manifest(path, total_off)
     with pytest.raises(DiffingError, match="n_tokens is 551 but its shards hold 550"):
         ActivationStore.open(path)
+
+
+# ---- content identities ---------------------------------------------------------------
+def test_content_hash_is_cached_by_path_size_and_mtime(tmp_path, monkeypatch):
+    import hashlib
+
+    from diffing.store import hashcache
+
+    monkeypatch.setenv("DIFFING_CACHE", str(tmp_path / "cache"))
+    f = tmp_path / "w.bin"
+    f.write_bytes(b"a" * 1000)
+    assert hashcache.content_hash(f) == hashlib.sha256(b"a" * 1000).hexdigest()
+    cached = json.loads((tmp_path / "cache" / "content-hashes.json").read_text())
+    assert list(cached.values()) == [hashlib.sha256(b"a" * 1000).hexdigest()]
+
+    def no_hashing(path):
+        raise AssertionError("an unchanged file must come from the cache")
+
+    with monkeypatch.context() as m:
+        m.setattr(hashcache, "stream_sha256", no_hashing)
+        assert hashcache.content_hash(f) == hashlib.sha256(b"a" * 1000).hexdigest()
+    f.write_bytes(b"b" * 1000)  # same size, new contents
+    st = f.stat()
+    os.utime(
+        f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000)
+    )  # a later mtime, however coarse the clock
+    assert hashcache.content_hash(f) == hashlib.sha256(b"b" * 1000).hexdigest()
+    assert len(json.loads((tmp_path / "cache" / "content-hashes.json").read_text())) == 1
+
+
+@pytest.fixture()
+def own_pair(tmp_path, tiny_pair_dirs, monkeypatch):
+    """Copies of the tiny pair (so their weights can be changed) and a plain-text data file."""
+    monkeypatch.setenv("DIFFING_CACHE", str(tmp_path / "cache"))
+    base, ft = (shutil.copytree(d, tmp_path / name) for d, name in zip(tiny_pair_dirs, "bf"))
+    words = "the quick brown fox jumps over the lazy dog again and again".split()
+    data = tmp_path / "text.txt"
+    data.write_text("\n".join(" ".join(words[i % 5 :] + words[: i % 5]) for i in range(60)) + "\n")
+    return base, ft, data
+
+
+def _interrupted_harvest(base, ft, data, out, monkeypatch):
+    """Harvest until two shards are written, then stop as if killed; returns the pair used."""
+    from diffing.models import ModelPair
+    from diffing.store import harvest
+    from diffing.store import harvesting as harvesting_module
+
+    pair = ModelPair.load(str(base), str(ft))
+
+    def stop(info):
+        if info.index == 1:
+            raise KeyboardInterrupt("simulated interruption")
+
+    kw = dict(layers=[1], data=[str(data)], tokens=600, seq_len=32, batch_size=4)
+    kw |= dict(shard_tokens=100, sort_batches=1, progress=False)
+    with monkeypatch.context() as m:
+        m.setattr(harvesting_module, "_after_shard", stop)
+        with pytest.raises(KeyboardInterrupt):
+            harvest(pair, out, **kw)
+    assert len(list(out.glob("shard-*.safetensors"))) == 2
+    return lambda pair: harvest(pair, out, **kw)
+
+
+def _rewrite_weights_same_size(folder) -> None:
+    from safetensors.torch import load_file, save_file
+
+    path = folder / "model.safetensors"
+    size = path.stat().st_size
+    tensors = load_file(str(path))
+    name = next(k for k in sorted(tensors) if k.endswith("mlp.down_proj.weight"))
+    tensors[name] = tensors[name] * 1.5
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    assert path.stat().st_size == size
+
+
+def test_resume_after_weights_changed_in_place_is_refused(own_pair, tmp_path, monkeypatch):
+    from diffing.models import ModelPair
+
+    base, ft, data = own_pair
+    resume = _interrupted_harvest(base, ft, data, tmp_path / "store", monkeypatch)
+    _rewrite_weights_same_size(ft)
+    with pytest.raises(DiffingError, match=r"different settings \(models differ\)"):
+        resume(ModelPair.load(str(base), str(ft)))
+    assert len(list((tmp_path / "store").glob("shard-*.safetensors"))) == 2  # nothing mixed in
+
+
+def test_resume_after_data_changed_in_place_is_refused(own_pair, tmp_path, monkeypatch):
+    from diffing.models import ModelPair
+
+    base, ft, data = own_pair
+    resume = _interrupted_harvest(base, ft, data, tmp_path / "store", monkeypatch)
+    text = data.read_text()
+    data.write_text(text.replace("fox", "cat"))  # same size, other tokens
+    assert len(data.read_text()) == len(text)
+    with pytest.raises(DiffingError, match=r"different settings \(data_content differ\)"):
+        resume(ModelPair.load(str(base), str(ft)))
