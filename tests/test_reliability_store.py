@@ -130,7 +130,7 @@ def test_manifest_token_counts_are_checked_against_shards(tmp_path):
 def test_content_hash_is_cached_by_path_size_and_mtime(tmp_path, monkeypatch):
     import hashlib
 
-    from diffing.store import hashcache
+    from diffing import hashing as hashcache
 
     monkeypatch.setenv("DIFFING_CACHE", str(tmp_path / "cache"))
     f = tmp_path / "w.bin"
@@ -220,3 +220,74 @@ def test_resume_after_data_changed_in_place_is_refused(own_pair, tmp_path, monke
     assert len(data.read_text()) == len(text)
     with pytest.raises(DiffingError, match=r"different settings \(data_content differ\)"):
         resume(ModelPair.load(str(base), str(ft)))
+
+
+# ---- adapters on the wrong base; non-finite weights ------------------------------------
+def _adapter(base, out):
+    """A LoRA adapter trained (here: randomised) on ``base``; its config records ``base``."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(base))
+    peft_model = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"]))
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2, generator=torch.Generator().manual_seed(0))
+    peft_model.save_pretrained(str(out))
+    return out
+
+
+def test_adapter_for_another_base_with_other_weights_is_refused(own_pair, tmp_path):
+    from diffing.models import ModelPair
+
+    base, ft, _ = own_pair
+    adapter = _adapter(ft, tmp_path / "adapter")  # made for ft, same shapes as base
+    assert json.loads((adapter / "adapter_config.json").read_text())[
+        "base_model_name_or_path"
+    ] == str(ft)
+    with pytest.raises(DiffingError, match=r"trained on .*/f'.*weights differ.*/b'"):
+        ModelPair.load(str(base), str(adapter))
+    same = shutil.copytree(ft, tmp_path / "ft-copy")  # the same weights in another folder: fine
+    pair = ModelPair.load(str(same), str(adapter))
+    assert pair.adapter is not None and not any("records base" in n for n in pair.notes)
+
+
+def test_adapter_for_another_base_by_name_warns(own_pair, tmp_path):
+    import warnings
+
+    from diffing.models import ModelPair
+
+    base, _, _ = own_pair
+    adapter = _adapter(base, tmp_path / "adapter")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # its own base: not a word
+        assert not any("records base" in n for n in ModelPair.load(str(base), str(adapter)).notes)
+    cfg = json.loads((adapter / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = "some-org/other-model"
+    (adapter / "adapter_config.json").write_text(json.dumps(cfg))
+    with pytest.warns(UserWarning, match="records base model 'some-org/other-model'"):
+        pair = ModelPair.load(str(base), str(adapter))
+    assert any("some-org/other-model" in n for n in pair.notes)
+
+
+def test_nan_weight_is_refused_with_its_name(own_pair, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from diffing.models import ModelPair, load_model
+
+    base, ft, _ = own_pair
+    path = ft / "model.safetensors"
+    tensors = load_file(str(path))
+    name = "model.layers.1.mlp.up_proj.weight"
+    tensors[name][3, 5] = float("nan")
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    with pytest.raises(
+        DiffingError, match=rf"model '{ft}' has non-finite .* {name}.*allow_nonfinite"
+    ):
+        ModelPair.load(str(base), str(ft))
+    with pytest.raises(DiffingError, match=name):
+        load_model(str(ft))
+    with pytest.warns(UserWarning, match=name):
+        pair = ModelPair.load(str(base), str(ft), allow_nonfinite=True)
+    assert torch.isnan(pair.hf("finetuned").get_parameter(name)).sum() == 1

@@ -6,7 +6,7 @@ contents of the files it names. A harvest is resumed only when both still match,
 weights or data changed in place (even keeping their sizes) are caught instead of
 silently mixing two models, or two corpora, in one store.
 
-File contents are hashed by :func:`content_hash` (streamed sha256, cached by path,
+File contents are hashed by :func:`diffing.hashing.content_hash` (streamed sha256, cached by path,
 size and modification time; see docs/reliability.md for the cost).
 """
 
@@ -16,17 +16,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from diffing.loading import PICKLE_SUFFIXES, looks_local
-from diffing.store.hashcache import content_hash
-
-WEIGHT_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES)
-"""Files whose contents count as a checkpoint's weights."""
-
-
-def weight_files(folder: str | Path) -> list[Path]:
-    """A checkpoint folder's weight files (safetensors and pickle), sorted by name."""
-    folder = Path(folder).expanduser()
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+from diffing.hashing import content_hash, weights_hash
+from diffing.loading import looks_local
 
 
 def folder_hash(folder: str | Path) -> str:
@@ -36,8 +27,7 @@ def folder_hash(folder: str | Path) -> str:
     for name in ("config.json", "adapter_config.json", "model.safetensors.index.json"):
         if (folder / name).is_file():
             h.update(name.encode() + b"\0" + (folder / name).read_bytes())
-    for p in weight_files(folder):
-        h.update(f"{p.name}:{p.stat().st_size}:{content_hash(p)}\n".encode())
+    h.update(weights_hash(folder).encode())
     return h.hexdigest()
 
 

@@ -1,4 +1,4 @@
-"""Content hashes of large files (model weights, data), computed once and cached.
+"""Content hashes of large files (model weights, data files), computed once and cached.
 
 Hashing a 70B checkpoint (about 140 GB in bfloat16) reads every byte, so each file's
 sha256 is kept in a small JSON cache keyed by its resolved path, size and modification
@@ -20,10 +20,15 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from diffing.loading import PICKLE_SUFFIXES
+
 CACHE_NAME = "content-hashes.json"
 """File name of the cache inside the cache folder."""
 BLOCK = 8 << 20
 """Bytes read per step while hashing."""
+
+WEIGHT_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES)
+"""Files whose contents count as a checkpoint's weights (safetensors and pickle formats)."""
 
 log = logging.getLogger(__name__)
 
@@ -79,3 +84,21 @@ def content_hash(path: str | Path) -> str:
     except (OSError, Timeout) as err:
         log.info("content-hash cache %s not updated: %s", cache, err)
     return digest
+
+
+def weight_files(folder: str | Path) -> list[Path]:
+    """A checkpoint folder's weight files (safetensors and pickle), sorted by name."""
+    folder = Path(folder).expanduser()
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+
+
+def weights_hash(folder: str | Path) -> str:
+    """sha256 over the names and contents of a checkpoint folder's weight files (config not included).
+
+    Two folders with equal weights under different paths, or with configs that differ
+    only in bookkeeping fields, get the same value.
+    """
+    h = hashlib.sha256()
+    for p in weight_files(folder):
+        h.update(f"{p.name}:{p.stat().st_size}:{content_hash(p)}\n".encode())
+    return h.hexdigest()
