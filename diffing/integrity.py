@@ -51,11 +51,19 @@ def check_finite(model: torch.nn.Module, ref: str, *, allow_nonfinite: bool = Fa
     )
 
 
+def _hub_id(ref: str) -> str:
+    """A reference as a comparable hub id: a Hugging Face cache snapshot folder gives its repo id."""
+    for part in Path(ref).expanduser().parts:
+        if part.startswith("models--"):  # <cache>/models--org--name/snapshots/<commit>
+            return part.removeprefix("models--").replace("--", "/").lower()
+    return str(ref).strip().rstrip("/").lower()
+
+
 def _same_ref(a: str, b: str) -> bool:
     """Whether two model references name the same thing (same folder, or same hub id)."""
     if looks_local(a) and looks_local(b):
         return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
-    return str(a).strip().rstrip("/").lower() == str(b).strip().rstrip("/").lower()
+    return _hub_id(a) == _hub_id(b)
 
 
 def check_adapter_base(adapter: str, config: dict, base: str) -> str | None:

@@ -291,3 +291,19 @@ def test_nan_weight_is_refused_with_its_name(own_pair, tmp_path):
     with pytest.warns(UserWarning, match=name):
         pair = ModelPair.load(str(base), str(ft), allow_nonfinite=True)
     assert torch.isnan(pair.hf("finetuned").get_parameter(name)).sum() == 1
+
+
+@pytest.mark.parametrize(
+    ("recorded", "given", "same"),
+    [
+        ("Qwen/Qwen2.5-0.5B", "qwen/qwen2.5-0.5b", True),
+        ("Qwen/Qwen2.5-0.5B", "/hf/hub/models--Qwen--Qwen2.5-0.5B/snapshots/abc123", True),
+        ("Qwen/Qwen2.5-0.5B", "Qwen/Qwen2.5-0.5B-Instruct", False),
+        ("./models/base", "models/base/", True),
+        ("/a/base", "/a/other", False),
+    ],
+)
+def test_adapter_base_names_compare_as_models(recorded, given, same):
+    from diffing.integrity import _same_ref
+
+    assert _same_ref(recorded, given) is same
