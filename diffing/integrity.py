@@ -47,7 +47,7 @@ def check_finite(model: torch.nn.Module, ref: str, *, allow_nonfinite: bool = Fa
         return
     raise DiffingError(
         f"{message}: the checkpoint is broken (a failed save or a diverged fine-tune); "
-        "re-export it, or pass allow_nonfinite=True to inspect it anyway"
+        "re-export it (from Python, load with allow_nonfinite=True to inspect it anyway)"
     )
 
 
