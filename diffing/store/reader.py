@@ -55,10 +55,8 @@ class StoreBatch(NamedTuple):
 class _Shard:
     """One memory-mapped shard file (header parsed by hand so every tensor is a lazy view).
 
-    Opening checks the file against the manifest before any tensor is read: it lies in
-    the store, has the listed size, and its header declares exactly the tensors, dtypes
-    and shapes the manifest implies (a header edited to another dtype of the same size
-    would otherwise be read as reinterpreted bits).
+    Opening checks it lies in the store, has the listed size, and its header matches the
+    manifest (:mod:`diffing.store.shardcheck`), before any tensor is read.
     """
 
     def __init__(self, folder: Path, info: ShardInfo, manifest: Manifest):
