@@ -15,6 +15,7 @@ import torch
 
 from diffing.arch import ArchSpec, arch_for, d_model, get_module, num_layers
 from diffing.errors import DiffingError
+from diffing.integrity import check_adapter_base, check_finite
 from diffing.loading import (
     check_folder,
     is_adapter,
@@ -175,6 +176,7 @@ class ModelPair:
         trust_remote_code: bool = False,
         allow_pickle: bool = False,
         remote: bool | str = False,
+        allow_nonfinite: bool = False,
     ) -> ModelPair:
         """Load ``base`` and ``finetuned`` (hub ids or folders; ``finetuned`` may be an adapter folder).
 
@@ -183,6 +185,10 @@ class ModelPair:
         ``remote=True`` traces both models on NDIF (nnsight remote execution): only their configs
         and the tokenizer are loaded here, so only tracing (``harvest``) works on such a pair;
         ``remote="local"`` loads the weights and runs each trace through the same serialisation.
+        Loaded weights are checked for NaN/inf (DiffingError naming the model and parameter;
+        ``allow_nonfinite=True`` only warns). An adapter whose recorded base differs from the
+        model it is applied to gives a warning (in ``notes`` too), or a DiffingError when both
+        are local folders with different weights.
         """
         if finetuned is None and adapter is None:
             raise DiffingError("give a fine-tuned model, an adapter, or both")
@@ -195,8 +201,15 @@ class ModelPair:
         for ref in (base, finetuned):  # fail fast, before any loading, on unusable folders
             if ref is not None and looks_local(ref):
                 check_folder(ref, allow_pickle=allow_pickle)
+        notes = []
         if adapter is not None:
             check_folder(adapter, kind="adapter")
+            mismatch = check_adapter_base(
+                adapter, read_adapter_config(adapter), finetuned if finetuned is not None else base
+            )
+            if mismatch:
+                warnings.warn(mismatch, stacklevel=2)
+                notes.append(mismatch)
         opts = dict(
             dtype=dtype,
             device=device,
@@ -205,6 +218,7 @@ class ModelPair:
         )
         tok_b = load_tokenizer(base, trust_remote_code=trust_remote_code)
         hf_b = load_causal_lm(base, **opts)
+        check_finite(hf_b, str(base), allow_nonfinite=allow_nonfinite)
         ft_source = finetuned if finetuned is not None else base
         tok_f = (
             load_tokenizer(ft_source, trust_remote_code=trust_remote_code) if finetuned else tok_b
@@ -216,10 +230,10 @@ class ModelPair:
             hf_f, info = _apply_adapter(hf_f, adapter)
             if (Path(adapter).expanduser() / "tokenizer_config.json").is_file():
                 tok_f = load_tokenizer(adapter)
+        check_finite(hf_f, ft_ref, allow_nonfinite=allow_nonfinite)
         _check_shapes(hf_b.config, hf_f.config, str(base), ft_ref)
         arch = arch_for(hf_b.config)
         _check_tokenizers(tok_b, tok_f, str(base), ft_ref)
-        notes = []
         tokenizer = tok_f
         if getattr(tok_f, "chat_template", None) and not getattr(tok_b, "chat_template", None):
             notes.append(
@@ -327,6 +341,7 @@ def load_model(
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
     remote: bool | str = False,
+    allow_nonfinite: bool = False,
 ):
     """Load one checkpoint as ``(nnsight LanguageModel, tokenizer, ArchSpec)``, for single-model methods.
 
@@ -335,6 +350,7 @@ def load_model(
     every trace there (the refusal pipeline's extraction, selection and evaluation work so;
     anything that reads weights, like exporting an orthogonalised model, does not);
     ``remote="local"`` loads the weights and runs each trace through NDIF's serialisation.
+    Non-finite weights raise DiffingError unless ``allow_nonfinite=True``.
     """
     if remote not in (False, True, "local"):
         raise DiffingError(f"remote must be False, True (NDIF) or 'local', got {remote!r}")
@@ -352,5 +368,6 @@ def load_model(
         trust_remote_code=trust_remote_code,
         allow_pickle=allow_pickle,
     )
+    check_finite(hf, str(ref), allow_nonfinite=allow_nonfinite)
     arch = arch_for(hf.config)
     return set_remote(_wrap(hf, tokenizer), remote), tokenizer, arch

@@ -39,6 +39,8 @@ MANIFEST = "manifest.json"
 """File name of the manifest inside a store folder."""
 MODEL_NAMES = ["base", "finetuned"]
 """Order of the model axis in every activation tensor."""
+STORAGE_DTYPES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
+"""Storage dtype of activations (manifest name) -> its safetensors header code."""
 _SHARD_RE = re.compile(r"^shard-r(\d{3,})-(\d{6,})\.safetensors$")
 
 
@@ -49,8 +51,31 @@ def shard_name(rank: int, index: int) -> str:
 
 def parse_shard_name(name: str) -> tuple[int, int] | None:
     """``(rank, index)`` of a shard file name, or None if it is not one."""
-    m = _SHARD_RE.match(name)
+    m = _SHARD_RE.fullmatch(name)  # fullmatch: "$" alone would accept a trailing newline
     return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def shard_path(folder: str | Path, file: str) -> Path:
+    """Path of shard ``file`` of the store at ``folder``, refusing anything that reads outside it.
+
+    A manifest is a plain JSON file anyone can edit; its ``file`` entries must be bare
+    shard names of this store (no ``..``, no absolute paths), and the file they name,
+    links followed, must lie in the store folder itself.
+    """
+    folder = Path(folder)
+    if not isinstance(file, str) or parse_shard_name(file) is None:
+        raise DiffingError(
+            f"the manifest of store {str(folder)!r} lists shard {file!r}, which is not a shard name of "
+            "this store (shard-rNNN-NNNNNN.safetensors); the manifest was edited or damaged: re-harvest the store"
+        )
+    path = folder / file
+    real, root = path.resolve(), folder.resolve()
+    if real.parent != root:
+        raise DiffingError(
+            f"shard {file} of store {str(folder)!r} is a link to {str(real)!r}, outside the store; "
+            "copy the file into the store folder instead of linking it (or re-harvest)"
+        )
+    return path
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
@@ -163,7 +188,7 @@ def read_manifest(folder: str | Path) -> Manifest:
     try:
         raw = json.loads(path.read_text())
         manifest = Manifest.from_dict(raw)
-    except (json.JSONDecodeError, TypeError, KeyError) as err:
+    except (json.JSONDecodeError, TypeError, KeyError, AttributeError, ValueError) as err:
         raise DiffingError(
             f"{path} is not a valid store manifest ({err}); re-harvest the store"
         ) from err
@@ -171,8 +196,39 @@ def read_manifest(folder: str | Path) -> Manifest:
         raise DiffingError(
             f"{path} has store format {manifest.format_version}, newer than this version reads ({FORMAT_VERSION}); upgrade model-diffing"
         )
+    _check_manifest(folder, manifest)
     if not manifest.shards or manifest.n_tokens <= 0:
         raise DiffingError(
             f"activation store {str(folder)!r} is empty (no tokens); harvest with more data or --tokens"
         )
     return manifest
+
+
+def _check_manifest(folder: Path, m: Manifest) -> None:
+    """Structural checks a reader relies on: shard names, counts that add up, a known dtype."""
+
+    def bad(what: str) -> DiffingError:
+        return DiffingError(
+            f"the manifest of store {str(folder)!r} is inconsistent: {what}; "
+            "it was edited or damaged: re-harvest the store (the same harvest command rewrites it)"
+        )
+
+    if m.dtype not in STORAGE_DTYPES:
+        raise bad(f"dtype {m.dtype!r} is not one of {', '.join(STORAGE_DTYPES)}")
+    if not isinstance(m.d_model, int) or isinstance(m.d_model, bool) or m.d_model <= 0:
+        raise bad(f"d_model {m.d_model!r} is not a positive integer")
+    if not isinstance(m.layers, list) or not all(
+        isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in m.layers
+    ):
+        raise bad(f"layers {m.layers!r} is not a list of layer indices")
+    seen = set()
+    for s in m.shards:
+        shard_path(folder, s.file)  # names only; containment of links is checked on open
+        if s.file in seen:
+            raise bad(f"shard {s.file} is listed twice")
+        seen.add(s.file)
+        if not isinstance(s.n_tokens, int) or isinstance(s.n_tokens, bool) or s.n_tokens < 0:
+            raise bad(f"shard {s.file} has token count {s.n_tokens!r}")
+    total = sum(s.n_tokens for s in m.shards)
+    if m.n_tokens != total:
+        raise bad(f"n_tokens is {m.n_tokens!r} but its shards hold {total} tokens")

@@ -38,7 +38,7 @@ from diffing.store.format import (
     write_json_atomic,
 )
 from diffing.store.progress import ProgressBar
-from diffing.store.provenance import pair_info
+from diffing.store.provenance import data_identity, pair_info
 from diffing.store.reader import ActivationStore
 from diffing.store.sequences import sequence_stream
 from diffing.store.writer import finish_manifest, storage_dtype
@@ -235,7 +235,7 @@ def harvest(
         sort_batches=sort_batches,
     )
     models = pair_info(pair)
-    key = cfg.resume_key(models)
+    key = cfg.resume_key(models) | {"data_content": data_identity(sources)}
     out = Path(out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     if (out / MANIFEST).is_file():

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from diffing.errors import DiffingError
-from diffing.store.format import Manifest, ShardInfo, read_manifest, sha256_file
+from diffing.store.format import Manifest, ShardInfo, read_manifest, sha256_file, shard_path
+from diffing.store.shardcheck import check_header
 
 CHUNK_TOKENS = 1024
 """Tokens per chunk: the unit shuffled across shards (contiguous reads stay fast)."""
@@ -52,10 +53,14 @@ class StoreBatch(NamedTuple):
 
 
 class _Shard:
-    """One memory-mapped shard file (header parsed by hand so every tensor is a lazy view)."""
+    """One memory-mapped shard file (header parsed by hand so every tensor is a lazy view).
 
-    def __init__(self, folder: Path, info: ShardInfo):
-        self.path = folder / info.file
+    Opening checks it lies in the store, has the listed size, and its header matches the
+    manifest (:mod:`diffing.store.shardcheck`), before any tensor is read.
+    """
+
+    def __init__(self, folder: Path, info: ShardInfo, manifest: Manifest):
+        self.path = shard_path(folder, info.file)
         if not self.path.is_file():
             raise DiffingError(
                 f"shard {info.file} of store {str(folder)!r} is missing; re-harvest (the same command resumes)"
@@ -67,15 +72,20 @@ class _Shard:
                 "it is truncated or was replaced; delete it and rerun the harvest to rewrite it"
             )
         self.mm = np.memmap(self.path, mode="r", dtype=np.uint8)
-        (hlen,) = struct.unpack("<Q", bytes(self.mm[:8]))
+        (hlen,) = struct.unpack("<Q", bytes(self.mm[:8])) if size >= 8 else (size,)
         try:
+            if 8 + hlen > size:
+                raise ValueError("header longer than the file")
             self.header = json.loads(bytes(self.mm[8 : 8 + hlen]))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            if not isinstance(self.header, dict):
+                raise ValueError("header is not a JSON object")
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as err:
             raise DiffingError(
                 f"shard {info.file} of store {str(folder)!r} is corrupt (unreadable header); delete it and re-harvest"
             ) from err
         self.base = 8 + hlen
         self.n = info.n_tokens
+        check_header(self.header, size - self.base, info, manifest, folder)
 
     def array(self, name: str) -> np.ndarray:
         """Lazy memory-mapped view of tensor ``name`` (bfloat16 is viewed as uint16)."""
@@ -157,9 +167,13 @@ class ActivationStore:
         return torch.tensor(self._m.norm_scales[str(self._layer(layer))], dtype=torch.float32)
 
     def verify(self) -> None:
-        """Recompute every shard's sha256; DiffingError naming the first missing, truncated or corrupt shard."""
-        for info in self._m.shards:
-            p = self.path / info.file
+        """Recompute every shard's sha256 and check its header against the manifest.
+
+        DiffingError naming the first shard that is missing, outside the store, truncated,
+        corrupt, or whose tensors do not match what the manifest lists.
+        """
+        for i, info in enumerate(self._m.shards):
+            p = shard_path(self.path, info.file)
             if not p.is_file():
                 raise DiffingError(
                     f"shard {info.file} of store {str(self.path)!r} is missing; re-harvest (the same command resumes)"
@@ -169,11 +183,12 @@ class ActivationStore:
                     f"shard {info.file} of store {str(self.path)!r} is corrupt (checksum mismatch); "
                     "delete it and rerun the harvest command to rewrite it"
                 )
+            self._shard(i)  # opening checks dtypes, shapes and token counts
 
     # ---- low-level access ----------------------------------------------------------
     def _shard(self, i: int) -> _Shard:
         if i not in self._shards:
-            self._shards[i] = _Shard(self.path, self._m.shards[i])
+            self._shards[i] = _Shard(self.path, self._m.shards[i], self._m)
         return self._shards[i]
 
     def _finish(
