@@ -261,14 +261,15 @@ def _sets(args, cfg) -> dict:
     """``{"harmful": Split, "harmless": Split}`` by ``split_set``; prints what the split gave."""
     from diffing.refusal.io import check_sets, split_set
 
+    full = {name: _read(getattr(args, name), args.limit) for name in ("harmful", "harmless")}
+    check_sets(full["harmful"], full["harmless"])  # before splitting: the clearer error
     out = {}
     for name in ("harmful", "harmless"):
         held = {
             kind: _read(f, args.limit) if (f := getattr(args, f"{name}_{kind}", None)) else None
             for kind in ("val", "test")
         }
-        out[name] = split_set(_read(getattr(args, name), args.limit), cfg, name, **held)
-    check_sets(out["harmful"].train, out["harmless"].train)
+        out[name] = split_set(full[name], cfg, name, **held)
     print(
         f"prompts (train/val/test): harmful {out['harmful'].counts()}, "
         f"harmless {out['harmless'].counts()} (seed {cfg.seed})"

@@ -27,12 +27,14 @@ def run_eval(args: argparse.Namespace) -> int:
     import gc
 
     from diffing.errors import DiffingError
+    from diffing.refusal.config import check_strength
     from diffing.refusal.evaluate import eval_markdown, evaluate
     from diffing.refusal.io import Direction, check_sets, write_json
     from diffing.refusal.measure import behaviour, evaluate_model, measure_markdown
 
     out = Path(args.out)
     _check_eval_out(out, args.direction)
+    check_strength(args.strength, "--strength")
     if args.direction and args.reference:
         raise DiffingError(
             "--reference measures MODEL on its own and --direction evaluates a direction; give one of them"
@@ -90,11 +92,13 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     """Handler of ``diffing refusal export``."""
+    from diffing.refusal.config import check_strength
     from diffing.refusal.export_check import EXPORT_FILE, export_checked
     from diffing.refusal.io import Direction, check_sets
     from diffing.refusal.orthogonalize import check_out_dir
 
     check_out_dir(args.out, args.model)
+    check_strength(args.strength, "--strength")
     direction = Direction.load(args.direction)
     harmful = _read(args.harmful, args.limit)
     harmless = _read(args.harmless, args.limit)
