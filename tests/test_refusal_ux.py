@@ -212,6 +212,34 @@ def test_export_never_writes_over_the_input_model(tiny, tmp_path, capsys):
     assert _digest(model) == before
 
 
+def test_export_cli_strength_and_layers_are_applied_and_recorded(tiny, tmp_path, capsys):
+    from diffing.refusal import Direction
+
+    root, path = tiny
+    u = Direction.load(root / "dir").direction
+    out = tmp_path / "half"
+    argv = ["refusal", "export", str(path), "--direction", str(root / "dir"), "--out", str(out)]
+    argv += ["--harmful", str(root / "harmful.txt"), "--harmless", str(root / "harmless.txt")]
+    assert main(argv + ["--strength", "0.5", "--layers", "1", "--max-new-tokens", "3"]) == 0
+    exp = json.loads((out / "export.json").read_text())
+    assert exp["strength"] == 0.5 and exp["layers"] == [1]
+    assert exp["check"]["refusal_phrases"] == ["xyz"]  # the direction's, not inferred
+    assert exp["check"]["kl_harmless"] > 0  # the edit changed the model ...
+    orig, new = _hf(path), _hf(out)
+    assert torch.equal(new.model.embed_tokens.weight, orig.model.embed_tokens.weight)
+    assert torch.equal(
+        new.model.layers[0].mlp.down_proj.weight, orig.model.layers[0].mlp.down_proj.weight
+    )
+    w0, w1 = (
+        orig.model.layers[1].self_attn.o_proj.weight,
+        new.model.layers[1].self_attn.o_proj.weight,
+    )
+    assert torch.allclose(
+        u @ w1, 0.5 * (u @ w0), atol=1e-5
+    )  # ... as W - 0.5 u u^T W in block 1 only
+    assert "strength 0.5, blocks [1]" in capsys.readouterr().out
+
+
 def test_eval_output_folder_rules(tiny, capsys):
     root, path = tiny
     common = ["--harmful", str(root / "harmful.txt"), "--harmless", str(root / "harmless.txt")]
@@ -249,7 +277,8 @@ def chat_runs(organisms, tmp_path_factory):
     )
     runs["eval_exported"] = _run(
         ["refusal", "eval", str(root / "orth"), "--reference", chat, *test, *fast]
-        + ["--refusal-phrases", *phrases, "--out", str(root / "ev_orth")]
+        + ["--refusal-phrases", *phrases, "--text", str(organisms / "corpus" / "text.txt")]
+        + ["--out", str(root / "ev_orth")]
     )
     runs["eval_chat"] = _run(
         ["refusal", "eval", chat, *test, *fast, "--out", str(root / "ev_chat")]
@@ -304,6 +333,11 @@ def test_export_check_matches_a_separate_eval(chat_runs):
     assert ev["refusal_rate"] == check["refusal_rate"]
     assert ev["reference_refusal_rate"] == check["reference_refusal_rate"]
     assert ev["kl_harmless"] == pytest.approx(check["kl_harmless"], abs=1e-6)
+    loss = ev["text_loss"]  # the reference's and the model's plain-text loss, both measured
+    assert loss["reference"] > 0 and loss["model"] > 0
+    assert loss["change"] == pytest.approx(loss["model"] - loss["reference"])
+    assert abs(loss["relative_change"]) < 0.2  # removing refusal barely touches plain text
+    assert "Plain-text loss:" in (root / "ev_orth" / "eval.md").read_text()
     out = runs["export"][1]
     assert f"harmful (40 prompts) refusal rate: {check['refusal_rate']['harmful']:.0%}" in out
     assert (
