@@ -117,7 +117,12 @@ def run_export(args: argparse.Namespace) -> int:
         layers=args.layers,
         source=args.model,
         text=_read(args.text, None) if args.text else None,
-        load_kwargs={"dtype": args.dtype, "device": args.device},
+        load_kwargs={
+            "dtype": args.dtype,
+            "device": args.device,
+            "trust_remote_code": args.trust_remote_code,
+        },
+        release=True,
     )
     c = result.report["check"]
     print(

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+import torch
+
 from diffing.arch import ArchSpec
 from diffing.refusal.config import RefusalConfig, check_strength
 from diffing.refusal.io import Direction, write_json
@@ -48,11 +50,14 @@ def export_checked(
     source: str = "",
     text: Sequence[str] | None = None,
     load_kwargs: dict | None = None,
+    release: bool = False,
 ) -> ExportResult:
     """Measure ``lm``, orthogonalise it in place and save it to ``out_dir``, reload that and measure it.
 
     ``lm`` is the nnsight model of the original; its weights are edited (pass a copy to
     keep them). ``load_kwargs`` go to ``load_model`` when the copy is reloaded (dtype, device).
+    ``release`` moves ``lm``'s edited weights to the meta device once they are saved, so
+    the reloaded copy is the only model in memory (the CLI does; ``lm`` is then unusable).
     """
     from diffing.models import load_model
 
@@ -64,6 +69,11 @@ def export_checked(
     out = export_orthogonalized(
         lm._module, tokenizer, direction, out_dir, source=source, strength=strength, layers=layers
     )
+    if release:  # the edited weights are on disk now; free them before loading the copy
+        lm._module.to("meta")
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
     fresh, ftok, farch = load_model(str(out), **(load_kwargs or {}))
     exported = behaviour(fresh, ftok, farch, harmful, harmless, config=cfg, text=text)
     del fresh
