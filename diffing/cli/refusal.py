@@ -25,10 +25,13 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _prompt_args(p: argparse.ArgumentParser, *, val: bool = True) -> None:
+    whole = "" if val else ", used whole: give held-out prompts, not extract's train file"
     p.add_argument(
-        "--harmful", required=True, help="prompts the model should refuse (txt/jsonl/json/csv)"
+        "--harmful",
+        required=True,
+        help=f"prompts the model should refuse (txt/jsonl/json/csv{whole})",
     )
-    p.add_argument("--harmless", required=True, help="ordinary prompts (same formats)")
+    p.add_argument("--harmless", required=True, help=f"ordinary prompts (same formats{whole})")
     if val:
         p.add_argument(
             "--harmful-val",
