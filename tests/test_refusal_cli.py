@@ -62,6 +62,8 @@ def test_extract_eval_export_round_trip(planted_dir, capsys):
                 str(f["harmless"]),
                 "--n-val",
                 "12",
+                "--n-test",
+                "0",
                 "--max-new-tokens",
                 "4",
                 "--out",
@@ -96,18 +98,37 @@ def test_extract_eval_export_round_trip(planted_dir, capsys):
                 str(f["text"]),
                 "--max-new-tokens",
                 "4",
+                "--out",
+                str(root / "ev1"),
             ]
         )
         == 0
     )
-    report = json.loads((out / "eval.json").read_text())
+    assert not (out / "eval.json").exists()  # eval never writes into the direction's folder
+    report = json.loads((root / "ev1" / "eval.json").read_text())
     rates = report["refusal_rate"]
     assert rates["harmful"]["baseline"] == 1.0 and rates["harmful"]["ablation"] == 0.0
     assert rates["harmless"]["baseline"] == 0.0 and rates["harmless"]["addition"] >= 0.8
     assert report["kl_harmless"] <= 0.1 and report["text_loss"]["baseline"] > 0
-    assert "| harmful" in (out / "eval.md").read_text()
+    assert "| harmful" in (root / "ev1" / "eval.md").read_text()
     assert (
-        main(["refusal", "export", model, "--direction", str(out), "--out", str(root / "orth")])
+        main(
+            [
+                "refusal",
+                "export",
+                model,
+                "--direction",
+                str(out),
+                "--harmful",
+                str(f["harmful_test"]),
+                "--harmless",
+                str(f["harmless_test"]),
+                "--max-new-tokens",
+                "4",
+                "--out",
+                str(root / "orth"),
+            ]
+        )
         == 0
     )
     fresh = AutoModelForCausalLM.from_pretrained(root / "orth")
@@ -149,6 +170,8 @@ def test_prompt_files_errors(tmp_path):
         read_prompts(tmp_path / "missing.txt")
     with pytest.raises(DiffingError, match="too few"):
         split_prompts(["a", "b", "c"], 128, 32, min_train=4, seed=0, name="harmful")
+    with pytest.raises(DiffingError, match="too few"):
+        split_prompts([str(i) for i in range(40)], 8, 4, n_test=33, min_train=4, seed=0, name="x")
     with pytest.raises(DiffingError, match="identical"):
         check_sets(["a", "b"], ["b", "a"])
     split = split_prompts([str(i) for i in range(50)], 10, 5, min_train=4, seed=0, name="x")
@@ -212,6 +235,8 @@ def test_cli_errors_are_one_line(planted_dir, tmp_path, capsys):
             str(f["harmful"]),
             "--harmless",
             str(f["harmless"]),
+            "--n-test",
+            "4",
             "--out",
             str(tmp_path / "o"),
         ]
@@ -242,6 +267,8 @@ def test_cli_errors_are_one_line(planted_dir, tmp_path, capsys):
             str(f["harmful_test"]),
             "--harmless",
             str(f["harmless_test"]),
+            "--out",
+            str(tmp_path / "ev"),
         ]
     )
     assert code == 2 and "d_model 32" in capsys.readouterr().err

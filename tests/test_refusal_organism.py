@@ -3,14 +3,9 @@
 Ground truth (the planted refusal phrase and first token) is read from organism.json; the
 pipeline infers its refusal tokens and phrases from the model, as on any checkpoint.
 
-The fast organism (4 layers, d_model 64) does not satisfy the paper's premise: no
-post-instruction candidate passes the paper's filters (every one has induce < 0 or
-KL > 0.1), and ablating the lowest-bypass candidate (block-3 input, last position) leaves
-84% of harmful prompts refused and makes 72% of harmless ones refuse (measured on the
-fast build of 2026-11-25). Its refusal is read from the harmful verb's token by the last
-layer rather than through one shared direction, so the issue's done-when rates are
-asserted directly: the rebuilt organism routes refusal through one direction, and that test
-XPASSes and fails, and the marker must go.
+With the paper's filters the fast organism's selected direction removes refusal when
+ablated and induces it when added (test_done_when_targets); the CLI's view of the same
+numbers is in tests/test_refusal_ux.py.
 """
 
 from __future__ import annotations

@@ -25,10 +25,13 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _prompt_args(p: argparse.ArgumentParser, *, val: bool = True) -> None:
+    whole = "" if val else ", used whole: give held-out prompts, not extract's train file"
     p.add_argument(
-        "--harmful", required=True, help="prompts the model should refuse (txt/jsonl/json/csv)"
+        "--harmful",
+        required=True,
+        help=f"prompts the model should refuse (txt/jsonl/json/csv{whole})",
     )
-    p.add_argument("--harmless", required=True, help="ordinary prompts (same formats)")
+    p.add_argument("--harmless", required=True, help=f"ordinary prompts (same formats{whole})")
     if val:
         p.add_argument(
             "--harmful-val",
@@ -39,13 +42,32 @@ def _prompt_args(p: argparse.ArgumentParser, *, val: bool = True) -> None:
             help="held-out harmless prompts for selection (default: split off --harmless)",
         )
         p.add_argument(
-            "--n-train", type=int, default=128, help="most train prompts per set (default 128)"
+            "--harmful-test",
+            help="held-out harmful prompts for evaluation (default: split off --harmful)",
+        )
+        p.add_argument(
+            "--harmless-test",
+            help="held-out harmless prompts for evaluation (default: split off --harmless)",
+        )
+        p.add_argument(
+            "--n-train",
+            type=int,
+            default=128,
+            help="train prompts per set: at most this many of the prompts left after --n-test and "
+            "--n-val are held out (default 128). A shorter file gives all that is left (128 lines "
+            "with the defaults give 64); fewer than n-test + n-val + 4 is an error. The split is printed",
         )
         p.add_argument(
             "--n-val",
             type=int,
             default=32,
-            help="validation prompts per set split off (default 32)",
+            help="validation prompts per set split off (default 32; 0 with --harmful-val/--harmless-val)",
+        )
+        p.add_argument(
+            "--n-test",
+            type=int,
+            default=32,
+            help="test prompts per set split off before validation (default 32; 0 skips the test evaluation)",
         )
     p.add_argument(
         "--refusal-tokens", nargs="+", help="refusal token ids or strings (default: inferred)"
@@ -60,7 +82,9 @@ def _prompt_args(p: argparse.ArgumentParser, *, val: bool = True) -> None:
     p.add_argument(
         "--max-new-tokens", type=int, default=24, help="greedy tokens per completion (default 24)"
     )
-    p.add_argument("--limit", type=int, help="use at most this many prompts per set")
+    p.add_argument(
+        "--limit", type=int, help="use at most this many prompts per set (before any split)"
+    )
 
 
 def _select_args(p: argparse.ArgumentParser) -> None:
@@ -88,6 +112,8 @@ def _select_args(p: argparse.ArgumentParser) -> None:
 
 def register(sub) -> None:
     """Add the ``refusal`` command group."""
+    from diffing.cli.refusal_eval import run_eval, run_export
+
     group = sub.add_parser(
         "refusal", help="refusal directions: extract, evaluate, export, compare base vs chat"
     )
@@ -103,30 +129,71 @@ def register(sub) -> None:
     p.add_argument(
         "--out",
         required=True,
-        help="output folder (direction.safetensors, candidates.json, scores.png)",
+        help="output folder (direction.safetensors, candidates.json, scores.png, test_eval.json)",
     )
     p.set_defaults(handler=run_extract)
 
-    p = rsub.add_parser("eval", help="refusal rates and KL: baseline vs ablation vs addition")
+    p = rsub.add_parser(
+        "eval",
+        help="refusal rates of MODEL on its own (KL to --reference), or of a direction: baseline vs "
+        "ablation vs addition",
+    )
     _model_args(p)
     add_remote_arg(p, "the model")
     _prompt_args(p, val=False)
-    p.add_argument("--direction", required=True, help="folder or file written by `refusal extract`")
+    p.add_argument(
+        "--direction",
+        help="folder or file written by `refusal extract`: evaluate ablating and adding it "
+        "(default: measure MODEL as it is)",
+    )
+    p.add_argument(
+        "--reference",
+        help="without --direction: the model MODEL was made from; gives the KL to it on harmless prompts, "
+        "its refusal rates, and the refusal phrases when MODEL no longer refuses",
+    )
     p.add_argument(
         "--text", help="plain-text file (one document per line, or JSONL) for the loss change"
     )
     p.add_argument(
-        "--strength", type=float, default=1.0, help="ablation / addition strength (default 1)"
+        "--strength",
+        type=float,
+        default=1.0,
+        help="with --direction: ablation / addition strength, finite (default 1)",
     )
     p.add_argument(
-        "--out", help="output folder for eval.json and eval.md (default: the direction's folder)"
+        "--out",
+        required=True,
+        help="output folder for eval.json and eval.md (not the direction's folder)",
     )
     p.set_defaults(handler=run_eval)
 
-    p = rsub.add_parser("export", help="write a weight-orthogonalised copy of MODEL (HF folder)")
+    p = rsub.add_parser(
+        "export",
+        help="write a weight-orthogonalised copy of MODEL (HF folder) and check it on held-out prompts",
+    )
     _model_args(p)
+    _prompt_args(p, val=False)
     p.add_argument("--direction", required=True, help="folder or file written by `refusal extract`")
-    p.add_argument("--out", required=True, help="folder for the new model")
+    p.add_argument(
+        "--strength",
+        type=float,
+        default=1.0,
+        help="s in W <- W - s r r^T W: 1 removes the direction from every write (default), "
+        "0.5 half of it, 2 flips it; finite",
+    )
+    p.add_argument(
+        "--layers",
+        type=int,
+        nargs="+",
+        help="only these blocks' attention and MLP writes (embeddings then untouched; default: all "
+        "blocks and the embeddings)",
+    )
+    p.add_argument("--text", help="plain-text file: the check also reports the loss change")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="folder for the new model (never the input model folder or inside it)",
+    )
     p.set_defaults(handler=run_export)
 
     p = rsub.add_parser("compare", help="base vs fine-tuned refusal directions on the same prompts")
@@ -134,13 +201,6 @@ def register(sub) -> None:
     add_remote_arg(p, "both models")
     _prompt_args(p)
     _select_args(p)
-    p.add_argument("--harmful-test", help="held-out harmful prompts (default: split off --harmful)")
-    p.add_argument(
-        "--harmless-test", help="held-out harmless prompts (default: split off --harmless)"
-    )
-    p.add_argument(
-        "--n-test", type=int, default=32, help="test prompts per set split off (default 32)"
-    )
     p.add_argument("--out", required=True, help="output folder (compare.json, both directions)")
     p.set_defaults(handler=run_compare)
     group.set_defaults(handler=lambda args: group.print_help() or 2)
@@ -156,7 +216,14 @@ def _config(args, tokenizer=None):
         max_new_tokens=args.max_new_tokens,
         phrase_tokens=args.max_new_tokens,
     )
-    for name in ("n_train", "n_val", "kl_threshold", "induce_threshold", "max_layer_fraction"):
+    for name in (
+        "n_train",
+        "n_val",
+        "n_test",
+        "kl_threshold",
+        "induce_threshold",
+        "max_layer_fraction",
+    ):
         if getattr(args, name, None) is not None:
             setattr(cfg, name, getattr(args, name))
     cfg.filter_train = not getattr(args, "no_filter", False)
@@ -174,11 +241,11 @@ def _config(args, tokenizer=None):
     return cfg
 
 
-def _load(args):
+def _load(args, ref: str | None = None):
     from diffing.models import load_model
 
     return load_model(
-        args.model,
+        ref or args.model,
         dtype=args.dtype,
         device=args.device,
         trust_remote_code=args.trust_remote_code,
@@ -187,40 +254,29 @@ def _load(args):
     )
 
 
-def _sets(args, cfg, *, n_test: int = 0) -> dict[str, list[str]]:
-    """train / val (/ test) prompts of both sets, from the given files or split off the main ones."""
-    from diffing.refusal.io import check_sets, read_prompts, split_prompts
+def _read(path, limit):
+    from diffing.refusal.io import read_prompts
 
-    out: dict[str, list[str]] = {}
+    return read_prompts(path)[: limit or None]
+
+
+def _sets(args, cfg) -> dict:
+    """``{"harmful": Split, "harmless": Split}`` by ``split_set``; prints what the split gave."""
+    from diffing.refusal.io import check_sets, split_set
+
+    full = {name: _read(getattr(args, name), args.limit) for name in ("harmful", "harmless")}
+    check_sets(full["harmful"], full["harmless"])  # before splitting: the clearer error
+    out = {}
     for name in ("harmful", "harmless"):
-        prompts = read_prompts(getattr(args, name))[: args.limit or None]
-        test_file = getattr(args, f"{name}_test", None)
-        if n_test and test_file:
-            out[f"{name}_test"] = read_prompts(test_file)[: args.limit or None]
-        elif n_test:
-            split = split_prompts(
-                prompts,
-                len(prompts),
-                n_test,
-                min_train=cfg.n_val + cfg.min_train,
-                seed=cfg.seed + 1,
-                name=name,
-            )
-            out[f"{name}_test"], prompts = split.val, split.train
-        val_file = getattr(args, f"{name}_val", None)
-        if val_file:
-            out[f"{name}_val"] = read_prompts(val_file)[: args.limit or None]
-            out[f"{name}_train"] = prompts[: cfg.n_train]
-            if len(out[f"{name}_train"]) < cfg.min_train:
-                split_prompts(
-                    prompts, cfg.n_train, 0, min_train=cfg.min_train, seed=cfg.seed, name=name
-                )
-        else:
-            split = split_prompts(
-                prompts, cfg.n_train, cfg.n_val, min_train=cfg.min_train, seed=cfg.seed, name=name
-            )
-            out[f"{name}_train"], out[f"{name}_val"] = split.train, split.val
-    check_sets(out["harmful_train"], out["harmless_train"])
+        held = {
+            kind: _read(f, args.limit) if (f := getattr(args, f"{name}_{kind}", None)) else None
+            for kind in ("val", "test")
+        }
+        out[name] = split_set(full[name], cfg, name, **held)
+    print(
+        f"prompts (train/val/test): harmful {out['harmful'].counts()}, "
+        f"harmless {out['harmless'].counts()} (seed {cfg.seed})"
+    )
     return out
 
 
@@ -231,76 +287,38 @@ def run_extract(args: argparse.Namespace) -> int:
     lm, tok, arch = _load(args)
     cfg = _config(args, tok)
     sets = _sets(args, cfg)
+    h, s = sets["harmful"], sets["harmless"]
     result = extract_direction(
         lm,
         tok,
         arch,
-        sets["harmful_train"],
-        sets["harmless_train"],
-        sets["harmful_val"],
-        sets["harmless_val"],
+        h.train,
+        s.train,
+        h.val,
+        s.val,
         config=cfg,
         model_ref=args.model,
         out=args.out,
+        harmful_test=h.test,
+        harmless_test=s.test,
     )
     d = result.direction
     print(
         f"selected layer {d.layer} (block input), position {d.position}: bypass {d.scores['bypass']:.2f} "
         f"(baseline {d.scores['baseline_harmful']:.2f}), induce {d.scores['induce']:.2f}, KL {d.scores['kl']:.4f}"
     )
+    if result.evaluation is not None:
+        r = result.evaluation.report
+        rate, n = r["refusal_rate"], r["n_prompts"]
+        for name in ("harmful", "harmless"):
+            print(
+                f"test {name} ({n[name]} prompts) refusal rate: baseline {rate[name]['baseline']:.0%}, "
+                f"ablated {rate[name]['ablation']:.0%}, added {rate[name]['addition']:.0%}"
+            )
+        print(f"test KL on harmless prompts (baseline || ablated): {r['kl_harmless']:.4f}")
     print(
         f"refusal tokens {d.refusal_tokens}, phrases {d.refusal_phrases}; wrote {args.out}/direction.safetensors, "
-        "candidates.json, scores.png"
-    )
-    return 0
-
-
-def run_eval(args: argparse.Namespace) -> int:
-    """Handler of ``diffing refusal eval``."""
-    from diffing.refusal.evaluate import eval_markdown, evaluate
-    from diffing.refusal.io import Direction, check_sets, read_prompts, write_json
-
-    direction = Direction.load(args.direction)
-    lm, tok, arch = _load(args)
-    direction.check_model(lm._module.config, what=repr(args.model))
-    cfg = _config(args, tok)
-    harmful = read_prompts(args.harmful)[: args.limit or None]
-    harmless = read_prompts(args.harmless)[: args.limit or None]
-    check_sets(harmful, harmless)
-    text = read_prompts(args.text) if args.text else None
-    result = evaluate(
-        lm,
-        tok,
-        arch,
-        direction,
-        harmful,
-        harmless,
-        config=cfg,
-        text=text,
-        strength=args.strength,
-        model_ref=args.model,
-    )
-    out = Path(
-        args.out
-        or (args.direction if Path(args.direction).is_dir() else Path(args.direction).parent)
-    )
-    write_json(out / "eval.json", result.report)
-    (out / "eval.md").write_text(eval_markdown(result.report))
-    print(eval_markdown(result.report).split("## Example")[0].rstrip())
-    print(f"wrote {out}/eval.json and eval.md")
-    return 0
-
-
-def run_export(args: argparse.Namespace) -> int:
-    """Handler of ``diffing refusal export``."""
-    from diffing.refusal.io import Direction
-    from diffing.refusal.orthogonalize import export_orthogonalized
-
-    direction = Direction.load(args.direction)
-    lm, tok, _ = _load(args)
-    out = export_orthogonalized(lm._module, tok, direction, args.out, source=args.model)
-    print(
-        f"wrote the orthogonalised model to {out} (load it with AutoModelForCausalLM.from_pretrained)"
+        "candidates.json, scores.png" + (", test_eval.json" if result.evaluation else "")
     )
     return 0
 
@@ -312,17 +330,15 @@ def run_compare(args: argparse.Namespace) -> int:
 
     pair = load_pair_from_args(args)
     cfg = _config(args, pair.tokenizer)
-    sets = _sets(args, cfg, n_test=args.n_test)
-    result = compare_pair(
-        pair,
-        sets["harmful_train"],
-        sets["harmless_train"],
-        sets["harmful_val"],
-        sets["harmless_val"],
-        sets["harmful_test"],
-        sets["harmless_test"],
-        config=cfg,
-    )
+    sets = _sets(args, cfg)
+    h, s = sets["harmful"], sets["harmless"]
+    if not h.test or not s.test:
+        from diffing.errors import DiffingError
+
+        raise DiffingError(
+            "compare needs test prompts: give --n-test > 0 or --harmful-test/--harmless-test"
+        )
+    result = compare_pair(pair, h.train, s.train, h.val, s.val, h.test, s.test, config=cfg)
     out = Path(args.out)
     write_json(out / "compare.json", result.report)
     result.finetuned_direction.save(out / "finetuned" / "direction.safetensors")

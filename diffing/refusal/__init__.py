@@ -6,6 +6,8 @@ Pipeline on one chat model (see docs/refusal.md)::
     cands = extract_candidates(lm, tok, arch, harmful_train, harmless_train)
     direction = select_direction(lm, tok, arch, cands, harmful_val, harmless_val)
     result = evaluate(lm, tok, arch, direction, harmful_test, harmless_test)
+    measured = evaluate_model(exported_lm, tok, arch, harmful_test, harmless_test,
+                              reference=behaviour(lm, tok, arch, harmful_test, harmless_test))
     orthogonalize_model(lm._module, direction.direction, arch)   # or export_orthogonalized(...)
 
 Layer ``L`` means the residual stream at the input of block ``L`` throughout.
@@ -15,6 +17,7 @@ from diffing.refusal.candidates import Candidates, extract_candidates, post_inst
 from diffing.refusal.compare import CompareResult, compare_pair
 from diffing.refusal.config import RefusalConfig
 from diffing.refusal.evaluate import EvalResult, evaluate, text_loss
+from diffing.refusal.export_check import ExportResult, export_checked
 from diffing.refusal.interventions import (
     Intervention,
     ablate,
@@ -23,7 +26,8 @@ from diffing.refusal.interventions import (
     complete,
     forward_last,
 )
-from diffing.refusal.io import Direction, read_prompts, split_prompts
+from diffing.refusal.io import Direction, Split, read_prompts, split_prompts
+from diffing.refusal.measure import Behaviour, behaviour, compare_behaviour, evaluate_model
 from diffing.refusal.orthogonalize import export_orthogonalized, orthogonalize_model
 from diffing.refusal.scores import (
     infer_refusal_phrases,
@@ -34,6 +38,13 @@ from diffing.refusal.scores import (
 from diffing.refusal.select import CandidateScores, score_candidates, select_direction
 
 __all__ = [
+    "Behaviour",
+    "ExportResult",
+    "Split",
+    "behaviour",
+    "compare_behaviour",
+    "evaluate_model",
+    "export_checked",
     "CandidateScores",
     "Candidates",
     "CompareResult",

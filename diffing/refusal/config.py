@@ -2,7 +2,31 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
+
+from diffing.errors import DiffingError
+
+MAX_STRENGTH = 1000.0
+"""Largest ``|strength|`` accepted: beyond it an ablation or addition only overflows low-precision weights."""
+
+
+def check_strength(strength: float, what: str = "strength") -> float:
+    """``strength`` as a float, or a clear error when it is not a finite number of sane size.
+
+    Checked in the Python API (interventions, evaluation, orthogonalisation), not only in the
+    CLI, so a NaN or infinite strength can never reach a forward pass or the weights.
+    """
+    try:
+        value = float(strength)
+    except (TypeError, ValueError) as err:
+        raise DiffingError(f"{what} {strength!r} is not a number; give e.g. 1.0") from err
+    if not math.isfinite(value) or abs(value) > MAX_STRENGTH:
+        raise DiffingError(
+            f"{what} {strength!r} must be a finite number between -{MAX_STRENGTH:g} and {MAX_STRENGTH:g} "
+            "(1 removes the direction fully; 0 does nothing)"
+        )
+    return value
 
 
 @dataclass
@@ -10,13 +34,15 @@ class RefusalConfig:
     """Every knob of the refusal pipeline; defaults follow the paper where it gives one."""
 
     n_train: int = 128
-    """Most prompts per set used for the difference in means (the paper: 128)."""
+    """Most train prompts per set for the difference in means (the paper: 128): what is left after the held-out sets."""
     n_val: int = 32
     """Prompts per set held out for scoring candidates (the paper: 32); ignored when validation files are given."""
+    n_test: int = 32
+    """Prompts per set held out for evaluating the selected direction; ignored when test files are given."""
     min_train: int = 4
     """Fewest train prompts per set that must remain after splitting (and after filtering)."""
     seed: int = 0
-    """Seed of the shuffle that splits a prompt file into train and validation."""
+    """Seed of the one shuffle that splits a prompt file into train, validation and test (``split_prompts``)."""
     batch_size: int = 32
     """Prompts per forward pass."""
     score_rows: int = 512

@@ -25,6 +25,7 @@ import torch
 
 from diffing.arch import ArchSpec, get_module
 from diffing.errors import DiffingError
+from diffing.refusal.config import check_strength
 from diffing.remote import input_device, trace_options
 
 
@@ -51,12 +52,18 @@ def ablate(direction: torch.Tensor, strength: float = 1.0) -> Intervention:
     norm = direction.norm(dim=-1, keepdim=True)  # [..., 1]
     if not bool(torch.isfinite(norm).all()) or (direction.dim() == 1 and float(norm) == 0):
         raise DiffingError("cannot ablate a zero or non-finite direction; pick another candidate")
-    return Intervention("ablate", direction / norm.clamp_min(1e-30), None, float(strength))
+    strength = check_strength(strength)
+    return Intervention("ablate", direction / norm.clamp_min(1e-30), None, strength)
 
 
 def add(vector: torch.Tensor, layer: int, strength: float = 1.0) -> Intervention:
     """Add ``strength * vector`` to the input of block ``layer`` at every position (``[batch, d_model]``: per row)."""
-    return Intervention("add", torch.as_tensor(vector).float(), int(layer), float(strength))
+    vector = torch.as_tensor(vector).float()
+    if not bool(torch.isfinite(vector).all()):
+        raise DiffingError(
+            "cannot add a non-finite vector; the direction file is damaged: extract it again"
+        )
+    return Intervention("add", vector, int(layer), check_strength(strength))
 
 
 def write_paths(arch: ArchSpec) -> tuple[str, str]:

@@ -140,12 +140,18 @@ class Direction:
 
 
 class Split(NamedTuple):
-    """Prompts of one set, split for extraction and selection."""
+    """Prompts of one set, split for extraction, selection and held-out evaluation."""
 
     train: list[str]
     """Prompts whose activations give the difference in means."""
     val: list[str]
     """Held-out prompts on which candidates are scored."""
+    test: list[str]
+    """Held-out prompts on which the selected direction is evaluated (empty when none were asked for)."""
+
+    def counts(self) -> str:
+        """``"train/val/test"`` sizes, for the line the CLI prints."""
+        return f"{len(self.train)}/{len(self.val)}/{len(self.test)}"
 
 
 def read_prompts(path: str | Path, field: str | None = None) -> list[str]:
@@ -182,17 +188,66 @@ def check_sets(harmful: list[str], harmless: list[str]) -> None:
 
 
 def split_prompts(
-    prompts: list[str], n_train: int, n_val: int, *, min_train: int, seed: int, name: str
+    prompts: list[str],
+    n_train: int,
+    n_val: int,
+    *,
+    n_test: int = 0,
+    min_train: int,
+    seed: int,
+    name: str,
 ) -> Split:
-    """Shuffle (seeded) and split into validation (``n_val``) and train (up to ``n_train``)."""
-    if len(prompts) < n_val + min_train:
+    """The one train/validation/test rule of the package: one seeded shuffle, held-out sets first.
+
+    After ``random.Random(seed).shuffle``, the first ``n_test`` prompts are the test set, the
+    next ``n_val`` the validation set, and at most ``n_train`` of the rest the train set. The
+    held-out sets always get exactly their size, so a file with fewer than
+    ``n_test + n_val + n_train`` prompts gives fewer train prompts (all that is left), and
+    one with fewer than ``n_test + n_val + min_train`` is an error. The same file with the
+    same sizes and seed gives the same sets in every command.
+    """
+    for what, n in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
+        if int(n) < 0:
+            raise DiffingError(f"{what} is {n}; give a count >= 0")
+    if len(prompts) < n_test + n_val + min_train:
         raise DiffingError(
-            f"the {name} set has {len(prompts)} prompts, too few to hold out {n_val} for validation and keep "
-            f"{min_train} for training; give more prompts, a separate validation file, or a smaller --n-val"
+            f"the {name} set has {len(prompts)} prompts, too few to hold out {n_test} for test and {n_val} for "
+            f"validation and keep {min_train} for training; give more prompts, separate held-out files, or "
+            "smaller --n-val / --n-test"
         )
     order = list(prompts)
     random.Random(seed).shuffle(order)
-    return Split(train=order[n_val : n_val + n_train], val=order[:n_val])
+    held = n_test + n_val
+    return Split(train=order[held : held + n_train], val=order[n_test:held], test=order[:n_test])
+
+
+def split_set(
+    prompts: list[str],
+    config,
+    name: str,
+    *,
+    val: list[str] | None = None,
+    test: list[str] | None = None,
+) -> Split:
+    """One prompt set split by :func:`split_prompts` with ``config``'s sizes and seed.
+
+    A held-out set given as its own file (``val``, ``test``) is used whole and nothing
+    is split off for it; ``config`` is a :class:`~diffing.refusal.config.RefusalConfig`.
+    """
+    split = split_prompts(
+        prompts,
+        config.n_train,
+        0 if val is not None else config.n_val,
+        n_test=0 if test is not None else config.n_test,
+        min_train=config.min_train,
+        seed=config.seed,
+        name=name,
+    )
+    return Split(
+        split.train,
+        list(val) if val is not None else split.val,
+        list(test) if test is not None else split.test,
+    )
 
 
 def write_json(path: str | Path, obj) -> Path:

@@ -12,6 +12,7 @@ from typing import NamedTuple
 from diffing.arch import ArchSpec
 from diffing.refusal.candidates import Candidates, extract_candidates
 from diffing.refusal.config import RefusalConfig
+from diffing.refusal.evaluate import EvalResult, eval_markdown, evaluate
 from diffing.refusal.interventions import complete
 from diffing.refusal.io import Direction, check_sets, write_json
 from diffing.refusal.scores import infer_refusal_phrases
@@ -32,6 +33,8 @@ class Extraction(NamedTuple):
     """Bypass / induce / KL of every candidate."""
     direction: Direction
     """The selected direction (with refusal tokens and phrases)."""
+    evaluation: EvalResult | None = None
+    """Baseline / ablation / addition on the held-out test prompts; None when none were given."""
 
 
 def extract_direction(
@@ -46,9 +49,17 @@ def extract_direction(
     config: RefusalConfig | None = None,
     model_ref: str = "",
     out: str | Path | None = None,
+    harmful_test: Sequence[str] = (),
+    harmless_test: Sequence[str] = (),
 ) -> Extraction:
     """Candidates, selection and refusal phrases; with ``out``, also write
-    ``direction.safetensors``, ``candidates.json`` and ``scores.png`` there."""
+    ``direction.safetensors``, ``candidates.json`` and ``scores.png`` there.
+
+    With test prompts, the selected direction is also evaluated on them (refusal rates
+    under baseline, ablation and addition, and KL: :func:`evaluate`), since the selection
+    scores are first-token log-odds on the validation prompts, not what a user reads;
+    with ``out`` that goes to ``test_eval.json`` and ``test_eval.md``.
+    """
     cfg = config or RefusalConfig()
     check_sets(list(harmful_train), list(harmless_train))
     cands = extract_candidates(
@@ -126,4 +137,19 @@ def extract_direction(
                 "refusal_tokens": direction.refusal_tokens,
             },
         )
-    return Extraction(cands, scores, direction)
+    evaluation = None
+    if harmful_test and harmless_test:
+        evaluation = evaluate(
+            lm,
+            tokenizer,
+            arch,
+            direction,
+            harmful_test,
+            harmless_test,
+            config=cfg,
+            model_ref=model_ref,
+        )
+        if out is not None:
+            write_json(Path(out) / "test_eval.json", evaluation.report)
+            (Path(out) / "test_eval.md").write_text(eval_markdown(evaluation.report))
+    return Extraction(cands, scores, direction, evaluation)
