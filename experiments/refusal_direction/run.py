@@ -41,19 +41,19 @@ def _texts(path: str, n: int) -> list[str]:
 
 
 def _split(prompts: list[str], n_test: int, rcfg, name: str):
-    """``(train, val, test)``: the last ``n_test`` prompts are the test set, the rest is split."""
-    from diffing.errors import DiffingError
+    """``(train, val, test)`` by the package's one split rule (``diffing.refusal.split_prompts``)."""
     from diffing.refusal import split_prompts
 
-    if len(prompts) <= n_test:
-        raise DiffingError(
-            f"{name} prompts: {len(prompts)} is not more than n_test = {n_test}; give more prompts"
-        )
-    head, test = prompts[:-n_test], prompts[-n_test:]
     split = split_prompts(
-        head, rcfg.n_train, rcfg.n_val, min_train=rcfg.min_train, seed=rcfg.seed, name=name
+        prompts,
+        rcfg.n_train,
+        rcfg.n_val,
+        n_test=n_test,
+        min_train=rcfg.min_train,
+        seed=rcfg.seed,
+        name=name,
     )
-    return split.train, split.val, test
+    return split.train, split.val, split.test
 
 
 def _one_model(
