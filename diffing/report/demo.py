@@ -42,7 +42,7 @@ def demo(
         progress(
             "organisms: building or reusing the cached build (the first build takes several minutes)"
         )
-    root = Path(cached_organisms(fast=fast))
+    root = Path(cached_organisms(fast=fast, progress=progress is not None))  # a bar per variant
     cfg = config or demo_config(root, variant)
     cfg.base, cfg.finetuned = str(root / "base"), str(root / variant)
     return analyze(out_dir=out_dir, config=cfg, progress=progress)
