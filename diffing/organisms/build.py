@@ -149,6 +149,8 @@ class StageBars(Progress):
     def __init__(self, works: dict[str, int], enabled: bool):
         super().__init__(0, False)
         self.works, self.enabled = works, enabled
+        self.name: str | None = None
+        """The stage the current bar belongs to."""
 
     def _total(self, name: str) -> int:
         names = [n.strip() for n in name.split("+")]
@@ -160,10 +162,11 @@ class StageBars(Progress):
 
         if not isinstance(self.bar, tqdm):  # inside a worker: the parent owns the bars
             return
-        if name.startswith("evaluate ") and self.bar.desc == f"organisms: {name[9:]}":
+        if name.startswith("evaluate ") and self.name == name[len("evaluate ") :]:
             self.bar.set_description_str(f"organisms: {name}")  # evaluation continues its bar
             return
         self.bar.close()
+        self.name = name
         self.bar = tqdm(
             total=self._total(name),
             disable=not self.enabled,
