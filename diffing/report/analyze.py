@@ -28,7 +28,7 @@ from diffing.errors import DiffingError
 from diffing.report.budget import pair_budget
 from diffing.report.config import AnalyzeConfig
 from diffing.report.findings import Thresholds, compute_findings
-from diffing.report.inputs import RunData
+from diffing.report.inputs import RunData, prompt_source
 from diffing.report.markdown import render_markdown
 from diffing.report.render import render_html
 from diffing.report.schema import validate_report
@@ -268,6 +268,8 @@ def analyze(
             }
     if data.resolved is not None:  # what the data-reading steps ran on
         report["inputs"].update(data.resolved.report)
+    if "refusal" in cfg.sections:  # recorded even when the step failed: it says what was tried
+        report["inputs"].setdefault("refusal_source", prompt_source(pair, cfg))
     result = write_report(report, out, cfg, command=command)
     progress(f"report written to {result.html} in {time.perf_counter() - t0:.0f} s")
     return result
