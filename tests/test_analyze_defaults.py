@@ -197,7 +197,7 @@ def test_failed_section_exits_non_zero_with_the_report_written(tiny_pair_dirs, t
 
 
 def test_budget_scales_with_parameters_and_device():
-    from diffing.report.budget import auto_budget
+    from diffing.report.budget import auto_budget, fit_to_harvest
 
     cpu = auto_budget(500_000_000, "cpu", 896)
     assert (cpu.tokens, cpu.crosscoder_latents, cpu.crosscoder_steps) == (20_000, 256, 400)
@@ -210,6 +210,9 @@ def test_budget_scales_with_parameters_and_device():
     given = auto_budget(7_000_000_000, "cuda", 4096, tokens=1234, crosscoder_latents=64)
     assert (given.tokens, given.crosscoder_latents) == (1234, 64)
     assert given.chosen_by["tokens"] == "flag" and given.chosen_by["crosscoder_steps"] == "auto"
+    # a harvest that ran out of data shrinks the estimated sizes, never the ones a flag gave
+    assert fit_to_harvest(gpu, 100_000, 896) == (1024, 1953)
+    assert fit_to_harvest(given, 100, 4096) == (64, 400)
 
 
 def test_split_matches_the_refusal_commands_rule():

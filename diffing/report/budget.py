@@ -118,6 +118,21 @@ def auto_budget(
     )
 
 
+def fit_to_harvest(budget: Budget, harvested: int, d_model: int) -> tuple[int, int]:
+    """``(latents, steps)`` of the crosscoder for the tokens the harvest actually got.
+
+    The data may run out before the budget does (a small corpus on a GPU budget); the
+    estimated sizes then shrink to what was harvested, and sizes given by flags stay.
+    """
+    fitted = auto_budget(budget.parameters, budget.device, d_model, tokens=max(harvested, 1))
+    latents, steps = budget.crosscoder_latents, budget.crosscoder_steps
+    if budget.chosen_by.get("crosscoder_latents") == "auto":
+        latents = min(latents, fitted.crosscoder_latents)
+    if budget.chosen_by.get("crosscoder_steps") == "auto":
+        steps = min(steps, fitted.crosscoder_steps)
+    return latents, steps
+
+
 def pair_budget(pair, cfg) -> Budget:
     """The :class:`Budget` for a loaded pair under an ``AnalyzeConfig`` (its flags win)."""
     model = pair.hf("finetuned")

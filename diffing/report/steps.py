@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from diffing.report.budget import fit_to_harvest
 from diffing.report.config import AnalyzeConfig
 from diffing.report.inputs import RunData, prompt_files, prompt_source, prompt_splits
 from diffing.report.util import SkipSection
@@ -242,7 +243,7 @@ def crosscoder(pair, cfg: AnalyzeConfig, out: Path, progress: Progress, data: Ru
     )
     if not cfg.crosscoder:
         batch = max(32, min(512, store.n_tokens // 4))  # a small store still gives several batches
-        latents, steps = budget.crosscoder_latents, budget.crosscoder_steps
+        latents, steps = fit_to_harvest(budget, store.n_tokens, pair.d_model)
         cc_cfg = CrossCoderConfig(
             dict_size=latents,
             steps=steps,
@@ -270,7 +271,7 @@ def crosscoder(pair, cfg: AnalyzeConfig, out: Path, progress: Progress, data: Ru
     summary["size"] = {
         "layer": layer,
         "latents": int(cc.W_dec.shape[1]),
-        "steps": None if cfg.crosscoder else budget.crosscoder_steps,
+        "steps": None if cfg.crosscoder else metrics.get("steps", steps),
         "harvested_tokens": int(store.n_tokens),
         "trained_here": not cfg.crosscoder,
     }
