@@ -89,8 +89,8 @@ def test_builtin_data_on_a_tiny_pair(tiny_pair, tiny_pair_dirs, tmp_path):
     # refusal on the built-in sets: every prompt used once, split into disjoint parts
     splits = prompt_splits(tiny_pair, AnalyzeConfig(base="b", finetuned=str(tiny_pair_dirs[1])))
     train, val, test = splits["harmful"]
-    assert len(train) + len(val) + len(test) == len(builtin.harmful_prompts())
-    assert len(val) == len(test) == min(32, len(builtin.harmful_prompts()) // 4)
+    total, k = len(builtin.harmful_prompts()), min(32, len(builtin.harmful_prompts()) // 4)
+    assert len(val) == len(test) == k and len(train) == min(4 * 32, total - 2 * k)
     assert not set(test) & (set(train) | set(val))
 
 
@@ -245,3 +245,17 @@ def test_organism_build_draws_a_bar_per_variant():
     bars.stage("chat + quirk")  # variants trained side by side share one bar
     assert bars.bar.total == 72
     bars.close()
+
+
+def test_command_line_names_the_negative_flag(tmp_path):
+    from diffing.cli.analyze import config_from_args
+    from diffing.cli.main import build_parser
+    from diffing.report.analyze import command_line
+
+    args = build_parser().parse_args(["analyze", "B", "F", "--no-crosscoder", "--transcripts", "3"])
+    cfg = config_from_args(args)
+    assert (cfg.train_crosscoder, cfg.transcripts, cfg.tokens) == (False, 3, None)
+    line = command_line(cfg, tmp_path)
+    assert line.endswith("--transcripts 3 --no-crosscoder") and "--tokens" not in line
+    again = config_from_args(build_parser().parse_args(line.split()[1:]))
+    assert again == cfg

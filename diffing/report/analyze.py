@@ -96,8 +96,8 @@ def command_line(cfg: AnalyzeConfig, out_dir: Path) -> str:
         if key in ("base", "finetuned") or value == getattr(defaults, key) or value is None:
             continue
         flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            parts.append(flag)
+        if isinstance(value, bool):  # a default that is on has a --no- flag (--no-crosscoder)
+            parts.append(flag if value else "--no-" + key.replace("train_", ""))
         elif isinstance(value, list):
             parts += (
                 [flag, ",".join(str(v) for v in value)]

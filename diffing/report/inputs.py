@@ -94,10 +94,11 @@ def read_prompts(spec: str | Path, kind: str = "harmful", limit: int | None = No
 def split(
     prompts: list[str], n: int, seed: int, name: str
 ) -> tuple[list[str], list[str], list[str]]:
-    """``(train, val, test)`` with ``k = min(n, len/4)`` held out twice, as ``diffing refusal`` splits.
+    """``(train, val, test)``: ``k = min(n, len/4)`` prompts for test and for validation, up to ``4 n`` for training.
 
     The same two calls of :func:`diffing.refusal.io.split_prompts` as the refusal
-    command's: the test part first (seed + 1), then validation from the rest (seed).
+    command's: the test part first (seed + 1), then validation and training from the
+    rest (seed); ``4 n`` is the refusal command's training default at the default ``n``.
     """
     from diffing.refusal.config import RefusalConfig
     from diffing.refusal.io import split_prompts
@@ -105,7 +106,7 @@ def split(
     k = max(1, min(n, len(prompts) // 4))
     least = RefusalConfig().min_train
     held = split_prompts(prompts, len(prompts), k, min_train=k + least, seed=seed + 1, name=name)
-    rest = split_prompts(held.train, len(held.train), k, min_train=least, seed=seed, name=name)
+    rest = split_prompts(held.train, 4 * n, k, min_train=least, seed=seed, name=name)
     return rest.train, rest.val, held.val
 
 
