@@ -216,16 +216,24 @@ def test_budget_scales_with_parameters_and_device():
 
 
 def test_split_matches_the_refusal_commands_rule():
-    """analyze splits a prompt file with the same two split_prompts calls as ``diffing refusal``."""
-    from diffing.refusal.io import split_prompts
+    """analyze splits a prompt file by the refusal package's own rule, with the sizes it documents."""
+    from diffing.refusal import io
+    from diffing.refusal.config import RefusalConfig
     from diffing.report.inputs import split
 
     prompts = [f"p{i}" for i in range(40)]
     train, val, test = split(prompts, 8, 3, "harmful")
-    held = split_prompts(prompts, 40, 8, min_train=12, seed=4, name="harmful")
-    rest = split_prompts(held.train, 32, 8, min_train=4, seed=3, name="harmful")
-    assert (train, val, test) == (rest.train, rest.val, held.val)
+    if hasattr(io, "split_set"):
+        cfg = RefusalConfig(n_train=32, n_val=8, n_test=8, min_train=4, seed=3)
+        want = io.split_set(prompts, cfg, "harmful")
+        assert (train, val, test) == (want.train, want.val, want.test)
+    else:
+        held = io.split_prompts(prompts, 40, 8, min_train=12, seed=4, name="harmful")
+        rest = io.split_prompts(held.train, 32, 8, min_train=4, seed=3, name="harmful")
+        assert (train, val, test) == (rest.train, rest.val, held.val)
+    assert (len(train), len(val), len(test)) == (24, 8, 8)
     assert sorted(train + val + test) == sorted(prompts)
+    assert split(prompts, 8, 3, "harmful") == (train, val, test)  # seeded: the same every time
     with pytest.raises(DiffingError, match="too few"):
         split(prompts[:5], 8, 0, "harmful")
 

@@ -96,17 +96,23 @@ def split(
 ) -> tuple[list[str], list[str], list[str]]:
     """``(train, val, test)``: ``k = min(n, len/4)`` prompts for test and for validation, up to ``4 n`` for training.
 
-    The same two calls of :func:`diffing.refusal.io.split_prompts` as the refusal
-    command's: the test part first (seed + 1), then validation and training from the
-    rest (seed); ``4 n`` is the refusal command's training default at the default ``n``.
+    The refusal command's rule, so that ``analyze`` and ``diffing refusal`` split a file
+    the same way: ``split_set`` with a :class:`~diffing.refusal.config.RefusalConfig` of
+    these sizes and ``seed``. ``4 n`` is the refusal command's training default at the
+    default ``n``.
     """
+    from diffing.refusal import io
     from diffing.refusal.config import RefusalConfig
-    from diffing.refusal.io import split_prompts
 
     k = max(1, min(n, len(prompts) // 4))
     least = RefusalConfig().min_train
-    held = split_prompts(prompts, len(prompts), k, min_train=k + least, seed=seed + 1, name=name)
-    rest = split_prompts(held.train, 4 * n, k, min_train=least, seed=seed, name=name)
+    if hasattr(io, "split_set"):  # the one train/val/test rule of diffing.refusal
+        cfg = RefusalConfig(n_train=4 * n, n_val=k, n_test=k, min_train=least, seed=seed)
+        s = io.split_set(list(prompts), cfg, name)
+        return s.train, s.val, s.test
+    # a diffing.refusal without split_set: its split_prompts called as the refusal command did
+    held = io.split_prompts(prompts, len(prompts), k, min_train=k + least, seed=seed + 1, name=name)
+    rest = io.split_prompts(held.train, 4 * n, k, min_train=least, seed=seed, name=name)
     return rest.train, rest.val, held.val
 
 
