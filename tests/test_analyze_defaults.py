@@ -96,7 +96,7 @@ def test_builtin_data_on_a_tiny_pair(tiny_pair, tiny_pair_dirs, tmp_path):
 
 def test_transcripts_are_greedy_batched_and_cached(tiny_pair, tmp_path):
     """Left-padded batches give each prompt's unbatched greedy answer; a second call reads the cache file."""
-    from diffing.data.transcripts import TranscriptSettings, self_transcripts
+    from diffing.data.transcripts import TranscriptSettings, model_fingerprint, self_transcripts
     from diffing.generation import prompt_ids
 
     model, tok = tiny_pair.hf("finetuned"), tiny_pair.tokenizer
@@ -122,6 +122,10 @@ def test_transcripts_are_greedy_batched_and_cached(tiny_pair, tmp_path):
         model, tok, prompts, tmp_path, model_ref="ft", settings=TranscriptSettings(max_new_tokens=3)
     )
     assert not other.reused and other.path != first.path  # the settings are part of the key
+    # the model's identity is part of the key: the same name with other weights is another model
+    base = tiny_pair.hf("base")
+    assert model_fingerprint(base, "ft") != model_fingerprint(model, "ft")
+    assert model_fingerprint(model, "ft") == model_fingerprint(model, "ft")
     assert other.describe("p", TranscriptSettings(max_new_tokens=3))["cache_file"] == str(
         other.path
     )
