@@ -122,7 +122,7 @@ def test_dry_run_analyze_chat_checkpoint(tmp_path):
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     validate_report(report)
     status = {k: v["status"] for k, v in res["sections"].items()}
-    expected = {"weights": "ok", "stats": "ok", "refusal": "skipped", "crosscoder": "ok"}
+    expected = {"weights": "ok", "stats": "ok", "refusal": "failed", "crosscoder": "ok"}
     assert status == expected, res["sections"]
     # random models do not refuse: the section must say so (and how to proceed), not invent a direction
     assert "refusal tokens" in res["sections"]["refusal"]["reason"]

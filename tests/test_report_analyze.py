@@ -86,7 +86,7 @@ def test_flags_override_config(tmp_path):
 
 @pytest.mark.slow
 def test_config_reproduces_report(tiny_pair_dirs, tmp_path):
-    """A cheap run (weights only; refusal skipped for lack of prompts), then ``--config run.toml`` gives the same report."""
+    """A cheap run (weights only; refusal fails on a missing prompt file), then ``--config run.toml`` gives the same report."""
     base, ft = map(str, tiny_pair_dirs)
     assert (
         main(
@@ -98,15 +98,17 @@ def test_config_reproduces_report(tiny_pair_dirs, tmp_path):
                 str(tmp_path / "a"),
                 "--sections",
                 "refusal",
+                "--harmful",
+                "missing-harmful.txt",
                 "--tokens",
                 "64",
             ]
         )
-        == 0
+        == 1  # a failed section: exit 1, the report written all the same
     )
     first = json.loads((tmp_path / "a" / "report.json").read_text())
-    assert first["sections"]["refusal"]["status"] == "skipped"
-    assert "--harmful FILE --harmless FILE" in first["sections"]["refusal"]["reason"]
+    assert first["sections"]["refusal"]["status"] == "failed"
+    assert "missing-harmful.txt" in first["sections"]["refusal"]["reason"]
     assert first["sections"]["stats"]["reason"] == "not requested (--sections)"
     assert first["weights"]["modules"][0]["name"] == "model.layers.1.mlp.down_proj.weight"
     assert first["config"]["tokens"] == 64
@@ -114,7 +116,7 @@ def test_config_reproduces_report(tiny_pair_dirs, tmp_path):
         main(
             ["analyze", "--config", str(tmp_path / "a" / "run.toml"), "--out", str(tmp_path / "b")]
         )
-        == 0
+        == 1
     )
     second = json.loads((tmp_path / "b" / "report.json").read_text())
     assert _strip_volatile(second) == _strip_volatile(first)
@@ -136,7 +138,14 @@ def test_analyze_tiny_pair_with_stats(tiny_pair, tiny_pair_dirs, tmp_path):
             for i in range(40)
         )
     )
-    cfg = AnalyzeConfig(data=[str(data)], tokens=400, sections=["stats", "crosscoder"])
+    cfg = AnalyzeConfig(
+        data=[str(data)],
+        tokens=400,
+        sections=["stats", "crosscoder"],
+        train_crosscoder=False,
+        transcripts=4,
+        transcript_tokens=4,
+    )
     rep = analyze(
         *map(str, tiny_pair_dirs), tmp_path / "out", config=cfg, pair=tiny_pair, progress=None
     )
@@ -165,7 +174,7 @@ def test_analyze_tiny_pair_with_stats(tiny_pair, tiny_pair_dirs, tmp_path):
 
 def test_bundled_prompt_sets_follow_the_manifest_layout(tmp_path):
     """A pair whose fine-tuned folder sits next to an organism.json gets its prompt sets and corpus from its layout."""
-    from diffing.report.steps import bundled, prompt_splits
+    from diffing.report.inputs import bundled, prompt_splits
 
     root = tmp_path / "org"
     (root / "ft").mkdir(parents=True)
@@ -219,23 +228,31 @@ def test_demo_wiring(tiny_pair_dirs, tmp_path, monkeypatch):
                 )
             )
     (root / "organism.json").write_text(json.dumps({"layout": {}}))
-    monkeypatch.setattr(diffing.organisms, "cached_organisms", lambda fast=False: root)
+    monkeypatch.setattr(
+        diffing.organisms, "cached_organisms", lambda fast=False, progress=False: root
+    )
+    monkeypatch.setattr("diffing.report.budget.CPU_TOKENS", (1_000, 1_000))  # keep the test quick
+    monkeypatch.setattr("diffing.report.budget.STEPS", (40, 40))
     cfg = demo_config(root)
     assert cfg.train_crosscoder and cfg.sections == ["stats", "refusal", "crosscoder"]
-    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    assert cfg == AnalyzeConfig(
+        base=str(root / "base"), finetuned=str(root / "chat")
+    )  # plain analyze
+    # the random tiny model does not refuse: the refusal section fails, so the command exits 1
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 1
     data = json.loads((tmp_path / "demo" / "report.json").read_text())
     assert (
         data["models"]["finetuned"] == str(root / "chat")
         and data["config"]["train_crosscoder"] is True
     )
-    # no corpus in this fake build: the data-hungry steps say so, the page still renders
-    assert (
-        data["sections"]["stats"]["status"] == "skipped"
-        and "no data" in data["sections"]["stats"]["reason"]
-    )
-    assert data["sections"]["crosscoder"]["status"] == "skipped"
+    # no corpus in this fake build: the data-hungry steps run on the built-in corpus and transcripts
+    assert data["sections"]["stats"]["status"] == "ok"
+    assert data["inputs"]["data_source"] == "built-in"
+    assert data["sections"]["crosscoder"]["status"] == "ok"
+    assert data["crosscoder"]["summary"]["size"]["steps"] == 40
     # the bundled prompts were found: the refusal step reached the method, which found no refusal to explain
-    assert data["sections"]["refusal"]["status"] == "skipped"
+    assert data["inputs"]["refusal_source"] == "organism"
+    assert data["sections"]["refusal"]["status"] == "failed"
     assert "refusal tokens" in data["sections"]["refusal"]["reason"]
 
 

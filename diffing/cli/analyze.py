@@ -46,14 +46,35 @@ def register(sub) -> None:
     p.add_argument(
         "--data",
         nargs="+",
-        help="corpus files (.txt one document a line, .jsonl text or chat records)",
+        help="corpus: files (.txt one document a line, .jsonl text or chat records), folders, "
+        "hf:NAME[:split], or a named dataset (fineweb, fineweb-edu, lmsys-chat, ultrachat; docs/data.md); "
+        "default: the pair's own corpus, else the built-in one",
     )
-    p.add_argument("--harmful", help="harmful prompts for the refusal comparison (.txt or .jsonl)")
-    p.add_argument("--harmless", help="harmless prompts for the refusal comparison")
+    p.add_argument(
+        "--harmful",
+        help="harmful prompts for refusal: a file, hf:NAME or advbench/harmbench/jailbreakbench "
+        "(default: the pair's own set, else the built-in one)",
+    )
+    p.add_argument(
+        "--harmless",
+        help="harmless prompts for refusal: a file, hf:NAME or alpaca (default as for --harmful)",
+    )
     p.add_argument(
         "--tokens",
         type=int,
-        help="token budget for statistics and the crosscoder harvest (default 20000)",
+        help="token budget for statistics and the crosscoder harvest "
+        "(default: sized to the model and the device)",
+    )
+    p.add_argument(
+        "--transcripts",
+        type=int,
+        help="chat transcripts the fine-tuned model writes itself when the data has none "
+        "(default 32 on a CPU, 256 on a GPU)",
+    )
+    p.add_argument(
+        "--transcript-tokens",
+        type=int,
+        help="longest self-generated answer in tokens (default 64 on a CPU, 128 on a GPU)",
     )
     p.add_argument("--layers", type=int, nargs="+", help="layers to compare (default: all)")
     p.add_argument(
@@ -64,18 +85,34 @@ def register(sub) -> None:
         type=int,
         help="at most this many prompts per split for refusal (default 32)",
     )
-    p.add_argument("--crosscoder", help="folder of a trained crosscoder to analyse")
     p.add_argument(
-        "--train-crosscoder", action="store_true", default=None, help="train a quick crosscoder"
+        "--crosscoder", help="folder of a trained crosscoder to analyse (instead of training one)"
     )
     p.add_argument(
-        "--crosscoder-layer", type=int, help="layer of the quick crosscoder (default: middle)"
+        "--train-crosscoder",
+        action="store_true",
+        default=None,
+        help="train a crosscoder when --crosscoder is not given (the default)",
     )
     p.add_argument(
-        "--crosscoder-latents", type=int, help="latents of the quick crosscoder (default 256)"
+        "--no-crosscoder",
+        dest="train_crosscoder",
+        action="store_false",
+        default=None,
+        help="skip the crosscoder section unless --crosscoder DIR is given",
     )
     p.add_argument(
-        "--crosscoder-steps", type=int, help="training steps of the quick crosscoder (default 400)"
+        "--crosscoder-layer", type=int, help="layer of the trained crosscoder (default: middle)"
+    )
+    p.add_argument(
+        "--crosscoder-latents",
+        type=int,
+        help="latents of the trained crosscoder (default: sized to the token budget)",
+    )
+    p.add_argument(
+        "--crosscoder-steps",
+        type=int,
+        help="training steps of the trained crosscoder (default: sized to the token budget)",
     )
     p.add_argument(
         "--causal-transcripts",
@@ -124,7 +161,7 @@ def run_analyze(args: argparse.Namespace) -> int:
     out = args.out or (str(Path(args.config).parent) if args.config else "report")
     report = analyze(out_dir=out, config=cfg)
     _print_result(report)
-    return 0
+    return _exit_code(report)
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -133,7 +170,17 @@ def run_demo(args: argparse.Namespace) -> int:
 
     report = demo(args.out, fast=args.fast, variant=args.variant)
     _print_result(report)
-    return 0
+    return _exit_code(report)
+
+
+def _exit_code(report) -> int:
+    """1 when a section failed (the report is written all the same, with the failure in it), else 0."""
+    import sys
+
+    for name in report.failed:
+        reason = report.data["sections"][name].get("reason")
+        print(f"error: the {name} section failed: {reason}", file=sys.stderr)
+    return 1 if report.failed else 0
 
 
 def _print_result(report) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -137,6 +138,45 @@ def _prepare_folder(root: Path, config: OrganismConfig) -> None:
         write_json_atomic(info_path, info)
 
 
+class StageBars(Progress):
+    """A tqdm bar per stage: the base, each variant (its training and evaluation), on stderr.
+
+    One bar that stands still for half an hour while a variant trains looks like a hang;
+    a bar per variant, named after it and sized to its steps, shows which one is running
+    and how far it got. Variants trained side by side share one bar named after all of them.
+    """
+
+    def __init__(self, works: dict[str, int], enabled: bool):
+        super().__init__(0, False)
+        self.works, self.enabled = works, enabled
+        self.name: str | None = None
+        """The stage the current bar belongs to."""
+
+    def _total(self, name: str) -> int:
+        names = [n.strip() for n in name.split("+")]
+        keys = [k for n in names for k in (n, f"eval-{n}", n.replace("evaluate ", "eval-"))]
+        return sum(self.works.get(k, 0) for k in dict.fromkeys(keys)) or 1
+
+    def stage(self, name: str) -> None:
+        from tqdm.auto import tqdm
+
+        if not isinstance(self.bar, tqdm):  # inside a worker: the parent owns the bars
+            return
+        if name.startswith("evaluate ") and self.name == name[len("evaluate ") :]:
+            self.bar.set_description_str(f"organisms: {name}")  # evaluation continues its bar
+            return
+        self.bar.close()
+        self.name = name
+        self.bar = tqdm(
+            total=self._total(name),
+            disable=not self.enabled,
+            file=sys.stderr,
+            unit="step",
+            desc=f"organisms: {name}",
+            dynamic_ncols=True,
+        )
+
+
 def _stages(root: Path, m: Materials, variants: list[str], prog: Progress) -> dict[str, Stage]:
     c = m.config
     stages = [
@@ -214,7 +254,7 @@ def build_organisms(
         threads = build_threads() if todo else None
         if threads:
             torch.set_num_threads(threads)
-        prog = Progress(sum(s.work for s in todo), progress and bool(todo))
+        prog = StageBars({s.name: s.work for s in todo}, progress and bool(todo))
         stages = _stages(root, m, chosen, prog)
         try:
             workers = _run_stages(root, stages, chosen, prog, threads or 1)

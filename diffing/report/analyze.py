@@ -1,8 +1,11 @@
 """``analyze``: run every section on a pair and write index.html, report.json, report.md and run.toml.
 
 Each step (weights, stats, refusal, crosscoder) runs inside its own guard: a step
-that fails or cannot run (no prompts, a method module not installed) is recorded
-as skipped with its reason, and the other sections still render. The section
+that was not asked for (or whose method module is not installed) is recorded as
+skipped, one that raises (a user-fixable DiffingError or a bug) as failed, each
+with its reason, and the other sections still render. With no data flags every
+section runs, on the pair's own data or the built-in data (``report.inputs``), at
+sizes scaled to the model and the device (``report.budget``). The section
 results are gathered into one report dict (keys in docs/report.md), the findings
 are computed from it, and the renderers turn it into the three files.
 """
@@ -22,8 +25,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 from diffing.errors import DiffingError
+from diffing.report.budget import pair_budget
 from diffing.report.config import AnalyzeConfig
 from diffing.report.findings import Thresholds, compute_findings
+from diffing.report.inputs import RunData, prompt_source
 from diffing.report.markdown import render_markdown
 from diffing.report.render import render_html
 from diffing.report.schema import validate_report
@@ -53,6 +58,11 @@ class Report(NamedTuple):
     def findings(self) -> list[dict]:
         """The summary's findings, most important first."""
         return self.data["findings"]
+
+    @property
+    def failed(self) -> list[str]:
+        """Sections whose step failed (the CLI exits non-zero when there is any)."""
+        return [k for k, v in self.data["sections"].items() if v.get("status") == "failed"]
 
 
 def default_progress(msg: str) -> None:
@@ -86,8 +96,8 @@ def command_line(cfg: AnalyzeConfig, out_dir: Path) -> str:
         if key in ("base", "finetuned") or value == getattr(defaults, key) or value is None:
             continue
         flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            parts.append(flag)
+        if isinstance(value, bool):  # a default that is on has a --no- flag (--no-crosscoder)
+            parts.append(flag if value else "--no-" + key.replace("train_", ""))
         elif isinstance(value, list):
             parts += (
                 [flag, ",".join(str(v) for v in value)]
@@ -129,8 +139,10 @@ def run_step(
                 report.setdefault("inputs", {}).update(jsonable(value))
             else:
                 report[key] = jsonable(value)
-    except (SkipSection, DiffingError) as err:
+    except SkipSection as err:
         status, reason = "skipped", str(err)
+    except DiffingError as err:  # the section could not run: a failure the user can fix
+        status, reason = "failed", str(err)
     except ImportError as err:  # a method module that is not installed (or not written yet)
         status, reason = "skipped", f"the method is not available in this installation ({err})"
     except Exception as err:  # noqa: BLE001 - one failing method must not take the report down
@@ -191,7 +203,7 @@ def _absolute_paths(cfg: AnalyzeConfig) -> None:
         return os.path.abspath(os.path.expanduser(p)) if p and Path(p).expanduser().exists() else p
 
     for key in ("base", "finetuned", "adapter", "harmful", "harmless", "crosscoder"):
-        setattr(cfg, key, fix(getattr(cfg, key)))
+        setattr(cfg, key, fix(getattr(cfg, key)))  # named datasets (advbench, ...) stay names
     cfg.data = [fix(p) for p in cfg.data]
 
 
@@ -231,12 +243,22 @@ def analyze(
     cfg.base = cfg.base or pair.base_ref
     cfg.finetuned = cfg.finetuned or pair.finetuned_ref
     report = empty_report(cfg, steps.describe_pair(pair))
+    budget = pair_budget(pair, cfg)
+    report["inputs"]["budget"] = budget.to_dict()
+    progress(
+        f"budget on {budget.device}: {budget.tokens} tokens, crosscoder {budget.crosscoder_latents} "
+        f"latents x {budget.crosscoder_steps} steps"
+    )
+    data = RunData(pair, cfg, budget, out, bars=bool(getattr(progress, "bars", False)))
     run_step(report, "weights", lambda: steps.weights(pair), progress)
     plan = {"stats": steps.stats, "refusal": steps.refusal, "crosscoder": steps.crosscoder}
     for name, fn in plan.items():
         if name in cfg.sections:
             run_step(
-                report, name, lambda fn=fn, name=name: fn(pair, cfg, out / name, progress), progress
+                report,
+                name,
+                lambda fn=fn, name=name: fn(pair, cfg, out / name, progress, data),
+                progress,
             )
         else:
             report["sections"][name] = {
@@ -244,6 +266,10 @@ def analyze(
                 "reason": "not requested (--sections)",
                 "seconds": 0.0,
             }
+    if data.resolved is not None:  # what the data-reading steps ran on
+        report["inputs"].update(data.resolved.report)
+    if "refusal" in cfg.sections:  # recorded even when the step failed: it says what was tried
+        report["inputs"].setdefault("refusal_source", prompt_source(pair, cfg))
     result = write_report(report, out, cfg, command=command)
     progress(f"report written to {result.html} in {time.perf_counter() - t0:.0f} s")
     return result

@@ -45,13 +45,20 @@ class AnalyzeConfig:
     sections: list[str] = field(default_factory=lambda: list(SECTIONS))
     """Which sections to run (a subset of stats, refusal, crosscoder)."""
     data: list[str] = field(default_factory=list)
-    """Corpus files (plain text .txt, .jsonl with text or messages) for statistics and the crosscoder."""
+    """Corpus specs (.txt, .jsonl text or chat records, folders, hf:NAME, or a named dataset such as
+    fineweb) for statistics and the crosscoder; empty: the pair's own corpus, else the built-in one."""
     harmful: str | None = None
-    """File of harmful prompts for the refusal comparison (the bundled set is used when the pair ships one)."""
+    """Harmful prompts for refusal: a file, hf:NAME or a named set (advbench, harmbench, jailbreakbench);
+    None: the pair's own set, else the built-in one."""
     harmless: str | None = None
-    """File of harmless prompts for the refusal comparison."""
-    tokens: int = 20_000
-    """Token budget for the statistics (activations, KL) and the crosscoder's harvest."""
+    """Harmless prompts for refusal: a file, hf:NAME or a named set (alpaca); None as for ``harmful``."""
+    tokens: int | None = None
+    """Token budget for the statistics (activations, KL) and the crosscoder's harvest; None: sized to
+    the model and the device (diffing/report/budget.py)."""
+    transcripts: int | None = None
+    """Chat transcripts the fine-tuned model writes itself when the data has none; None: by device."""
+    transcript_tokens: int | None = None
+    """Longest self-generated answer, in tokens; None: by device."""
     layers: list[int] | None = None
     """Layers to compare (negative counts from the end); None lets each method choose."""
     adl_layer: int | None = None
@@ -60,14 +67,14 @@ class AnalyzeConfig:
     """At most this many prompts per split (train/val/test) for the refusal comparison."""
     crosscoder: str | None = None
     """Folder of a trained crosscoder to analyse (skips training)."""
-    train_crosscoder: bool = False
-    """Train a quick crosscoder when none is given (otherwise the crosscoder section is skipped)."""
+    train_crosscoder: bool = True
+    """Train a crosscoder when none is given (False, ``--no-crosscoder``: skip the crosscoder section)."""
     crosscoder_layer: int | None = None
     """Layer of the quick crosscoder; None picks the middle layer."""
-    crosscoder_latents: int = 256
-    """Latents of the quick crosscoder."""
-    crosscoder_steps: int = 400
-    """Training steps of the quick crosscoder."""
+    crosscoder_latents: int | None = None
+    """Latents of the trained crosscoder; None: sized to the token budget."""
+    crosscoder_steps: int | None = None
+    """Training steps of the trained crosscoder; None: sized to the token budget."""
     causal_transcripts: int = 64
     """Chat transcripts of the data on which the crosscoder's causal check patches latents (0: skip it)."""
     top_latents: int = 8
@@ -81,8 +88,10 @@ class AnalyzeConfig:
             raise DiffingError(
                 f"unknown section(s) {', '.join(unknown)}: choose from {', '.join(SECTIONS)}"
             )
-        if self.tokens <= 0:
-            raise DiffingError(f"tokens must be positive (got {self.tokens})")
+        for name in ("tokens", "transcripts", "transcript_tokens", "crosscoder_latents"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise DiffingError(f"{name} must be positive (got {value})")
 
     def to_dict(self) -> dict:
         """Plain dict of the fields (None values kept)."""

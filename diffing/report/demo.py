@@ -2,7 +2,7 @@
 
 This is what ``make demo`` runs. The organisms are built once per machine by
 ``diffing.organisms.cached_organisms`` (about 8 minutes on 2 CPU cores for the full
-build) and the analysis uses quick budgets so it adds about 5 minutes at most.
+build) and the analysis is the plain ``diffing analyze BASE CHAT`` with its default sizes.
 """
 
 from __future__ import annotations
@@ -18,20 +18,13 @@ DEMO_VARIANT = "chat"
 
 
 def demo_config(root: Path, variant: str = DEMO_VARIANT) -> AnalyzeConfig:
-    """Quick-budget config for ``base`` vs ``variant`` of the organism build at ``root``.
+    """The default ``analyze`` config for ``base`` vs ``variant`` of the organism build at ``root``.
 
-    The pair's bundled prompt sets and corpora are found by ``analyze`` itself
-    (they sit next to ``organism.json``), so the config only names the models.
+    Nothing demo-specific: the pair's own prompt sets and corpora are found by
+    ``analyze`` itself (they sit next to ``organism.json``, as any pair's may), and
+    the sizes are the ones ``analyze`` picks for the model and the device.
     """
-    return AnalyzeConfig(
-        base=str(root / "base"),
-        finetuned=str(root / variant),
-        tokens=20_000,
-        refusal_prompts=32,
-        train_crosscoder=True,
-        crosscoder_latents=256,
-        crosscoder_steps=400,
-    )
+    return AnalyzeConfig(base=str(root / "base"), finetuned=str(root / variant))
 
 
 def demo(
@@ -49,7 +42,7 @@ def demo(
         progress(
             "organisms: building or reusing the cached build (the first build takes several minutes)"
         )
-    root = Path(cached_organisms(fast=fast))
+    root = Path(cached_organisms(fast=fast, progress=progress is not None))  # a bar per variant
     cfg = config or demo_config(root, variant)
     cfg.base, cfg.finetuned = str(root / "base"), str(root / variant)
     return analyze(out_dir=out_dir, config=cfg, progress=progress)

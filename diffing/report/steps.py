@@ -1,9 +1,10 @@
 """The steps ``analyze`` runs, each an adapter from a method's Python API to report keys.
 
 A step returns ``{report key: section result}``; it raises :class:`SkipSection`
-(or :class:`~diffing.errors.DiffingError`) with a readable reason when it cannot
-run, e.g. no prompt sets for the refusal comparison. This is the only module of
-the report that knows the method APIs; the renderers read report keys only.
+with a readable reason when it was not asked to run (``--no-crosscoder``), and a
+:class:`~diffing.errors.DiffingError` when it cannot (the section then fails). The
+data each step reads comes from :mod:`diffing.report.inputs`. This is the only
+module of the report that knows the method APIs; the renderers read report keys only.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from diffing.errors import DiffingError
+from diffing.report.budget import fit_to_harvest
 from diffing.report.config import AnalyzeConfig
+from diffing.report.inputs import RunData, prompt_files, prompt_source, prompt_splits
 from diffing.report.util import SkipSection
 
 Progress = Callable[[str], None]
@@ -78,103 +80,28 @@ def weights(pair) -> dict:
     return {"weights": {"source": "weights", "modules": mods}}
 
 
-# ---- bundled data: a pair that ships prompt sets and corpora (e.g. the built-in organisms) ----
-
-
-def _organism_root(pair, cfg: AnalyzeConfig) -> Path | None:
-    """The folder holding ``organism.json`` next to (or above) the fine-tuned model, if any."""
-    for ref in (cfg.finetuned, cfg.adapter, getattr(pair, "finetuned_ref", None)):
-        if not ref:
-            continue
-        p = Path(str(ref)).expanduser()
-        for cand in (p, p.parent):
-            if (cand / "organism.json").is_file():
-                return cand
-    return None
-
-
-def bundled(pair, cfg: AnalyzeConfig) -> dict:
-    """What the pair ships next to its ``organism.json``: ``{"prompts": {stem: Path}, "corpus": [Path]}``.
-
-    Paths come from the manifest's ``layout`` (docs/organisms.md) when it has one, else from the
-    same default layout: ``prompts/{harmful,harmless}_{train,val,test}.jsonl``, ``corpus/text.txt``,
-    ``corpus/chat.jsonl``. Nothing about the models' behaviour is read.
-    """
-    root = _organism_root(pair, cfg)
-    if root is None:
-        return {"prompts": {}, "corpus": []}
-    try:
-        lay = json.loads((root / "organism.json").read_text()).get("layout") or {}
-    except (OSError, ValueError):
-        lay = {}
-    prompts = lay.get("prompts") or {
-        f"{k}_{s}": f"prompts/{k}_{s}.jsonl"
-        for k in ("harmful", "harmless")
-        for s in ("train", "val", "test")
-    }
-    corpus = lay.get("corpus") or {"text": "corpus/text.txt", "chat": "corpus/chat.jsonl"}
-    return {
-        "prompts": {stem: root / rel for stem, rel in prompts.items() if (root / rel).is_file()},
-        "corpus": [root / rel for rel in corpus.values() if (root / rel).is_file()],
-    }
-
-
-def read_prompts(path: str | Path) -> list[str]:
-    """Prompts from a file (``diffing.data.load_prompts`` when available, else .txt lines / jsonl fields)."""
-    try:
-        from diffing.data import load_prompts
-    except ModuleNotFoundError:
-        from diffing.stats.inputs import read_documents
-
-        docs = read_documents([path], field=None)
-        return docs.texts + [
-            next((m["content"] for m in c if m.get("role") == "user"), "") for c in docs.chats
-        ]
-    return list(load_prompts(str(path)))
-
-
-def _corpus_files(pair, cfg: AnalyzeConfig) -> list:
-    """``--data`` files, else the pair's bundled corpus."""
-    return list(cfg.data) or bundled(pair, cfg)["corpus"]
-
-
-def corpus(pair, cfg: AnalyzeConfig) -> tuple[list[str], list[list[dict]]]:
-    """``(texts, chats)`` for the statistics: ``--data`` files, else the pair's bundled corpus."""
-    from diffing.stats.inputs import read_documents
-
-    files = _corpus_files(pair, cfg)
-    if not files:
-        raise SkipSection(
-            "no data: pass --data FILE (plain text .txt or .jsonl with text or chat records)"
-        )
-    docs = read_documents(files)
-    return docs.texts, docs.chats
-
-
 # ---- the method steps ----
 
 
-def stats(pair, cfg: AnalyzeConfig, out: Path, progress: Progress) -> dict:
+def stats(pair, cfg: AnalyzeConfig, out: Path, progress: Progress, data: RunData) -> dict:
     """Weights (with effective rank), activations, KL and ADL via ``diffing.stats``."""
     from diffing.stats.run import StatsConfig, compute_stats
 
-    texts, chats = corpus(pair, cfg)
-    progress(f"stats: {len(texts)} texts, {len(chats)} chats, budget {cfg.tokens} tokens")
+    corpus = data.corpus()
+    tokens = data.budget.tokens
+    progress(f"stats: {len(corpus.texts)} texts, {len(corpus.chats)} chats, budget {tokens} tokens")
     res = compute_stats(
         pair,
         config=StatsConfig(weights=not pair.remote),  # remote: the weights step sketched them
-        texts=texts,
-        chats=chats,
-        tokens=cfg.tokens,
+        texts=corpus.texts,
+        chats=corpus.chats,
+        tokens=tokens,
         layers=cfg.layers,
         adl_layer=cfg.adl_layer,
         out_dir=out,
     )
     keep = {k: res[k] for k in ("activations", "kl", "adl") if res.get(k) is not None}
-    keep["inputs"] = {
-        "corpus": [str(f) for f in _corpus_files(pair, cfg)],
-        "stats_tokens": res.get("tokens"),
-    }
+    keep["inputs"] = {"stats_tokens": res.get("tokens")}
     if res.get("weights"):
         keep["weights"] = res["weights"]
     if "tokens" in res:
@@ -182,42 +109,7 @@ def stats(pair, cfg: AnalyzeConfig, out: Path, progress: Progress) -> dict:
     return keep
 
 
-def _split(prompts: list[str], n: int, seed: int) -> tuple[list[str], list[str], list[str]]:
-    """Seeded shuffle into (train, val, test) with at most ``n`` prompts per held-out split."""
-    import random
-
-    order = list(prompts)
-    random.Random(seed).shuffle(order)
-    k = max(1, min(n, len(order) // 4))
-    return order[2 * k :], order[k : 2 * k], order[:k]
-
-
-def prompt_splits(pair, cfg: AnalyzeConfig) -> dict[str, tuple[list[str], list[str], list[str]]]:
-    """``{"harmful": (train, val, test), "harmless": (...)}`` from the flags or the pair's bundled sets."""
-    n = cfg.refusal_prompts
-    if cfg.harmful or cfg.harmless:
-        if not (cfg.harmful and cfg.harmless):
-            raise SkipSection("refusal needs both --harmful FILE and --harmless FILE")
-        return {
-            k: _split(read_prompts(f), n, cfg.seed)
-            for k, f in (("harmful", cfg.harmful), ("harmless", cfg.harmless))
-        }
-    files = bundled(pair, cfg)["prompts"]
-    stems = [f"{k}_{sp}" for k in ("harmful", "harmless") for sp in ("train", "val", "test")]
-    if not all(stem in files for stem in stems):
-        raise SkipSection(
-            "no prompt sets: pass --harmful FILE --harmless FILE (one prompt per line or jsonl)"
-        )
-    return {
-        kind: tuple(
-            read_prompts(files[f"{kind}_{split}"])[: (2 * n if split == "train" else n)]
-            for split in ("train", "val", "test")
-        )
-        for kind in ("harmful", "harmless")
-    }
-
-
-def refusal(pair, cfg: AnalyzeConfig, out: Path, progress: Progress) -> dict:
+def refusal(pair, cfg: AnalyzeConfig, out: Path, progress: Progress, data: RunData) -> dict:
     """Refusal directions of the fine-tuned model vs the base (``compare_pair``) and ablation/addition (``evaluate``)."""
     splits = prompt_splits(pair, cfg)
     from diffing.refusal import RefusalConfig, compare_pair, evaluate
@@ -262,12 +154,14 @@ def refusal(pair, cfg: AnalyzeConfig, out: Path, progress: Progress) -> dict:
         examples=ev.report["examples"],
     )
     sizes = {k: [len(x) for x in v] for k, v in splits.items()}
-    source = (
-        [cfg.harmful, cfg.harmless]
-        if cfg.harmful
-        else [str(p) for p in bundled(pair, cfg)["prompts"].values()]
-    )
-    return {"refusal": result, "inputs": {"refusal_prompts": source, "refusal_split_sizes": sizes}}
+    return {
+        "refusal": result,
+        "inputs": {
+            "refusal_source": prompt_source(pair, cfg),
+            "refusal_prompts": prompt_files(pair, cfg),
+            "refusal_split_sizes": sizes,
+        },
+    }
 
 
 def _best_per_layer(rows: list[dict]) -> list[dict]:
@@ -319,12 +213,10 @@ def top_latents(records: list[dict], n: int) -> list[dict]:
     return sorted((_report_latent(r) for r in records), key=rank)[:n]
 
 
-def crosscoder(pair, cfg: AnalyzeConfig, out: Path, progress: Progress) -> dict:
-    """Analyse a given crosscoder, or train a quick one, via ``diffing.store`` and ``diffing.crosscoder``."""
+def crosscoder(pair, cfg: AnalyzeConfig, out: Path, progress: Progress, data: RunData) -> dict:
+    """Analyse a given crosscoder, or train one sized to the budget, via ``diffing.store`` and ``diffing.crosscoder``."""
     if not cfg.crosscoder and not cfg.train_crosscoder:
-        raise SkipSection(
-            "no crosscoder: pass --crosscoder DIR (a trained one) or --train-crosscoder"
-        )
+        raise SkipSection("not requested (--no-crosscoder); pass --crosscoder DIR to analyse one")
     from diffing.crosscoder import CrossCoder, CrossCoderConfig, train_crosscoder
     from diffing.crosscoder.analyze import analyze_crosscoder
     from diffing.store import harvest
@@ -337,53 +229,51 @@ def crosscoder(pair, cfg: AnalyzeConfig, out: Path, progress: Progress) -> dict:
     else:
         layer = pair.n_layers // 2 if cfg.crosscoder_layer is None else cfg.crosscoder_layer
     layer = pair.check_layers([pair.n_layers // 2 if layer is None else layer])[0]
-    files = list(cfg.data) or [str(f) for f in bundled(pair, cfg)["corpus"]]
-    if not files:
-        raise SkipSection("no data to harvest: pass --data FILE (text and/or chat records)")
-    progress(f"crosscoder: harvesting {cfg.tokens} tokens at layer {layer}")
+    corpus = data.corpus()
+    budget = data.budget
+    progress(f"crosscoder: harvesting {budget.tokens} tokens at layer {layer}")
     store = harvest(
         pair,
         out / "store",
         layers=[layer],
-        data=files,
-        tokens=cfg.tokens,
+        data=corpus.specs,
+        tokens=budget.tokens,
         seq_len=128,
         progress=_bars(progress),
     )
     if not cfg.crosscoder:
         batch = max(32, min(512, store.n_tokens // 4))  # a small store still gives several batches
+        latents, steps = fit_to_harvest(budget, store.n_tokens, pair.d_model)
         cc_cfg = CrossCoderConfig(
-            dict_size=cfg.crosscoder_latents,
-            steps=cfg.crosscoder_steps,
+            dict_size=latents,
+            steps=steps,
             batch_size=batch,
             seed=cfg.seed,
-            lr_warmup_steps=min(100, cfg.crosscoder_steps // 10),
-            threshold_start_step=min(100, cfg.crosscoder_steps // 4),
+            lr_warmup_steps=min(100, steps // 10),
+            threshold_start_step=min(100, steps // 4),
         )
-        progress(
-            f"crosscoder: training {cfg.crosscoder_latents} latents for {cfg.crosscoder_steps} steps"
-        )
+        progress(f"crosscoder: training {latents} latents for {steps} steps")
         trained = train_crosscoder(store, cc_cfg, out / "model", progress=_bars(progress))
         cc, metrics = trained.crosscoder, trained.metrics
     else:
         given = Path(cfg.crosscoder) / "metrics.json"
         metrics = json.loads(given.read_text()) if given.is_file() else {}
-    chats = []
-    if cfg.causal_transcripts > 0:
-        from diffing.stats import read_documents
-
-        try:
-            chats = read_documents(files).chats[: cfg.causal_transcripts]
-        except DiffingError as err:  # e.g. an hf: dataset spec, which only harvest reads
-            progress(f"crosscoder: causal check skipped: {err}")
-        if chats:
-            progress(f"crosscoder: causal check on {len(chats)} chat transcripts")
+    chats = corpus.chats[: max(0, cfg.causal_transcripts)]
+    if chats:
+        progress(f"crosscoder: causal check on {len(chats)} chat transcripts")
     res = analyze_crosscoder(
         cc, store, out / "analysis", pair=pair, top=10, layer=layer, causal_texts=chats or None
     )
     summary = dict(res.summary)
     summary["training"] = {
         k: metrics[k] for k in ("fvu", "l0", "dead_frac", "steps", "tokens") if k in metrics
+    }
+    summary["size"] = {
+        "layer": layer,
+        "latents": int(cc.W_dec.shape[1]),
+        "steps": None if cfg.crosscoder else metrics.get("steps", steps),
+        "harvested_tokens": int(store.n_tokens),
+        "trained_here": not cfg.crosscoder,
     }
     scaling = [
         {
