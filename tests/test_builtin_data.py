@@ -74,3 +74,10 @@ def test_harmful_and_harmless_sets_are_matched():
     ]
     # most pairs open the same way ("How do I ...", "Write a ..."), as in matched splits
     assert sum(shared) >= 0.8 * len(shared)
+
+
+def test_docs_composition_table_is_current():
+    from pathlib import Path
+
+    page = (Path(__file__).parents[1] / "docs" / "data.md").read_text()
+    assert builtin.composition() in page, "regenerate the table: python -m diffing.data.builtin"

@@ -116,3 +116,36 @@ def harmful_prompts() -> list[str]:
 def harmless_prompts() -> list[str]:
     """The built-in harmless requests."""
     return [r.text for r in harmless_records()]
+
+
+def composition() -> str:
+    """A Markdown summary of the built-in data (counts by group, lengths), for ``docs/data.md``.
+
+    Written from the files themselves, so the page cannot drift from what ships:
+    ``python -m diffing.data.builtin`` prints it.
+    """
+    sets = (
+        ("corpus", corpus_records(), "genre"),
+        ("chat prompts", chat_prompt_records(), "topic"),
+        ("harmful prompts", harmful_records(), "category"),
+        ("harmless prompts", harmless_records(), "category"),
+    )
+    lines = [
+        "| set | records | words per record (min / mean / max) | by group |",
+        "|---|---|---|---|",
+    ]
+    for name, records, group in sets:
+        words = [len(r.text.split()) for r in records]
+        counts: dict[str, int] = {}
+        for r in records:
+            counts[r.group] = counts.get(r.group, 0) + 1
+        groups = ", ".join(f"{g} {n}" for g, n in sorted(counts.items()))
+        mean = sum(words) / max(1, len(words))
+        lines.append(
+            f"| {name} | {len(records)} | {min(words)} / {mean:.0f} / {max(words)} | {group}: {groups} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(composition(), end="")
