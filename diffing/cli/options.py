@@ -83,14 +83,18 @@ def add_options(
     *,
     only: Iterable[str] | None = None,
     exclude: Iterable[str] = (),
-    flags: dict[str, str] | None = None,
+    flags: dict[str, str | tuple[str, ...]] | None = None,
+    positionals: Iterable[str] = (),
     title: str | None = None,
 ) -> list[str]:
     """Add one flag per field of the dataclass ``cls``; returns the field names added.
 
     ``only`` / ``exclude`` choose the fields (provenance and internal fields stay
-    out of the CLI), ``flags`` renames a field's flag (``{"k": "--k"}``), and
-    ``title`` puts the flags in their own ``--help`` group.
+    out of the CLI); ``flags`` renames a field's flag (``{"k": "--k"}``); a boolean
+    field that is on by default gets ``--name`` and ``--no-name``, or the names given
+    as a tuple (``("--train-crosscoder", "--no-crosscoder")``: those starting with
+    ``--no-`` turn it off). ``positionals`` are given without a flag, in that order
+    (optional when the field has a default). ``title`` groups the flags in ``--help``.
     """
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
@@ -98,9 +102,26 @@ def add_options(
     skip = set(exclude)
     flags = flags or {}
     target = parser.add_argument_group(title) if title else parser
+    positionals = tuple(positionals)
     added = []
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name in positionals:
+        f = fields[name]
+        optional = _default(f) is not dataclasses.MISSING
+        parser.add_argument(
+            name,
+            nargs="?" if optional else None,
+            default=argparse.SUPPRESS,
+            help=docs.get(name, "").replace("%", "%%") or None,
+        )
+        added.append(name)
     for f in dataclasses.fields(cls):
-        if f.name in skip or (wanted is not None and f.name not in wanted) or not f.init:
+        if (
+            f.name in skip
+            or f.name in positionals
+            or (wanted is not None and f.name not in wanted)
+            or not f.init
+        ):
             continue
         tp = _strip_optional(hints[f.name])
         default = _default(f)
@@ -109,10 +130,21 @@ def add_options(
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
         origin = typing.get_origin(tp)
         if tp is bool:
-            if default is True:
-                kwargs["action"] = argparse.BooleanOptionalAction
-            else:
-                kwargs["action"] = "store_true"
+            names = flags.get(f.name) or flag_name(f.name)
+            names = (names,) if isinstance(names, str) else tuple(names)
+            if default is True and len(names) == 1:
+                names = (names[0], "--no-" + names[0][2:])
+            on = [n for n in names if not n.startswith("--no-")]
+            off = [n for n in names if n.startswith("--no-")]
+            group = target.add_mutually_exclusive_group() if on and off else target
+            if on:
+                group.add_argument(*on, dest=f.name, action="store_true", default=argparse.SUPPRESS,
+                                   help=(doc + " (default)" if default is True else doc) or None)  # fmt: skip
+            if off:
+                group.add_argument(*off, dest=f.name, action="store_false", default=argparse.SUPPRESS,
+                                   help=f"turn off: {doc}" if doc else None)  # fmt: skip
+            added.append(f.name)
+            continue
         else:
             base = tp
             if origin in _LIST_TYPES:
@@ -132,7 +164,7 @@ def add_options(
         if default is dataclasses.MISSING:
             kwargs["required"] = True
         kwargs["help"] = doc or None
-        target.add_argument(flags.get(f.name, flag_name(f.name)), **kwargs)
+        target.add_argument(flags.get(f.name) or flag_name(f.name), **kwargs)
         added.append(f.name)
     return added
 
@@ -159,3 +191,38 @@ def config_from_args(args: argparse.Namespace, cls: type, base: Any = None, **fi
     if base is not None:
         return dataclasses.replace(base, **given)
     return cls(**given)
+
+
+def command_line(
+    config: Any,
+    *,
+    positionals: Iterable[str] = (),
+    exclude: Iterable[str] = (),
+    flags: dict[str, str | tuple[str, ...]] | None = None,
+) -> list[str]:
+    """The arguments that rebuild ``config`` from its class's defaults (the inverse of parsing).
+
+    Fields equal to their default are left out, so the command stays short; ``positionals``,
+    ``exclude`` and ``flags`` are those given to :func:`add_options`.
+    """
+    flags = flags or {}
+    skip = set(exclude)
+    out = [str(getattr(config, n)) for n in positionals if getattr(config, n) is not None]
+    for f in dataclasses.fields(config):
+        if f.name in skip or f.name in positionals or not f.init:
+            continue
+        value, default = getattr(config, f.name), _default(f)
+        if isinstance(value, tuple) and isinstance(default, list | tuple):
+            value = list(value)
+        if value == (list(default) if isinstance(default, tuple) else default) or value is None:
+            continue
+        names = flags.get(f.name) or flag_name(f.name)
+        names = (names,) if isinstance(names, str) else tuple(names)
+        if isinstance(value, bool):
+            want = [n for n in names if n.startswith("--no-") != value]
+            out.append(want[0] if want else ("--no-" + names[0][2:]))
+        elif isinstance(value, list | tuple):
+            out += [names[0], *map(str, value)]
+        else:
+            out += [names[0], str(value)]
+    return out
