@@ -10,7 +10,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from diffing.cli.common import add_pair_args, add_remote_arg
+from diffing.cli.common import (
+    add_pair_args,
+    add_remote_arg,
+    integer,
+    nonnegative_int,
+    out_dir,
+    positive_int,
+)
 
 _BOOL_FLAGS = ("trust_remote_code", "allow_pickle", "train_crosscoder", "remote")
 """Store-true flags: absent means "use the config file's value"."""
@@ -35,7 +42,9 @@ def register(sub) -> None:
         if action.dest in _BOOL_FLAGS:
             action.default = None
     p.add_argument(
-        "--out", help="output folder (default: the --config file's folder, else ./report)"
+        "--out",
+        type=out_dir,
+        help="output folder (default: the --config file's folder, else ./report)",
     )
     p.add_argument(
         "--config", help="run.toml written by an earlier analyze; flags given here override it"
@@ -52,16 +61,18 @@ def register(sub) -> None:
     p.add_argument("--harmless", help="harmless prompts for the refusal comparison")
     p.add_argument(
         "--tokens",
-        type=int,
+        type=positive_int,
         help="token budget for statistics and the crosscoder harvest (default 20000)",
     )
-    p.add_argument("--layers", type=int, nargs="+", help="layers to compare (default: all)")
+    p.add_argument("--layers", type=integer, nargs="+", help="layers to compare (default: all)")
     p.add_argument(
-        "--adl-layer", type=int, help="layer of the Activation Difference Lens (default: middle)"
+        "--adl-layer",
+        type=integer,
+        help="layer of the Activation Difference Lens (default: middle)",
     )
     p.add_argument(
         "--refusal-prompts",
-        type=int,
+        type=positive_int,
         help="at most this many prompts per split for refusal (default 32)",
     )
     p.add_argument("--crosscoder", help="folder of a trained crosscoder to analyse")
@@ -69,27 +80,35 @@ def register(sub) -> None:
         "--train-crosscoder", action="store_true", default=None, help="train a quick crosscoder"
     )
     p.add_argument(
-        "--crosscoder-layer", type=int, help="layer of the quick crosscoder (default: middle)"
+        "--crosscoder-layer", type=integer, help="layer of the quick crosscoder (default: middle)"
     )
     p.add_argument(
-        "--crosscoder-latents", type=int, help="latents of the quick crosscoder (default 256)"
+        "--crosscoder-latents",
+        type=positive_int,
+        help="latents of the quick crosscoder (default 256)",
     )
     p.add_argument(
-        "--crosscoder-steps", type=int, help="training steps of the quick crosscoder (default 400)"
+        "--crosscoder-steps",
+        type=positive_int,
+        help="training steps of the quick crosscoder (default 400)",
     )
     p.add_argument(
         "--causal-transcripts",
-        type=int,
+        type=nonnegative_int,
         help="chat transcripts for the crosscoder's causal check (default 64; 0 skips it)",
     )
-    p.add_argument("--top-latents", type=int, help="latent cards shown in the report (default 8)")
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument(
+        "--top-latents", type=nonnegative_int, help="latent cards shown in the report (default 8)"
+    )
+    p.add_argument("--seed", type=nonnegative_int, help="random seed (default 0)")
     p.set_defaults(handler=run_analyze)
 
     d = sub.add_parser(
         "demo", help="build (or reuse) the built-in organisms and write the report of base vs chat"
     )
-    d.add_argument("--out", default="demo-report", help="output folder (default ./demo-report)")
+    d.add_argument(
+        "--out", type=out_dir, default="demo-report", help="output folder (default ./demo-report)"
+    )
     d.add_argument(
         "--fast", action="store_true", help="use the small, fast organism build (as the tests do)"
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from diffing.cli.common import add_remote_arg
+from diffing.cli.common import add_remote_arg, integer, nonnegative_int, out_dir, positive_int
 
 
 def add_analyze(actions) -> argparse.ArgumentParser:
@@ -24,11 +24,14 @@ def add_analyze(actions) -> argparse.ArgumentParser:
     )
     p.add_argument("crosscoder", help="crosscoder folder (ours, or dictionary_learning layout)")
     p.add_argument("--store", required=True, help="the activation store it was trained on")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", type=out_dir, required=True, help="output folder")
     p.add_argument(
-        "--top", type=int, default=20, help="top-activating contexts kept per latent (default 20)"
+        "--top",
+        type=positive_int,
+        default=20,
+        help="top-activating contexts kept per latent (default 20)",
     )
-    p.add_argument("--layer", type=int, default=None, help="layer (default: the crosscoder's)")
+    p.add_argument("--layer", type=integer, default=None, help="layer (default: the crosscoder's)")
     p.add_argument("--base", default=None, help="base model (default: the one named in the store)")
     p.add_argument(
         "--finetuned", default=None, help="fine-tuned model (default: the one named in the store)"
@@ -39,18 +42,20 @@ def add_analyze(actions) -> argparse.ArgumentParser:
         help='.jsonl of chat transcripts ({"messages": [...]}) for the causal check',
     )
     p.add_argument(
-        "--max-tokens", type=int, default=None, help="read at most this many store tokens"
+        "--max-tokens", type=positive_int, default=None, help="read at most this many store tokens"
     )
-    p.add_argument("--batch-size", type=int, default=4096, help="tokens per batch (default 4096)")
+    p.add_argument(
+        "--batch-size", type=positive_int, default=4096, help="tokens per batch (default 4096)"
+    )
     p.add_argument(
         "--context-latents",
-        type=int,
+        type=nonnegative_int,
         default=200,
         help="latents that get contexts and logit lenses (default 200)",
     )
     p.add_argument(
         "--min-active",
-        type=int,
+        type=nonnegative_int,
         default=50,
         help="active tokens below which a β is marked unreliable (default 50)",
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from diffing.cli.common import nonnegative_int
+
 VARIANT_CHOICES = ("chat", "quirk", "null", "all")
 """Values ``--variant`` accepts (repeatable; ``all`` is every variant)."""
 
@@ -32,7 +34,10 @@ def register(sub) -> None:
         help="variant to build (repeatable; default: all)",
     )
     p.add_argument(
-        "--seed", type=int, default=0, help="seed of the world, data and training (default 0)"
+        "--seed",
+        type=nonnegative_int,
+        default=0,
+        help="seed of the world, data and training (default 0)",
     )
     p.add_argument(
         "--fast",

@@ -5,7 +5,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from diffing.cli.common import add_pair_args, add_remote_arg, load_pair_from_args, print_json
+from diffing.cli.common import (
+    add_pair_args,
+    add_remote_arg,
+    device,
+    finite_float,
+    load_pair_from_args,
+    nonnegative_float,
+    nonnegative_int,
+    out_dir,
+    positive_int,
+    print_json,
+    probability,
+    strength,
+)
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -13,7 +26,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dtype", default=None, help="float32, bfloat16, float16 or auto (default: float32 on CPU)"
     )
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N, or auto")
+    p.add_argument("--device", type=device, default=None, help="cpu, cuda, cuda:N, or auto")
     p.add_argument(
         "--trust-remote-code", action="store_true", help="allow model code from the checkpoint"
     )
@@ -39,11 +52,14 @@ def _prompt_args(p: argparse.ArgumentParser, *, val: bool = True) -> None:
             help="held-out harmless prompts for selection (default: split off --harmless)",
         )
         p.add_argument(
-            "--n-train", type=int, default=128, help="most train prompts per set (default 128)"
+            "--n-train",
+            type=positive_int,
+            default=128,
+            help="most train prompts per set (default 128)",
         )
         p.add_argument(
             "--n-val",
-            type=int,
+            type=nonnegative_int,
             default=32,
             help="validation prompts per set split off (default 32)",
         )
@@ -55,27 +71,33 @@ def _prompt_args(p: argparse.ArgumentParser, *, val: bool = True) -> None:
     )
     p.add_argument("--template", help="Jinja chat template file, for models without one")
     p.add_argument(
-        "--batch-size", type=int, default=32, help="prompts per forward pass (default 32)"
+        "--batch-size", type=positive_int, default=32, help="prompts per forward pass (default 32)"
     )
     p.add_argument(
-        "--max-new-tokens", type=int, default=24, help="greedy tokens per completion (default 24)"
+        "--max-new-tokens",
+        type=positive_int,
+        default=24,
+        help="greedy tokens per completion (default 24)",
     )
-    p.add_argument("--limit", type=int, help="use at most this many prompts per set")
+    p.add_argument("--limit", type=positive_int, help="use at most this many prompts per set")
 
 
 def _select_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--kl-threshold",
-        type=float,
+        type=nonnegative_float,
         default=0.1,
         help="discard candidates with KL above this (0.1)",
     )
     p.add_argument(
-        "--induce-threshold", type=float, default=0.0, help="discard candidates inducing less (0)"
+        "--induce-threshold",
+        type=finite_float,
+        default=0.0,
+        help="discard candidates inducing less (0)",
     )
     p.add_argument(
         "--max-layer-fraction",
-        type=float,
+        type=probability,
         default=0.8,
         help="discard layers past this fraction (0.8)",
     )
@@ -102,6 +124,7 @@ def register(sub) -> None:
     _select_args(p)
     p.add_argument(
         "--out",
+        type=out_dir,
         required=True,
         help="output folder (direction.safetensors, candidates.json, scores.png)",
     )
@@ -116,17 +139,19 @@ def register(sub) -> None:
         "--text", help="plain-text file (one document per line, or JSONL) for the loss change"
     )
     p.add_argument(
-        "--strength", type=float, default=1.0, help="ablation / addition strength (default 1)"
+        "--strength", type=strength, default=1.0, help="ablation / addition strength (default 1)"
     )
     p.add_argument(
-        "--out", help="output folder for eval.json and eval.md (default: the direction's folder)"
+        "--out",
+        type=out_dir,
+        help="output folder for eval.json and eval.md (default: the direction's folder)",
     )
     p.set_defaults(handler=run_eval)
 
     p = rsub.add_parser("export", help="write a weight-orthogonalised copy of MODEL (HF folder)")
     _model_args(p)
     p.add_argument("--direction", required=True, help="folder or file written by `refusal extract`")
-    p.add_argument("--out", required=True, help="folder for the new model")
+    p.add_argument("--out", type=out_dir, required=True, help="folder for the new model")
     p.set_defaults(handler=run_export)
 
     p = rsub.add_parser("compare", help="base vs fine-tuned refusal directions on the same prompts")
@@ -139,9 +164,14 @@ def register(sub) -> None:
         "--harmless-test", help="held-out harmless prompts (default: split off --harmless)"
     )
     p.add_argument(
-        "--n-test", type=int, default=32, help="test prompts per set split off (default 32)"
+        "--n-test",
+        type=positive_int,
+        default=32,
+        help="test prompts per set split off (default 32)",
     )
-    p.add_argument("--out", required=True, help="output folder (compare.json, both directions)")
+    p.add_argument(
+        "--out", type=out_dir, required=True, help="output folder (compare.json, both directions)"
+    )
     p.set_defaults(handler=run_compare)
     group.set_defaults(handler=lambda args: group.print_help() or 2)
 

@@ -9,7 +9,6 @@ are computed from it, and the renderers turn it into the three files.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shlex
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from diffing.errors import DiffingError
+from diffing.io import dumps
 from diffing.report.config import AnalyzeConfig
 from diffing.report.findings import Thresholds, compute_findings
 from diffing.report.markdown import render_markdown
@@ -168,7 +168,7 @@ def write_report(
     validate_report(report)
     paths = {name: out / name for name in ("index.html", "report.json", "report.md", "run.toml")}
     tmp = {name: p.with_name(p.name + ".tmp") for name, p in paths.items()}
-    tmp["report.json"].write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    tmp["report.json"].write_text(dumps(report, non_finite="null"), encoding="utf-8")
     tmp["index.html"].write_text(render_html(report), encoding="utf-8")
     tmp["report.md"].write_text(render_markdown(report), encoding="utf-8")
     cfg.save(tmp["run.toml"])

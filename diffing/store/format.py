@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from diffing.errors import DiffingError
+from diffing.io import write_json
 
 FORMAT_VERSION = 1
 """Bumped when the layout changes incompatibly."""
@@ -138,10 +138,7 @@ class Manifest:
 
 def write_json_atomic(path: str | Path, obj) -> None:
     """Write JSON to a temporary name, then rename: readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=False))
-    os.replace(tmp, path)
+    write_json(path, obj, indent=1)
 
 
 def read_manifest(folder: str | Path) -> Manifest:
