@@ -219,3 +219,11 @@ def check_out_dir(path: str | Path, flag: str = "--out") -> Path:
                 )
             break
     return p
+
+
+def not_utf8(path: str | Path, err: UnicodeDecodeError) -> DiffingError:
+    """The one-line error for a data file that is not UTF-8 text (raise it ``from err``)."""
+    bad = err.object[err.start : err.start + 1].hex() if isinstance(err.object, bytes) else "?"
+    return DiffingError(
+        f"{path} is not UTF-8 text (byte 0x{bad} at offset {err.start}); re-save it as UTF-8"
+    )
