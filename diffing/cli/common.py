@@ -23,9 +23,9 @@ def _number(text: str, kind: type) -> float | int:
         value = kind(text)
     except (TypeError, ValueError):
         word = "an integer" if kind is int else "a number"
-        raise argparse.ArgumentTypeError(f"expected {word}, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"must be {word}, got {text!r}") from None
     if kind is float and not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
     return value
 
 
@@ -97,7 +97,7 @@ def token_count(text: str) -> int:
         value = float(t[:-1] if mult > 1 else t) * mult
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected a token count like 100000, 100k or 10M, got {text!r}"
+            f"must be a token count like 100000, 100k or 10M, got {text!r}"
         ) from None
     if not math.isfinite(value) or value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive token count (>= 1), got {text!r}")
