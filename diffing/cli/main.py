@@ -28,9 +28,10 @@ class Parser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line naming the option (subcommands inherit it)."""
 
     def error(self, message: str) -> NoReturn:
-        """Print ``PROG: error: --flag must be ...`` on one line and exit 2 (argparse prints the usage too)."""
+        """Print ``diffing: error: --flag must be ...`` on one line and exit 2 (argparse adds a usage block)."""
         message = re.sub(r"^argument (\S+?): must be", r"\1 must be", message)
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        # the same prefix as every other user error, so scripts match one pattern
+        self.exit(2, f"{self.prog.split()[0]}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
