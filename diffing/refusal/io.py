@@ -17,7 +17,7 @@ from typing import NamedTuple
 import torch
 
 from diffing.errors import DiffingError
-from diffing.io import dumps
+from diffing.io import atomic_path, dumps
 from diffing.io import write_json as write_json_strict
 
 DIRECTION_FILE = "direction.safetensors"
@@ -76,13 +76,12 @@ class Direction:
             "scores": dumps(self.scores, indent=None, non_finite="null"),
             "format": "diffing.refusal.direction/1",
         }
-        tmp = file.with_suffix(".tmp")
-        save_file(
-            {"direction": self.direction.detach().float().cpu().contiguous()},
-            str(tmp),
-            metadata=meta,
-        )
-        tmp.replace(file)
+        with atomic_path(file) as tmp:
+            save_file(
+                {"direction": self.direction.detach().float().cpu().contiguous()},
+                str(tmp),
+                metadata=meta,
+            )
         return file
 
     @classmethod
