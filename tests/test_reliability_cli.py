@@ -177,6 +177,18 @@ def test_infinite_relative_change_of_a_zero_base_tensor_is_not_broken():
     assert math.isfinite(found[0]["evidence"]["max_relative_weight_change"])
 
 
+def test_documented_undefined_values_are_not_called_broken():
+    """A dead latent's Latent Scaling ratio or a cosine with a zero vector is NaN by definition."""
+    cc = {
+        "latents": [{"index": 3, "delta": 0.5, "nu_error": float("nan")}],
+        "summary": {"decoder_bias": {"constant_fraction": float("nan")}},
+    }
+    found = compute_findings(_report(crosscoder=cc))
+    assert [f["id"] for f in found] == ["no-substantial-change"]
+    bad = compute_findings(_report(crosscoder={"latents": [{"index": 3, "delta": float("nan")}]}))
+    assert bad[0]["id"] == "non-finite-crosscoder"
+
+
 def test_write_report_is_strict_and_shows_non_finite(tmp_path):
     from diffing.report.analyze import empty_report, write_report
     from diffing.report.config import AnalyzeConfig

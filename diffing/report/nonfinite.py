@@ -21,6 +21,17 @@ from diffing.io import NON_FINITE_KEY, non_finite_paths
 NOT_SCANNED = ("findings", "thresholds", "config", "reproduce", NON_FINITE_KEY)
 """Top-level report keys that hold settings or derived text, not statistics."""
 
+MUST_BE_FINITE = re.compile(
+    r"^(weights|activations|kl|adl)[.\[]"
+    r"|^refusal\.(refusal_rate|refusal_score|kl_harmless)\b"
+    r"|^crosscoder\.latents\[\d+\]\.delta$"
+)
+"""Paths whose value is finite for any healthy pair and data, so a NaN/infinity there means broken input.
+
+Elsewhere a NaN can be a documented "undefined" (a Latent Scaling ratio of a dead latent,
+a cosine with a zero vector, a causal fraction when nothing changed): such values are
+still written as ``null`` and listed under ``non_finite``, but they are not a broken run."""
+
 LISTED = 20
 """How many non-finite paths the page and report.md list (report.json keeps every one)."""
 
@@ -54,13 +65,14 @@ def broken_paths(report: dict) -> dict[str, str]:
     """JSON path -> ``"NaN"``/``"infinite"``/``"NaN or infinite"`` for every broken statistic in ``report``.
 
     Reads raw non-finite floats and the paths a strict writer recorded under
-    ``"non_finite"``; an infinite relative change of a zero base tensor is not broken.
+    ``"non_finite"``, at the paths of :data:`MUST_BE_FINITE`; an infinite relative change
+    of a zero base tensor is not broken.
     """
     scanned = {k: v for k, v in report.items() if k not in NOT_SCANNED}
     paths = list(report.get(NON_FINITE_KEY) or []) + non_finite_paths(scanned)
     out: dict[str, str] = {}
     for path in paths:
-        if not isinstance(path, str) or path in out or path.split(".")[0] in NOT_SCANNED:
+        if not isinstance(path, str) or path in out or not MUST_BE_FINITE.search(path):
             continue
         found, parent, value = _lookup(report, path)
         if found and _zero_base_ratio(parent, path):
