@@ -175,14 +175,18 @@ def dumps(
     non_finite: NonFinite = "error",
     indent: int | None = 2,
     sort_keys: bool = False,
+    ensure_ascii: bool = True,
     what: str = "JSON",
 ) -> str:
-    """Strict JSON text of ``obj`` (never bare NaN/Infinity; see :func:`strict`)."""
+    """Strict JSON text of ``obj`` (never bare NaN/Infinity; see :func:`strict`).
+
+    ASCII by default (``\\u`` escapes), so a reader on any locale decodes it the same way.
+    """
     return json.dumps(
         strict(obj, non_finite, what),
         indent=indent,
         sort_keys=sort_keys,
-        ensure_ascii=False,
+        ensure_ascii=ensure_ascii,
         allow_nan=False,
     )
 

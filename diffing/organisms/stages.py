@@ -91,7 +91,9 @@ def is_done(root: Path, stages: dict[str, Stage], name: str, _memo: dict | None 
 
 def write_json_atomic(path: Path, obj) -> None:
     """Write JSON through a temporary file and an atomic replace."""
-    write_json(path, obj)
+    write_json(
+        path, obj, non_finite="null"
+    )  # a NaN eval loss is listed, not a crash at the end of a build
 
 
 def _remove(p: Path) -> None:

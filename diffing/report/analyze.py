@@ -168,7 +168,9 @@ def write_report(
     validate_report(report)
     paths = {name: out / name for name in ("index.html", "report.json", "report.md", "run.toml")}
     tmp = {name: p.with_name(p.name + ".tmp") for name, p in paths.items()}
-    tmp["report.json"].write_text(dumps(report, non_finite="null"), encoding="utf-8")
+    tmp["report.json"].write_text(
+        dumps(report, non_finite="null", ensure_ascii=False), encoding="utf-8"
+    )
     tmp["index.html"].write_text(render_html(report), encoding="utf-8")
     tmp["report.md"].write_text(render_markdown(report), encoding="utf-8")
     cfg.save(tmp["run.toml"])
