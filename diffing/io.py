@@ -219,7 +219,7 @@ def check_out_dir(path: str | Path, flag: str = "--out") -> Path:
         if parent.exists():
             if not parent.is_dir():
                 raise DiffingError(
-                    f"{flag} {path} lies under {parent}, which is a file; give a folder path"
+                    f"{flag} {path} lies under {parent}, an existing file; give a folder path"
                 )
             break
     return p

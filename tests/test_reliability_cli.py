@@ -251,7 +251,9 @@ def test_no_unchecked_numeric_options():
     ]
     assert not bare, f"options with a bare int/float type (use diffing.cli.common types): {bare}"
     outs = [
-        (" ".join(p), a.type) for p, a in _actions(build_parser()) if "--out" in a.option_strings
+        (" ".join(p), a.type)
+        for p, a in _actions(build_parser())
+        if "--out" in a.option_strings or a.dest == "out_dir"
     ]
     assert outs and all(t is not None and t.__name__ == "out_dir" for _, t in outs), outs
     devs = [
@@ -306,10 +308,11 @@ def test_out_that_is_a_file_is_a_usage_error(tmp_path, capsys):
         ["harvest", "b", "f", "--out", str(afile / "sub")],
         ["crosscoder", "train", "s", "--out", str(afile)],
         ["refusal", "export", "m", "--out", str(afile)],
+        ["organism", "build", str(afile)],
     ):
         assert main(argv) == 2
         err = capsys.readouterr().err
-        assert "--out" in err and ("existing file" in err or "which is a file" in err), err
+        assert ("--out" in err or "OUT_DIR" in err) and "existing file" in err, err
 
 
 @pytest.mark.parametrize("suffix", [".txt", ".jsonl"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from diffing.cli.common import nonnegative_int
+from diffing.cli.common import nonnegative_int, out_dir
 
 VARIANT_CHOICES = ("chat", "quirk", "null", "all")
 """Values ``--variant`` accepts (repeatable; ``all`` is every variant)."""
@@ -25,7 +25,9 @@ def register(sub) -> None:
         "null: control). Finished stages are reused, so the same command resumes an interrupted build. "
         "OUT_DIR/organism.json records what was planted and the measured behaviour rates.",
     )
-    p.add_argument("out_dir", metavar="OUT_DIR", help="folder to build into (created if missing)")
+    p.add_argument(
+        "out_dir", metavar="OUT_DIR", type=out_dir, help="folder to build into (created if missing)"
+    )
     p.add_argument(
         "--variant",
         action="append",
