@@ -189,6 +189,18 @@ def test_documented_undefined_values_are_not_called_broken():
     assert bad[0]["id"] == "non-finite-crosscoder"
 
 
+def test_weight_stats_keep_a_nan_tensor():
+    """A NaN delta is not an unchanged tensor: it stays in the ranking, and its change is NaN."""
+    from diffing.stats.weights import rank_weight_stats
+
+    w = torch.ones(4, 4)
+    bad = torch.zeros(4, 4)
+    bad[0, 0] = float("nan")
+    stats = rank_weight_stats([("a", w, torch.full((4, 4), 0.1)), ("b", w, bad), ("c", w, 0 * w)])
+    assert sorted(s.name for s in stats) == ["a", "b"]  # "c" is unchanged
+    assert math.isnan(next(s for s in stats if s.name == "b").relative_change)
+
+
 def test_write_report_is_strict_and_shows_non_finite(tmp_path):
     from diffing.report.analyze import empty_report, write_report
     from diffing.report.config import AnalyzeConfig
