@@ -138,7 +138,8 @@ class Manifest:
 
 def write_json_atomic(path: str | Path, obj) -> None:
     """Write JSON to a temporary name, then rename: readers never see half a file."""
-    write_json(path, obj, indent=1, non_finite="null")  # NaN activations: null + listed, never bare NaN
+    # NaN activations (norm sums) are written as null and listed: never bare NaN
+    write_json(path, obj, indent=1, non_finite="null")
 
 
 def read_manifest(folder: str | Path) -> Manifest:
