@@ -14,6 +14,7 @@ import dataclasses
 import inspect
 import math
 import textwrap
+from collections.abc import Iterable
 from functools import cache
 from typing import Any
 
@@ -102,3 +103,53 @@ def field_docs(cls: type) -> dict[str, str]:
             ):
                 docs[stmt.target.id] = inspect.cleandoc(nxt.value.value)
     return docs
+
+
+def default_of(f: dataclasses.Field) -> Any:
+    """A field's default value (calling its factory), or ``dataclasses.MISSING``."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def flag_name(name: str) -> str:
+    """The flag of a field: ``dict_size`` -> ``--dict-size``."""
+    return "--" + name.replace("_", "-")
+
+
+def command_line(
+    config: Any,
+    *,
+    positionals: Iterable[str] = (),
+    exclude: Iterable[str] = (),
+    flags: dict[str, str | tuple[str, ...]] | None = None,
+) -> list[str]:
+    """The arguments that rebuild ``config`` from its class's defaults (the inverse of parsing).
+
+    Fields equal to their default are left out, so the command stays short; ``positionals``,
+    ``exclude`` and ``flags`` are those the command line was built with
+    (:func:`diffing.cli.options.add_options`).
+    """
+    flags = flags or {}
+    skip = set(exclude)
+    out = [str(getattr(config, n)) for n in positionals if getattr(config, n) is not None]
+    for f in dataclasses.fields(config):
+        if f.name in skip or f.name in positionals or not f.init:
+            continue
+        value, default = getattr(config, f.name), default_of(f)
+        if isinstance(value, tuple) and isinstance(default, list | tuple):
+            value = list(value)
+        if value == (list(default) if isinstance(default, tuple) else default) or value is None:
+            continue
+        names = flags.get(f.name) or flag_name(f.name)
+        names = (names,) if isinstance(names, str) else tuple(names)
+        if isinstance(value, bool):
+            want = [n for n in names if n.startswith("--no-") != value]
+            out.append(want[0] if want else ("--no-" + names[0][2:]))
+        elif isinstance(value, list | tuple):
+            out += [names[0], *map(str, value)]
+        else:
+            out += [names[0], str(value)]
+    return out

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from diffing.errors import DiffingError
+from diffing.io import not_utf8
 
 TEXT_FIELDS = ("text", "content", "document")
 """Record fields read as plain text, in order of preference."""
@@ -58,10 +59,13 @@ class Source:
 
 def _txt_documents(path: Path) -> Iterator[str]:
     """One document per non-blank line (as ``diffing.data`` reads .txt), streamed."""
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                yield line.rstrip("\n")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    yield line.rstrip("\n")
+    except UnicodeDecodeError as err:
+        raise not_utf8(path, err) from err
 
 
 def _records(path: Path) -> Iterator[dict]:
@@ -76,6 +80,14 @@ def _records(path: Path) -> Iterator[dict]:
         for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
             yield from batch.to_pylist()
         return
+    try:
+        yield from _text_records(path)
+    except UnicodeDecodeError as err:
+        raise not_utf8(path, err) from err
+
+
+def _text_records(path: Path) -> Iterator[dict]:
+    """Records of a jsonl/json file."""
     with open(path, encoding="utf-8") as fh:
         if path.suffix == ".json":
             data = json.load(fh)

@@ -1,9 +1,144 @@
-"""Arguments shared by commands that load a model pair."""
+"""Arguments shared by the commands: model-pair loading options and checked argparse types.
+
+Every numeric option is checked when it is parsed, so a bad value is a one-line
+usage error naming the option, never a crash deep inside torch minutes later.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
+import math
+
+from diffing.errors import DiffingError
+from diffing.io import check_out_dir, dumps
+
+MAX_STRENGTH = 100.0
+"""Largest |strength| of a refusal intervention: a multiple of the direction (1 = full ablation or
+the direction's own norm), so values beyond this push activations far outside anything the model saw."""
+
+
+def _number(text: str, kind: type) -> float | int:
+    """``text`` as an ``int`` or a finite ``float``; ArgumentTypeError otherwise."""
+    try:
+        value = kind(text)
+    except (TypeError, ValueError):
+        word = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"must be {word}, got {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def integer(text: str) -> int:
+    """Any whole number (e.g. a layer index, where negative counts from the end)."""
+    return _number(text, int)
+
+
+def positive_int(text: str) -> int:
+    """A whole number >= 1 (counts, sizes, steps)."""
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (>= 1), got {text!r}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """A whole number >= 0 (seeds, optional counts where 0 means none)."""
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """Any finite number (no NaN or infinity)."""
+    return _number(text, float)
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (learning rates, scales, factors)."""
+    value = _number(text, float)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number (> 0), got {text!r}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    """A finite number >= 0 (coefficients and thresholds where 0 switches a term off)."""
+    value = _number(text, float)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return value
+
+
+def probability(text: str) -> float:
+    """A finite number in [0, 1] (fractions and rates)."""
+    value = _number(text, float)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text!r}")
+    return value
+
+
+def strength(text: str) -> float:
+    """A finite intervention strength with |strength| <= :data:`MAX_STRENGTH`."""
+    value = _number(text, float)
+    if abs(value) > MAX_STRENGTH:
+        raise argparse.ArgumentTypeError(
+            f"must be between -{MAX_STRENGTH:g} and {MAX_STRENGTH:g} (1 = full ablation), got {text!r}"
+        )
+    return value
+
+
+def token_count(text: str) -> int:
+    """A positive token count, with an optional suffix: ``1000``, ``100k``, ``10M``, ``1e6``, ``2B``."""
+    t = text.strip().lower()
+    mult = {"k": 10**3, "m": 10**6, "g": 10**9, "b": 10**9}.get(t[-1:], 1)
+    try:
+        value = float(t[:-1] if mult > 1 else t) * mult
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a token count like 100000, 100k or 10M, got {text!r}"
+        ) from None
+    if not math.isfinite(value) or value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive token count (>= 1), got {text!r}")
+    return int(value)
+
+
+def out_dir(text: str) -> str:
+    """An output folder: an existing file at that path is a usage error (see :func:`diffing.io.check_out_dir`)."""
+    try:
+        check_out_dir(text, "the output folder")
+    except DiffingError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def device(text: str) -> str:
+    """``cpu``, ``auto``, ``cuda``, ``cuda:N``, ``mps``: parsed by torch and checked to exist on this machine."""
+    if text == "auto":
+        return text
+    import torch
+
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"unknown device {text!r}; use cpu, cuda, cuda:N, mps or auto"
+        ) from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} asked for, but this machine has no usable CUDA GPU (or torch was built "
+                "without CUDA); use --device cpu"
+            )
+        if dev.index is not None and dev.index >= n:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} asked for, but this machine has {n} CUDA GPU(s): cuda:0..cuda:{n - 1}"
+            )
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r} asked for, but MPS is not available here")
+    return text
 
 
 def add_pair_args(p: argparse.ArgumentParser) -> None:
@@ -19,7 +154,10 @@ def add_pair_args(p: argparse.ArgumentParser) -> None:
         help="float32, bfloat16, float16 or auto (default: float32 on CPU, auto on GPU)",
     )
     p.add_argument(
-        "--device", default=None, help="cpu, cuda, cuda:N, or auto (device_map='auto' across GPUs)"
+        "--device",
+        type=device,
+        default=None,
+        help="cpu, cuda, cuda:N, or auto (device_map='auto' across GPUs)",
     )
     p.add_argument(
         "--trust-remote-code",
@@ -59,5 +197,5 @@ def load_pair_from_args(args: argparse.Namespace):
 
 
 def print_json(obj) -> None:
-    """Print an object as indented JSON."""
-    print(json.dumps(obj, indent=2, default=str))
+    """Print an object as indented strict JSON: a NaN/infinity prints as null, its path under ``non_finite``."""
+    print(dumps(obj, non_finite="null"))

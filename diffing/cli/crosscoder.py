@@ -8,6 +8,15 @@ from __future__ import annotations
 
 import argparse
 
+from diffing.cli.common import (
+    device,
+    integer,
+    nonnegative_float,
+    nonnegative_int,
+    out_dir,
+    positive_float,
+    positive_int,
+)
 from diffing.cli.crosscoder_analyze import add_analyze
 
 
@@ -33,9 +42,12 @@ def add_train(actions) -> argparse.ArgumentParser:
         "every --checkpoint-every steps and continues from them with --resume.",
     )
     p.add_argument("store", help="activation store folder (from `diffing harvest`)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", type=out_dir, required=True, help="output folder")
     p.add_argument(
-        "--layer", type=int, default=None, help="store layer to train on (default: the only one)"
+        "--layer",
+        type=integer,
+        default=None,
+        help="store layer to train on (default: the only one)",
     )
     p.add_argument(
         "--kind",
@@ -44,48 +56,65 @@ def add_train(actions) -> argparse.ArgumentParser:
         help="activation (default batchtopk)",
     )
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--dict-size", type=int, default=None, help="number of latents")
+    size.add_argument("--dict-size", type=positive_int, default=None, help="number of latents")
     size.add_argument(
-        "--expansion", type=int, default=None, help="latents per residual dimension (default 8)"
+        "--expansion",
+        type=positive_int,
+        default=None,
+        help="latents per residual dimension (default 8)",
     )
     p.add_argument(
-        "--k", type=int, default=None, help="BatchTopK: active latents per token (default 32)"
+        "--k",
+        type=positive_int,
+        default=None,
+        help="BatchTopK: active latents per token (default 32)",
     )
     p.add_argument(
-        "--l1-coeff", type=float, default=None, help="L1: sparsity coefficient (default 2.0)"
+        "--l1-coeff",
+        type=nonnegative_float,
+        default=None,
+        help="L1: sparsity coefficient (default 2.0)",
     )
     p.add_argument(
         "--tokens",
-        type=int,
+        type=positive_int,
         default=None,
         help="training tokens (default: one pass over the store)",
     )
-    p.add_argument("--steps", type=int, default=None, help="training steps (overrides --tokens)")
+    p.add_argument(
+        "--steps", type=positive_int, default=None, help="training steps (overrides --tokens)"
+    )
     p.add_argument(
         "--batch-size",
-        type=int,
+        type=positive_int,
         default=None,
         help="tokens per step over all processes (default 4096)",
     )
     p.add_argument(
         "--lr",
-        type=float,
+        type=positive_float,
         default=None,
         help="Adam learning rate (default 2e-4/sqrt(latents/16384))",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of initialisation and data order")
+    p.add_argument(
+        "--seed", type=nonnegative_int, default=0, help="seed of initialisation and data order"
+    )
     p.add_argument(
         "--checkpoint-every",
-        type=int,
+        type=positive_int,
         default=None,
         help="steps between checkpoints (default 1000)",
     )
     p.add_argument(
-        "--log-every", type=int, default=None, help="steps between metric logs (default 50)"
+        "--log-every",
+        type=positive_int,
+        default=None,
+        help="steps between metric logs (default 50)",
     )
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument(
         "--device",
+        type=device,
         default=None,
         help="cpu or cuda (default: cuda if available); with torchrun: cuda:LOCAL_RANK",
     )

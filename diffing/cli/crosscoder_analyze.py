@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 
-from diffing.cli.common import add_remote_arg
-from diffing.cli.options import add_options, bounded, config_from_args
+from diffing.cli.common import add_remote_arg, integer, out_dir, positive_int
+from diffing.cli.options import add_options, config_from_args
 from diffing.crosscoder.analysis_config import AnalysisConfig, ScalingThresholds
 
 
@@ -26,14 +26,14 @@ def add_analyze(actions) -> argparse.ArgumentParser:
     )
     p.add_argument("crosscoder", help="crosscoder folder (ours, or dictionary_learning layout)")
     p.add_argument("--store", required=True, help="the activation store it was trained on")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", type=out_dir, required=True, help="output folder")
     p.add_argument(
         "--top",
-        type=bounded(int, gt=0),
+        type=positive_int,
         default=20,
         help="top-activating contexts kept per latent (default 20)",
     )
-    p.add_argument("--layer", type=int, default=None, help="layer (default: the crosscoder's)")
+    p.add_argument("--layer", type=integer, default=None, help="layer (default: the crosscoder's)")
     p.add_argument("--base", default=None, help="base model (default: the one named in the store)")
     p.add_argument(
         "--finetuned", default=None, help="fine-tuned model (default: the one named in the store)"
@@ -45,7 +45,7 @@ def add_analyze(actions) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--latents",
-        type=int,
+        type=integer,
         nargs="+",
         default=None,
         help="latent indices that also get contexts and logit lenses",

@@ -10,7 +10,17 @@ from __future__ import annotations
 import argparse
 import os
 
-from diffing.cli.common import add_pair_args, add_remote_arg, load_pair_from_args, print_json
+from diffing.cli.common import (
+    add_pair_args,
+    add_remote_arg,
+    load_pair_from_args,
+    out_dir,
+    positive_float,
+    positive_int,
+    print_json,
+    probability,
+    token_count,
+)
 
 
 def _layers(text: str) -> list[int]:
@@ -19,18 +29,6 @@ def _layers(text: str) -> list[int]:
     except ValueError as err:
         raise argparse.ArgumentTypeError(
             f"--layers takes comma-separated integers, got {text!r}"
-        ) from err
-
-
-def _tokens(text: str) -> int:
-    """``1000``, ``100k``, ``10M``, ``1e6``."""
-    t = text.strip().lower()
-    mult = {"k": 10**3, "m": 10**6, "g": 10**9, "b": 10**9}.get(t[-1:], 1)
-    try:
-        return int(float(t[:-1] if mult > 1 else t) * mult)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(
-            f"--tokens takes a count like 100000, 100k or 10M, got {text!r}"
         ) from err
 
 
@@ -54,13 +52,18 @@ def register(sub) -> None:
         required=True,
         help="SPEC[,SPEC...]: .txt/.jsonl/.parquet file, folder, hf:NAME[:split], organism:text, organism:chat",
     )
-    p.add_argument("--tokens", type=_tokens, required=True, help="tokens to harvest (e.g. 1M)")
+    p.add_argument("--tokens", type=token_count, required=True, help="tokens to harvest (e.g. 1M)")
     p.add_argument(
-        "--out", required=True, help="store folder (created; an unfinished one is resumed)"
+        "--out",
+        type=out_dir,
+        required=True,
+        help="store folder (created; an unfinished one is resumed)",
     )
-    p.add_argument("--seq-len", type=int, default=1024, help="longest sequence (default 1024)")
     p.add_argument(
-        "--batch-size", type=int, default=8, help="sequences per forward pass (default 8)"
+        "--seq-len", type=positive_int, default=1024, help="longest sequence (default 1024)"
+    )
+    p.add_argument(
+        "--batch-size", type=positive_int, default=8, help="sequences per forward pass (default 8)"
     )
     p.add_argument(
         "--store-dtype",
@@ -69,7 +72,7 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--chat-fraction",
-        type=float,
+        type=probability,
         default=0.5,
         help="share of tokens from chat data (default 0.5)",
     )
@@ -85,12 +88,15 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--outlier-factor",
-        type=float,
+        type=positive_float,
         default=10.0,
         help="outlier = norm above this multiple of the median (default 10)",
     )
     p.add_argument(
-        "--shard-tokens", type=int, default=None, help="tokens per shard (default: ~128 MiB shards)"
+        "--shard-tokens",
+        type=positive_int,
+        default=None,
+        help="tokens per shard (default: ~128 MiB shards)",
     )
     add_remote_arg(p, "both models")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from diffing.cli.common import add_pair_args, load_pair_from_args, print_json
+from diffing.cli.common import add_pair_args, load_pair_from_args, nonnegative_int, print_json
 
 
 def register(sub) -> None:
@@ -14,7 +14,10 @@ def register(sub) -> None:
     )
     add_pair_args(p)
     p.add_argument(
-        "--top", type=int, default=10, help="how many changed modules to list (default 10)"
+        "--top",
+        type=nonnegative_int,
+        default=10,
+        help="how many changed modules to list (default 10)",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(handler=run)

@@ -13,7 +13,9 @@ import argparse
 import importlib
 import importlib.util
 import os
+import re
 import sys
+from typing import NoReturn
 
 import diffing
 from diffing.errors import DiffingError
@@ -22,9 +24,19 @@ COMMAND_MODULES = ("inspect", "organism", "harvest", "crosscoder", "refusal", "s
 """Command-group modules under ``diffing.cli``, in the order ``--help`` lists them."""
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line naming the option (subcommands inherit it)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``diffing: error: --flag must be ...`` on one line and exit 2 (argparse adds a usage block)."""
+        message = re.sub(r"^argument (\S+?): must be", r"\1 must be", message)
+        # the same prefix as every other user error, so scripts match one pattern
+        self.exit(2, f"{self.prog.split()[0]}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (also used to generate docs/cli.md)."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="diffing",
         description="What did fine-tuning change inside a language model? "
         "Compare a base checkpoint with its fine-tuned version.",
@@ -44,7 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except (
+        SystemExit
+    ) as exc:  # --help, --version, usage errors: an exit code, as for every other outcome
+        return exc.code if isinstance(exc.code, int) else 2
     if not getattr(args, "handler", None):
         parser.print_help()
         return 0 if args.command is None else 2

@@ -21,7 +21,7 @@ import typing
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from diffing.configs import LIMITS_KEY, Limits, field_docs
+from diffing.configs import LIMITS_KEY, Limits, default_of, field_docs, flag_name
 
 _LIST_TYPES = (list, tuple, Sequence, typing.Sequence)
 
@@ -33,14 +33,6 @@ def _strip_optional(tp: Any) -> Any:
         if len(args) == 1:
             return args[0]
     return tp
-
-
-def _default(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return dataclasses.MISSING
 
 
 def _converter(base: type, lim: Limits | None, flag: str) -> Callable[[str], Any]:
@@ -72,11 +64,6 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def flag_name(name: str) -> str:
-    """The flag of a field: ``dict_size`` -> ``--dict-size``."""
-    return "--" + name.replace("_", "-")
-
-
 def add_options(
     parser: argparse.ArgumentParser,
     cls: type,
@@ -85,6 +72,7 @@ def add_options(
     exclude: Iterable[str] = (),
     flags: dict[str, str | tuple[str, ...]] | None = None,
     positionals: Iterable[str] = (),
+    types: dict[str, Callable[[str], Any]] | None = None,
     title: str | None = None,
 ) -> list[str]:
     """Add one flag per field of the dataclass ``cls``; returns the field names added.
@@ -94,7 +82,9 @@ def add_options(
     field that is on by default gets ``--name`` and ``--no-name``, or the names given
     as a tuple (``("--train-crosscoder", "--no-crosscoder")``: those starting with
     ``--no-`` turn it off). ``positionals`` are given without a flag, in that order
-    (optional when the field has a default). ``title`` groups the flags in ``--help``.
+    (optional when the field has a default). ``types`` replaces the parser of a field's values
+    where the command line checks more than the config can (``{"device": device}``: that
+    the device exists here). ``title`` groups the flags in ``--help``.
     """
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
@@ -107,12 +97,12 @@ def add_options(
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for name in positionals:
         f = fields[name]
-        optional = _default(f) is not dataclasses.MISSING
+        optional = default_of(f) is not dataclasses.MISSING
         parser.add_argument(
             name,
             nargs="?" if optional else None,
             default=argparse.SUPPRESS,
-            help=docs.get(name, "").replace("%", "%%") or None,
+            help=docs.get(name, "").replace("``", "").replace("%", "%%") or None,
         )
         added.append(name)
     for f in dataclasses.fields(cls):
@@ -124,8 +114,8 @@ def add_options(
         ):
             continue
         tp = _strip_optional(hints[f.name])
-        default = _default(f)
-        doc = docs.get(f.name, "").replace("%", "%%")
+        default = default_of(f)
+        doc = docs.get(f.name, "").replace("``", "").replace("%", "%%")
         lim = f.metadata.get(LIMITS_KEY)
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
         origin = typing.get_origin(tp)
@@ -142,7 +132,7 @@ def add_options(
                                    help=(doc + " (default)" if default is True else doc) or None)  # fmt: skip
             if off:
                 group.add_argument(*off, dest=f.name, action="store_false", default=argparse.SUPPRESS,
-                                   help=f"turn off: {doc}" if doc else None)  # fmt: skip
+                                   help=f"the opposite of {on[0]}" if on else (doc or None))  # fmt: skip
             added.append(f.name)
             continue
         else:
@@ -157,7 +147,7 @@ def add_options(
                 base = type(kwargs["choices"][0])
             if base not in (int, float, str):
                 base = str
-            kwargs["type"] = _converter(base, lim, flag_name(f.name))
+            kwargs["type"] = (types or {}).get(f.name) or _converter(base, lim, flag_name(f.name))
             kwargs["metavar"] = f.name.upper() if "choices" not in kwargs else None
             if default is not dataclasses.MISSING and default is not None:
                 doc = f"{doc} (default: {_show(default)})".strip()
@@ -191,38 +181,3 @@ def config_from_args(args: argparse.Namespace, cls: type, base: Any = None, **fi
     if base is not None:
         return dataclasses.replace(base, **given)
     return cls(**given)
-
-
-def command_line(
-    config: Any,
-    *,
-    positionals: Iterable[str] = (),
-    exclude: Iterable[str] = (),
-    flags: dict[str, str | tuple[str, ...]] | None = None,
-) -> list[str]:
-    """The arguments that rebuild ``config`` from its class's defaults (the inverse of parsing).
-
-    Fields equal to their default are left out, so the command stays short; ``positionals``,
-    ``exclude`` and ``flags`` are those given to :func:`add_options`.
-    """
-    flags = flags or {}
-    skip = set(exclude)
-    out = [str(getattr(config, n)) for n in positionals if getattr(config, n) is not None]
-    for f in dataclasses.fields(config):
-        if f.name in skip or f.name in positionals or not f.init:
-            continue
-        value, default = getattr(config, f.name), _default(f)
-        if isinstance(value, tuple) and isinstance(default, list | tuple):
-            value = list(value)
-        if value == (list(default) if isinstance(default, tuple) else default) or value is None:
-            continue
-        names = flags.get(f.name) or flag_name(f.name)
-        names = (names,) if isinstance(names, str) else tuple(names)
-        if isinstance(value, bool):
-            want = [n for n in names if n.startswith("--no-") != value]
-            out.append(want[0] if want else ("--no-" + names[0][2:]))
-        elif isinstance(value, list | tuple):
-            out += [names[0], *map(str, value)]
-        else:
-            out += [names[0], str(value)]
-    return out

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from diffing.cli.common import nonnegative_int, out_dir
+
 VARIANT_CHOICES = ("chat", "quirk", "null", "all")
 """Values ``--variant`` accepts (repeatable; ``all`` is every variant)."""
 
@@ -23,7 +25,9 @@ def register(sub) -> None:
         "null: control). Finished stages are reused, so the same command resumes an interrupted build. "
         "OUT_DIR/organism.json records what was planted and the measured behaviour rates.",
     )
-    p.add_argument("out_dir", metavar="OUT_DIR", help="folder to build into (created if missing)")
+    p.add_argument(
+        "out_dir", metavar="OUT_DIR", type=out_dir, help="folder to build into (created if missing)"
+    )
     p.add_argument(
         "--variant",
         action="append",
@@ -32,7 +36,10 @@ def register(sub) -> None:
         help="variant to build (repeatable; default: all)",
     )
     p.add_argument(
-        "--seed", type=int, default=0, help="seed of the world, data and training (default 0)"
+        "--seed",
+        type=nonnegative_int,
+        default=0,
+        help="seed of the world, data and training (default 0)",
     )
     p.add_argument(
         "--fast",

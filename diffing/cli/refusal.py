@@ -5,7 +5,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from diffing.cli.common import add_pair_args, add_remote_arg, load_pair_from_args, print_json
+from diffing.cli.common import (
+    add_pair_args,
+    add_remote_arg,
+    device,
+    finite_float,
+    load_pair_from_args,
+    nonnegative_float,
+    nonnegative_int,
+    out_dir,
+    positive_int,
+    print_json,
+    probability,
+    strength,
+)
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -13,7 +26,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dtype", default=None, help="float32, bfloat16, float16 or auto (default: float32 on CPU)"
     )
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N, or auto")
+    p.add_argument("--device", type=device, default=None, help="cpu, cuda, cuda:N, or auto")
     p.add_argument(
         "--trust-remote-code", action="store_true", help="allow model code from the checkpoint"
     )
@@ -51,7 +64,7 @@ def _prompt_args(p: argparse.ArgumentParser, *, val: bool = True) -> None:
         )
         p.add_argument(
             "--n-train",
-            type=int,
+            type=positive_int,
             default=128,
             help="train prompts per set: at most this many of the prompts left after --n-test and "
             "--n-val are held out (default 128). A shorter file gives all that is left (128 lines "
@@ -59,13 +72,13 @@ def _prompt_args(p: argparse.ArgumentParser, *, val: bool = True) -> None:
         )
         p.add_argument(
             "--n-val",
-            type=int,
+            type=nonnegative_int,
             default=32,
             help="validation prompts per set split off (default 32; 0 with --harmful-val/--harmless-val)",
         )
         p.add_argument(
             "--n-test",
-            type=int,
+            type=nonnegative_int,
             default=32,
             help="test prompts per set split off before validation (default 32; 0 skips the test evaluation)",
         )
@@ -77,29 +90,37 @@ def _prompt_args(p: argparse.ArgumentParser, *, val: bool = True) -> None:
     )
     p.add_argument("--template", help="Jinja chat template file, for models without one")
     p.add_argument(
-        "--batch-size", type=int, default=32, help="prompts per forward pass (default 32)"
+        "--batch-size", type=positive_int, default=32, help="prompts per forward pass (default 32)"
     )
     p.add_argument(
-        "--max-new-tokens", type=int, default=24, help="greedy tokens per completion (default 24)"
+        "--max-new-tokens",
+        type=positive_int,
+        default=24,
+        help="greedy tokens per completion (default 24)",
     )
     p.add_argument(
-        "--limit", type=int, help="use at most this many prompts per set (before any split)"
+        "--limit",
+        type=positive_int,
+        help="use at most this many prompts per set (before any split)",
     )
 
 
 def _select_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--kl-threshold",
-        type=float,
+        type=nonnegative_float,
         default=0.1,
         help="discard candidates with KL above this (0.1)",
     )
     p.add_argument(
-        "--induce-threshold", type=float, default=0.0, help="discard candidates inducing less (0)"
+        "--induce-threshold",
+        type=finite_float,
+        default=0.0,
+        help="discard candidates inducing less (0)",
     )
     p.add_argument(
         "--max-layer-fraction",
-        type=float,
+        type=probability,
         default=0.8,
         help="discard layers past this fraction (0.8)",
     )
@@ -128,6 +149,7 @@ def register(sub) -> None:
     _select_args(p)
     p.add_argument(
         "--out",
+        type=out_dir,
         required=True,
         help="output folder (direction.safetensors, candidates.json, scores.png, test_eval.json)",
     )
@@ -156,12 +178,13 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--strength",
-        type=float,
+        type=strength,
         default=1.0,
         help="with --direction: ablation / addition strength, finite (default 1)",
     )
     p.add_argument(
         "--out",
+        type=out_dir,
         required=True,
         help="output folder for eval.json and eval.md (not the direction's folder)",
     )
@@ -176,14 +199,14 @@ def register(sub) -> None:
     p.add_argument("--direction", required=True, help="folder or file written by `refusal extract`")
     p.add_argument(
         "--strength",
-        type=float,
+        type=strength,
         default=1.0,
         help="s in W <- W - s r r^T W: 1 removes the direction from every write (default), "
         "0.5 half of it, 2 flips it; finite",
     )
     p.add_argument(
         "--layers",
-        type=int,
+        type=nonnegative_int,
         nargs="+",
         help="only these blocks' attention and MLP writes (embeddings then untouched; default: all "
         "blocks and the embeddings)",
@@ -191,6 +214,7 @@ def register(sub) -> None:
     p.add_argument("--text", help="plain-text file: the check also reports the loss change")
     p.add_argument(
         "--out",
+        type=out_dir,
         required=True,
         help="folder for the new model (never the input model folder or inside it)",
     )

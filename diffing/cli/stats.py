@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from diffing.cli.common import add_pair_args, add_remote_arg
+from diffing.cli.common import (
+    add_pair_args,
+    add_remote_arg,
+    integer,
+    nonnegative_float,
+    nonnegative_int,
+    out_dir,
+    positive_int,
+)
 
 
 def register(sub) -> None:
@@ -17,7 +25,9 @@ def register(sub) -> None:
         "Activation Difference Lens. Writes DIR/stats.json (fields: docs/stats.md) and PNG figures.",
     )
     add_pair_args(p)
-    p.add_argument("--out", required=True, help="output folder for stats.json and the figures")
+    p.add_argument(
+        "--out", type=out_dir, required=True, help="output folder for stats.json and the figures"
+    )
     p.add_argument(
         "--data",
         action="append",
@@ -30,35 +40,44 @@ def register(sub) -> None:
         "--text-field", default=None, help="field holding the text in JSON records (default: text)"
     )
     p.add_argument(
-        "--tokens", type=int, default=100_000, help="token budget over all data (default 100000)"
+        "--tokens",
+        type=positive_int,
+        default=100_000,
+        help="token budget over all data (default 100000)",
     )
     p.add_argument(
-        "--layers", type=int, nargs="+", default=None, help="layers to measure (default: all)"
+        "--layers", type=integer, nargs="+", default=None, help="layers to measure (default: all)"
     )
     p.add_argument(
         "--adl-layer",
-        type=int,
+        type=integer,
         default=None,
         help="layer of the Activation Difference Lens (default: middle)",
     )
     p.add_argument(
-        "--adl-positions", type=int, default=5, help="ADL averages positions 1..N (default 5)"
+        "--adl-positions",
+        type=positive_int,
+        default=5,
+        help="ADL averages positions 1..N (default 5)",
     )
     p.add_argument(
-        "--batch-size", type=int, default=8, help="documents per forward pass (default 8)"
+        "--batch-size", type=positive_int, default=8, help="documents per forward pass (default 8)"
     )
     p.add_argument(
         "--max-length",
-        type=int,
+        type=positive_int,
         default=128,
         help="truncate documents to this many tokens (default 128)",
     )
     p.add_argument(
-        "--steer-prompts", type=int, default=3, help="steering examples to generate (0: none)"
+        "--steer-prompts",
+        type=nonnegative_int,
+        default=3,
+        help="steering examples to generate (0: none)",
     )
     p.add_argument(
         "--steer-scale",
-        type=float,
+        type=nonnegative_float,
         default=1.0,
         help="steering norm as a multiple of the mean activation norm",
     )
@@ -71,7 +90,7 @@ def register(sub) -> None:
     add_remote_arg(p, "both models (top-k KL; weight statistics from sketches)")
     p.add_argument(
         "--remote-top-k",
-        type=int,
+        type=positive_int,
         default=None,
         metavar="K",
         help="with --remote: fine-tuned tokens per position whose probabilities come back for the KL "
@@ -79,7 +98,7 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--weight-sketch",
-        type=int,
+        type=positive_int,
         default=None,
         metavar="K",
         help="with --remote: each weight matrix comes back as a K x K random sketch (default 64); "

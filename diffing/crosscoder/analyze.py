@@ -13,7 +13,6 @@ Docs: docs/crosscoder-analysis.md.
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -55,6 +54,7 @@ from diffing.crosscoder.latent_scaling import (
     ScalingThresholds,
 )
 from diffing.errors import DiffingError
+from diffing.io import write_json
 from diffing.tokens import ROLES
 
 
@@ -289,8 +289,8 @@ def analyze_crosscoder(
     latents = latent_records(W_dec, delta, cosine, classes, freq, ls, details)
     summary = _summary(delta, cosine, classes, freq, ls, causal, layer, cfg, notes)
     summary["decoder_bias"] = bias_json(shift, bias_lens)
-    (out / "latents.json").write_text(json.dumps(latents, indent=1))
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(out / "latents.json", latents, indent=1, non_finite="null")
+    write_json(out / "summary.json", summary, non_finite="null")
     if cfg.figures:
         from diffing.crosscoder.figures import (
             cosine_histogram_png,

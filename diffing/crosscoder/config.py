@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from diffing.errors import DiffingError
+from diffing.io import write_json
 
 KINDS = ("batchtopk", "l1")
 """Supported activation functions / sparsity schemes."""
@@ -147,7 +148,7 @@ class CrossCoderConfig:
 
     def save(self, path: str | Path) -> None:
         """Write as indented JSON."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, default=str))
+        write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> CrossCoderConfig:

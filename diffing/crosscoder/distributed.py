@@ -223,6 +223,6 @@ def next_batch(stream, step: int, rank: int, source) -> torch.Tensor:
         where = f" of store {source.path}" if is_store(source) else ""
         raise DiffingError(
             f"batch {step} (rank {rank}){where} contains NaN or inf activations; "
-            "check the store with `diffing harvest --verify` or re-harvest it (never trained on NaNs)"
+            "check the store with `diffing store-info STORE --verify` or re-harvest it (never trained on NaNs)"
         )
     return x

@@ -25,7 +25,6 @@ data mean by the trainer.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import NamedTuple
 
@@ -35,6 +34,7 @@ from torch import nn
 
 from diffing.crosscoder.config import CrossCoderConfig
 from diffing.errors import DiffingError
+from diffing.io import atomic_path, write_json
 
 WEIGHTS_NAME = "crosscoder.safetensors"
 CONFIG_NAME = "config.json"
@@ -199,11 +199,11 @@ class CrossCoder(nn.Module):
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(tensors, str(out / (WEIGHTS_NAME + ".tmp")), metadata={"format": "pt"})
-        (out / (WEIGHTS_NAME + ".tmp")).replace(out / WEIGHTS_NAME)
+        with atomic_path(out / WEIGHTS_NAME) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": "pt"})
         self.cfg.save(out / CONFIG_NAME)
         if metrics is not None:
-            (out / METRICS_NAME).write_text(json.dumps(metrics, indent=2, default=float))
+            write_json(out / METRICS_NAME, metrics, non_finite="null")
         return out
 
     @classmethod

@@ -28,6 +28,7 @@ from diffing.crosscoder import distributed as ddp
 from diffing.crosscoder.config import CrossCoderConfig
 from diffing.crosscoder.model import CrossCoder
 from diffing.errors import DiffingError
+from diffing.io import write_json
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -365,7 +366,7 @@ def _save_checkpoint(ckpt: Path, rank: int, cc, opt, last_active, step, history)
             "history": history,
             "config": cc.cfg.to_dict(),
         }
-        (tmp / "state.json").write_text(json.dumps(meta, indent=2, default=float))
+        write_json(tmp / "state.json", meta, non_finite="null")
         shutil.rmtree(ckpt, ignore_errors=True)
         tmp.rename(ckpt)
     ddp.barrier()

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
+from diffing.io import write_json
+
 STAGE_DIR = ".stages"
 """Folder (under the output folder) holding one record per finished stage."""
 TMP_PREFIX = ".tmp-"
@@ -89,10 +91,9 @@ def is_done(root: Path, stages: dict[str, Stage], name: str, _memo: dict | None 
 
 def write_json_atomic(path: Path, obj) -> None:
     """Write JSON through a temporary file and an atomic replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    write_json(
+        path, obj, non_finite="null"
+    )  # a NaN eval loss is listed, not a crash at the end of a build
 
 
 def _remove(p: Path) -> None:

@@ -17,6 +17,8 @@ from typing import NamedTuple
 import torch
 
 from diffing.errors import DiffingError
+from diffing.io import atomic_path, dumps
+from diffing.io import write_json as write_json_strict
 
 DIRECTION_FILE = "direction.safetensors"
 """File name of a saved direction inside an output folder."""
@@ -71,16 +73,15 @@ class Direction:
             "model_ref": self.model_ref,
             "refusal_tokens": json.dumps(self.refusal_tokens),
             "refusal_phrases": json.dumps(self.refusal_phrases),
-            "scores": json.dumps(self.scores),
+            "scores": dumps(self.scores, indent=None, non_finite="null"),
             "format": "diffing.refusal.direction/1",
         }
-        tmp = file.with_suffix(".tmp")
-        save_file(
-            {"direction": self.direction.detach().float().cpu().contiguous()},
-            str(tmp),
-            metadata=meta,
-        )
-        tmp.replace(file)
+        with atomic_path(file) as tmp:
+            save_file(
+                {"direction": self.direction.detach().float().cpu().contiguous()},
+                str(tmp),
+                metadata=meta,
+            )
         return file
 
     @classmethod
@@ -252,17 +253,4 @@ def split_set(
 
 def write_json(path: str | Path, obj) -> Path:
     """Write JSON atomically (temporary name, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_jsonable))
-    tmp.replace(path)
-    return path
-
-
-def _jsonable(x):
-    if isinstance(x, torch.Tensor):
-        return x.tolist()
-    if isinstance(x, Path):
-        return str(x)
-    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+    return write_json_strict(path, obj, non_finite="null")

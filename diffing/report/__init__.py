@@ -9,11 +9,28 @@ Keys of report.json: docs/report.md; schema: ``diffing/report/schema.json``.
 
 from __future__ import annotations
 
-from diffing.report.analyze import Report, analyze, write_report
-from diffing.report.config import AnalyzeConfig
-from diffing.report.demo import demo
-from diffing.report.findings import Thresholds, compute_findings
-from diffing.report.schema import load_schema, validate_report
+import importlib
+
+# Public names and their modules, loaded on first use so that the command line reads
+# the light config module without importing torch.
+_EXPORTS = {
+    "AnalyzeConfig": "diffing.report.config",
+    "Report": "diffing.report.analyze",
+    "Thresholds": "diffing.report.findings",
+    "analyze": "diffing.report.analyze",
+    "compute_findings": "diffing.report.findings",
+    "demo": "diffing.report.demo",
+    "load_schema": "diffing.report.schema",
+    "validate_report": "diffing.report.schema",
+    "write_report": "diffing.report.analyze",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'diffing.report' has no attribute {name!r}")
+
 
 __all__ = [
     "AnalyzeConfig",

@@ -12,7 +12,6 @@ are computed from it, and the renderers turn it into the three files.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shlex
@@ -24,9 +23,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
 
+from diffing import configs
 from diffing.errors import DiffingError
+from diffing.io import dumps
 from diffing.report.budget import pair_budget
-from diffing.report.config import AnalyzeConfig
+from diffing.report.config import CLI_FLAGS, CLI_POSITIONALS, AnalyzeConfig
 from diffing.report.findings import Thresholds, compute_findings
 from diffing.report.inputs import RunData, prompt_source
 from diffing.report.markdown import render_markdown
@@ -89,24 +90,9 @@ def versions() -> dict:
 
 
 def command_line(cfg: AnalyzeConfig, out_dir: Path) -> str:
-    """The ``diffing analyze`` command equivalent to ``cfg``."""
-    parts = ["diffing", "analyze", str(cfg.base), str(cfg.finetuned), "--out", str(out_dir)]
-    defaults = AnalyzeConfig()
-    for key, value in cfg.to_dict().items():
-        if key in ("base", "finetuned") or value == getattr(defaults, key) or value is None:
-            continue
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):  # a default that is on has a --no- flag (--no-crosscoder)
-            parts.append(flag if value else "--no-" + key.replace("train_", ""))
-        elif isinstance(value, list):
-            parts += (
-                [flag, ",".join(str(v) for v in value)]
-                if key == "sections"
-                else [flag, *map(str, value)]
-            )
-        else:
-            parts += [flag, str(value)]
-    return shlex.join(parts)
+    """The ``diffing analyze`` command equivalent to ``cfg`` (flags only where it differs from the defaults)."""
+    args = configs.command_line(cfg, positionals=CLI_POSITIONALS, flags=CLI_FLAGS)
+    return shlex.join(["diffing", "analyze", *args[:2], "--out", str(out_dir), *args[2:]])
 
 
 def empty_report(cfg: AnalyzeConfig, models: dict) -> dict:
@@ -180,7 +166,9 @@ def write_report(
     validate_report(report)
     paths = {name: out / name for name in ("index.html", "report.json", "report.md", "run.toml")}
     tmp = {name: p.with_name(p.name + ".tmp") for name, p in paths.items()}
-    tmp["report.json"].write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    tmp["report.json"].write_text(
+        dumps(report, non_finite="null", ensure_ascii=False), encoding="utf-8"
+    )
     tmp["index.html"].write_text(render_html(report), encoding="utf-8")
     tmp["report.md"].write_text(render_markdown(report), encoding="utf-8")
     cfg.save(tmp["run.toml"])

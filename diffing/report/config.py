@@ -1,24 +1,31 @@
 """The run configuration of ``diffing analyze`` and its TOML form (``run.toml``).
 
-Every command-line flag of ``analyze`` is a field here, so a run can be saved next
-to its report and replayed exactly: ``diffing analyze --config DIR/run.toml``.
-TOML is read with ``tomllib`` (Python 3.11+) or ``tomli``; it is written by the tiny
-writer below, which covers what a config holds (nested tables of str, int, float,
-bool and lists of those) and needs no extra dependency.
+Every command-line option of ``analyze`` is generated from a field here
+(``diffing.cli.options``), so a run can be saved next to its report and replayed
+exactly: ``diffing analyze --config DIR/run.toml``. TOML is read with ``tomllib``
+(Python 3.11+) or ``tomli`` and written with ``tomli_w``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
+from diffing.configs import limits, validate
 from diffing.errors import DiffingError
 
-SECTIONS: tuple[str, ...] = ("stats", "refusal", "crosscoder")
+Section = Literal["stats", "refusal", "crosscoder"]
+"""A section ``analyze`` can run."""
+SECTIONS: tuple[str, ...] = get_args(Section)
 """Sections ``analyze`` can run, in the order they run."""
+CLI_POSITIONALS: tuple[str, ...] = ("base", "finetuned")
+"""Fields given on the command line without a flag (optional: ``--config`` may hold them)."""
+CLI_FLAGS: dict[str, tuple[str, ...]] = {
+    "train_crosscoder": ("--train-crosscoder", "--no-crosscoder")
+}
+"""Fields whose flags are not the field's name."""
 
 
 @dataclass
@@ -42,7 +49,7 @@ class AnalyzeConfig:
     remote: bool = False
     """Run every trace on NDIF (nnsight remote execution; hub ids it serves): weight statistics
     from random sketches, KLs over the top-k tokens (a lower bound; docs/scaling.md)."""
-    sections: list[str] = field(default_factory=lambda: list(SECTIONS))
+    sections: list[Section] = field(default_factory=lambda: list(SECTIONS))
     """Which sections to run (a subset of stats, refusal, crosscoder)."""
     data: list[str] = field(default_factory=list)
     """Corpus specs (.txt, .jsonl text or chat records, folders, hf:NAME, or a named dataset such as
@@ -52,18 +59,18 @@ class AnalyzeConfig:
     None: the pair's own set, else the built-in one."""
     harmless: str | None = None
     """Harmless prompts for refusal: a file, hf:NAME or a named set (alpaca); None as for ``harmful``."""
-    tokens: int | None = None
+    tokens: int | None = field(default=None, metadata=limits(gt=0))
     """Token budget for the statistics (activations, KL) and the crosscoder's harvest; None: sized to
     the model and the device (diffing/report/budget.py)."""
-    transcripts: int | None = None
+    transcripts: int | None = field(default=None, metadata=limits(gt=0))
     """Chat transcripts the fine-tuned model writes itself when the data has none; None: by device."""
-    transcript_tokens: int | None = None
+    transcript_tokens: int | None = field(default=None, metadata=limits(gt=0))
     """Longest self-generated answer, in tokens; None: by device."""
     layers: list[int] | None = None
     """Layers to compare (negative counts from the end); None lets each method choose."""
     adl_layer: int | None = None
     """Layer of the Activation Difference Lens; None picks the middle layer."""
-    refusal_prompts: int = 32
+    refusal_prompts: int = field(default=32, metadata=limits(gt=0))
     """At most this many prompts per split (train/val/test) for the refusal comparison."""
     crosscoder: str | None = None
     """Folder of a trained crosscoder to analyse (skips training)."""
@@ -71,13 +78,13 @@ class AnalyzeConfig:
     """Train a crosscoder when none is given (False, ``--no-crosscoder``: skip the crosscoder section)."""
     crosscoder_layer: int | None = None
     """Layer of the quick crosscoder; None picks the middle layer."""
-    crosscoder_latents: int | None = None
+    crosscoder_latents: int | None = field(default=None, metadata=limits(gt=0))
     """Latents of the trained crosscoder; None: sized to the token budget."""
-    crosscoder_steps: int | None = None
+    crosscoder_steps: int | None = field(default=None, metadata=limits(gt=0))
     """Training steps of the trained crosscoder; None: sized to the token budget."""
-    causal_transcripts: int = 64
+    causal_transcripts: int = field(default=64, metadata=limits(ge=0))
     """Chat transcripts of the data on which the crosscoder's causal check patches latents (0: skip it)."""
-    top_latents: int = 8
+    top_latents: int = field(default=8, metadata=limits(ge=0))
     """Latent cards shown in the report."""
     seed: int = 0
     """Random seed for sampling and training."""
@@ -88,10 +95,7 @@ class AnalyzeConfig:
             raise DiffingError(
                 f"unknown section(s) {', '.join(unknown)}: choose from {', '.join(SECTIONS)}"
             )
-        for name in ("tokens", "transcripts", "transcript_tokens", "crosscoder_latents"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise DiffingError(f"{name} must be positive (got {value})")
+        validate(self)
 
     def to_dict(self) -> dict:
         """Plain dict of the fields (None values kept)."""
@@ -110,10 +114,12 @@ class AnalyzeConfig:
 
     def save(self, path: str | Path) -> Path:
         """Write the config as TOML (None values are left out: absent means default)."""
+        import tomli_w
+
         path = Path(path)
         path.write_text(
             "# diffing analyze run config: `diffing analyze --config THIS_FILE` reproduces the report\n"
-            + dumps_toml({k: v for k, v in self.to_dict().items() if v is not None})
+            + tomli_w.dumps({k: v for k, v in self.to_dict().items() if v is not None})
         )
         return path
 
@@ -138,39 +144,3 @@ def load_toml(path: str | Path) -> dict:
         return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise DiffingError(f"config file {str(path)!r} is not valid TOML: {err}") from err
-
-
-def _scalar(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "nan"
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False)  # a JSON string is a valid TOML basic string
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_scalar(x) for x in v) + "]"
-    raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-
-def dumps_toml(d: dict, _prefix: str = "") -> str:
-    """Serialise nested dicts of str/int/float/bool/lists to TOML (keys first, then sub-tables)."""
-    lines, tables = [], []
-    for key, value in d.items():
-        if value is None:
-            continue
-        bare = key.replace("_", "").replace("-", "").isalnum()
-        k = key if bare else json.dumps(key)
-        if isinstance(value, dict):
-            tables.append((f"{_prefix}{k}", value))
-        else:
-            lines.append(f"{k} = {_scalar(value)}")
-    out = "\n".join(lines) + ("\n" if lines else "")
-    for name, table in tables:
-        out += f"\n[{name}]\n" + dumps_toml(table, f"{name}.")
-    return out

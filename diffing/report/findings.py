@@ -13,7 +13,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from diffing.report.util import fmt_pct, num, role_items, token_text
+from diffing.report.nonfinite import broken_findings, broken_sections, scrub
+from diffing.report.util import finite_num, fmt_pct, num, role_items, token_text
 
 
 @dataclass
@@ -67,11 +68,11 @@ def _weights(report: dict, th: Thresholds) -> list[dict]:
     modules = (report.get("weights") or {}).get("modules") or []
     if not modules:
         return []
-    top = max(modules, key=lambda m: num(m.get("relative_change"), 0.0))
-    rel = num(top.get("relative_change"), 0.0)
+    top = max(modules, key=lambda m: finite_num(m.get("relative_change"), 0.0))
+    rel = finite_num(top.get("relative_change"), 0.0)
     if rel < th.weight_change:
         return []
-    n = sum(1 for m in modules if num(m.get("relative_change"), 0.0) >= th.weight_change)
+    n = sum(1 for m in modules if finite_num(m.get("relative_change"), 0.0) >= th.weight_change)
     detail = f"{n} of {len(modules)} changed tensors moved by at least {fmt_pct(th.weight_change)}."
     if top.get("effective_rank") is not None:
         detail += f" The top one's change has effective rank {top['effective_rank']}."
@@ -271,7 +272,7 @@ def _no_change(report: dict, th: Thresholds) -> list[dict]:
     layers = (report.get("activations") or {}).get("layers") or []
     min_cos = min((num(e.get("cosine"), 1.0) for e in layers), default=float("nan"))
     modules = (report.get("weights") or {}).get("modules") or []
-    max_w = max((num(m.get("relative_change"), 0.0) for m in modules), default=0.0)
+    max_w = max((finite_num(m.get("relative_change"), 0.0) for m in modules), default=0.0)
     measured = {
         "kl_mean": kl,
         "min_activation_cosine": min_cos,
@@ -306,6 +307,17 @@ def _no_change(report: dict, th: Thresholds) -> list[dict]:
 RULES = (_no_change, _refusal, _crosscoder, _adl, _constant_shift, _kl, _weights, _activations)
 """Finding rules; each reads the report dict and returns zero or more findings."""
 
+READS: dict = {
+    _refusal: ("refusal",),
+    _crosscoder: ("crosscoder",),
+    _adl: ("adl",),
+    _constant_shift: ("crosscoder",),
+    _kl: ("kl",),
+    _weights: ("weights",),
+    _activations: ("activations",),
+}
+"""The report sections each rule reads; a rule missing here (the "no change" verdict) needs every one finite."""
+
 
 def compute_findings(
     report: dict, thresholds: Thresholds | None = None, *, limit: int = 5
@@ -314,11 +326,17 @@ def compute_findings(
 
     Priorities: a "no substantial change" verdict first, then refusal, crosscoder
     and ADL evidence (which name what changed), then KL, weights and activations.
-    A "refusal" section finding is only made when the model does refuse.
+    A "refusal" section finding is only made when the model does refuse. A
+    non-finite statistic comes before all of them, and no rule reads a section
+    that holds one ("no substantial change" needs every section finite).
     """
     th = thresholds or Thresholds()
-    found = []
+    broken = broken_sections(report)
+    found = broken_findings(report)
     for rule in RULES:
+        reads = READS.get(rule)
+        if broken and (reads is None or any(sec in broken for sec in reads)):
+            continue
         try:
             found.extend(rule(report, th))
         except (
@@ -337,5 +355,8 @@ def compute_findings(
     for f in found[:limit]:
         f = dict(f)
         f.pop("priority")
+        f["evidence"] = scrub(
+            f["evidence"]
+        )  # a number a rule could not read is missing, not broken
         out.append(f)
     return out

@@ -119,6 +119,7 @@ ol.findings li { counter-increment: f; margin: 8px 0; padding: 10px 14px 10px 46
 ol.findings li::before { content: counter(f); position: absolute; left: 14px; top: 10px; font-weight: 700; color: var(--accent); }
 ol.findings .detail { color: var(--muted); font-size: 13.5px; }
 .skipped { background: #fff7e6; border: 1px solid #f5d49a; border-radius: 6px; padding: 8px 12px; }
+.non-finite { background: #fdecea; border: 1px solid #f5a3a3; border-radius: 6px; padding: 8px 12px; margin: 8px 0; }
 figure { margin: 10px 0 18px; } figure img { max-width: 100%; border: 1px solid var(--line); border-radius: 4px; }
 figcaption { color: var(--muted); font-size: 13px; }
 .cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(460px, 1fr)); gap: 14px; }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from diffing.report.nonfinite import listed
 from diffing.report.util import fmt_pct, num, token_text
 
 
@@ -33,6 +34,11 @@ def render_markdown(report: dict) -> str:
             lines.append(f"   {_md(f['detail'])}")
     if not report.get("findings"):
         lines.append("No section produced a finding.")
+    broken, more = listed(report)
+    if broken:
+        lines += ["", "**Non-finite statistics (the model or data is broken):**", ""]
+        lines += [f"- `{p}`: {k}" for p, k in broken]
+        lines += [f"- and {more} more (report.json lists every one)"] if more else []
     lines += ["", "## Steps", "", "| step | status | reason |", "|---|---|---|"]
     for name, st in (report.get("sections") or {}).items():
         lines.append(f"| {name} | {st.get('status')} | {_md(st.get('reason') or '')} |")

@@ -12,6 +12,7 @@ from typing import Any
 
 from diffing.report import figures
 from diffing.report.html import Raw, esc, figure, section, skipped, table, tokens_highlighted
+from diffing.report.nonfinite import listed
 from diffing.report.util import fmt_num, num, role_items, token_text
 
 SECTION_OF = {
@@ -68,6 +69,14 @@ def summary(report: dict) -> Raw:
         if items
         else skipped("no section produced a finding")
     )
+    broken, more = listed(report)
+    if broken:  # all sections, not only the first path of each that made a finding
+        rows = "".join(f"<li><code>{esc(p)}</code>: {esc(k)}</li>" for p, k in broken)
+        rows += f"<li>and {more} more (report.json lists every one)</li>" if more else ""
+        body = Raw(
+            '<div class="non-finite"><strong>Non-finite statistics: the model or data is broken; '
+            f"no finding is drawn from them.</strong><ul>{rows}</ul></div>" + body
+        )
     return section("summary", "Summary: what changed", body)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from diffing.io import json_default, to_jsonable
+
 
 class SkipSection(Exception):
     """Raised by a report step that cannot run, with a reason the user should read (not a bug)."""
@@ -49,11 +51,16 @@ def fmt_pct(x: float) -> str:
 
 
 def fmt_num(x: Any, digits: int = 3) -> str:
-    """A number with ``digits`` significant digits; strings pass through; None/NaN -> '-'."""
+    """A number with ``digits`` significant digits; strings pass through; None -> '-'.
+
+    A non-finite float shows as ``NaN``/``inf``: it is a broken statistic, not a missing one.
+    """
     if isinstance(x, str):
         return x
     if isinstance(x, bool):
         return "yes" if x else "no"
+    if isinstance(x, float) and not math.isfinite(x):
+        return "NaN" if math.isnan(x) else ("inf" if x > 0 else "-inf")
     v = num(x)
     if math.isnan(v):
         return "-"
@@ -72,18 +79,25 @@ def token_text(token: Any) -> str:
     return f"'{s}'"
 
 
+def finite_num(value: Any, default: float = float("nan"), key: str | None = None) -> float:
+    """Like :func:`num`, but a NaN or infinite number also reads as ``default``: never rank on one."""
+    out = num(value, default, key)
+    return out if math.isfinite(out) else default
+
+
 def jsonable(obj: Any) -> Any:
-    """Recursively turn tensors, numpy values, tuples and non-finite floats into JSON-safe values."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if hasattr(obj, "_asdict"):
-        return jsonable(obj._asdict())
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if hasattr(obj, "tolist"):
-        return jsonable(obj.tolist())
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, (str, int, bool)) or obj is None:
-        return obj
-    return str(obj)
+    """Recursively turn tensors, numpy values, tuples and dataclasses into plain JSON values.
+
+    Non-finite floats are kept: the findings must see them (a NaN KL is a broken run,
+    not a missing measure), and the strict writer (:func:`diffing.io.dumps`) stores them
+    as ``null`` with their paths under ``non_finite``.
+    """
+    return to_jsonable(obj, default=_lenient)
+
+
+def _lenient(obj: Any) -> Any:
+    """Known types as JSON values; anything else as its string (a report never fails on a label)."""
+    try:
+        return json_default(obj)
+    except TypeError:
+        return str(obj)

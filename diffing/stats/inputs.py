@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from diffing.errors import DiffingError
+from diffing.io import not_utf8
 
 TEXT_FIELDS = ("text", "prompt", "content")
 """Fields tried, in order, for the text of a JSON record without ``messages``."""
@@ -60,7 +61,10 @@ def read_documents(paths: Iterable[str | Path], *, field: str | None = None) -> 
             raise DiffingError(
                 f"data file {str(p)!r} does not exist; pass .txt (one document a line), .jsonl or .json"
             )
-        raw = path.read_text(encoding="utf-8")
+        try:
+            raw = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise not_utf8(path, err) from err
         if path.suffix == ".jsonl":
             for i, line in enumerate(raw.splitlines(), 1):
                 if not line.strip():

@@ -8,7 +8,6 @@ tensor by tensor. The result is the ``stats.json`` dictionary (fields in docs/st
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 import torch
 
 from diffing.errors import DiffingError
+from diffing.io import write_json
 from diffing.stats.activations import ActivationAccumulator
 from diffing.stats.adl import ADLAccumulator, patchscope, steer
 from diffing.stats.outputs import KLAccumulator, token_kl
@@ -310,27 +310,5 @@ def save_stats(result: dict, out_dir: str | Path, *, adl_diff: torch.Tensor | No
             metadata={"layer": str(result["adl"]["layer"])},
         )
     result["figures"] = write_figures(result, out)
-    path = out / "stats.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_finite(result), indent=2, default=_json_default, allow_nan=False))
-    tmp.replace(path)
-    return path
-
-
-def _finite(obj):
-    """Replace non-finite floats (an infinite relative change of a zero base tensor) by None: strict JSON."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
-def _json_default(obj):
-    if isinstance(obj, torch.Tensor):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+    # an infinite relative change (a zero base tensor) or a NaN is written as null and listed
+    return write_json(out / "stats.json", result, non_finite="null")

@@ -15,6 +15,7 @@ needs two full copies in memory.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -121,7 +122,8 @@ def rank_weight_stats(
     out = []
     for name, w_b, delta in deltas:
         st = _stat(name, w_b, delta, cfg)
-        if st.delta_norm > 0 or cfg.include_unchanged:
+        # a NaN/inf change is never "unchanged": dropping it would report a broken tensor as unmoved
+        if st.delta_norm > 0 or not math.isfinite(st.delta_norm) or cfg.include_unchanged:
             out.append(st)
     return sorted(out, key=lambda s: (-s.relative_change, s.name))
 

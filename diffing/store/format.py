@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from diffing.errors import DiffingError
+from diffing.io import write_json
 
 FORMAT_VERSION = 1
 """Bumped when the layout changes incompatibly."""
@@ -163,10 +163,8 @@ class Manifest:
 
 def write_json_atomic(path: str | Path, obj) -> None:
     """Write JSON to a temporary name, then rename: readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=False))
-    os.replace(tmp, path)
+    # NaN activations (norm sums) are written as null and listed: never bare NaN
+    write_json(path, obj, indent=1, non_finite="null")
 
 
 def read_manifest(folder: str | Path) -> Manifest:
