@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from diffing.organisms import cached_organisms
     from diffing.report import write_report
-    from diffing.report.demo import demo_config
+    from diffing.report.organism_demo import demo_config
 
     root = Path(args.root) if args.root else Path(cached_organisms(fast=args.fast))
     out = Path(args.out or tempfile.mkdtemp(prefix="bench-report-"))

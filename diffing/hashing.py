@@ -20,6 +20,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from diffing.io import write_json
 from diffing.loading import PICKLE_SUFFIXES
 
 CACHE_NAME = "content-hashes.json"
@@ -78,9 +79,7 @@ def content_hash(path: str | Path) -> str:
             prefix = f"{path}|"  # older versions of this file are dropped: the cache stays small
             data = {k: v for k, v in _read(cache).items() if not k.startswith(prefix)}
             data[key] = digest
-            tmp = cache.with_name(f".{cache.name}.tmp-{os.getpid()}")
-            tmp.write_text(json.dumps(data, indent=0, sort_keys=True))
-            os.replace(tmp, cache)
+            write_json(cache, data, indent=0, sort_keys=True)
     except (OSError, Timeout) as err:
         log.info("content-hash cache %s not updated: %s", cache, err)
     return digest

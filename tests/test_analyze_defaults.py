@@ -262,7 +262,7 @@ def test_organism_build_draws_a_bar_per_variant():
 def test_command_line_names_the_negative_flag(tmp_path):
     from diffing.cli.analyze import config_from_args
     from diffing.cli.main import build_parser
-    from diffing.report.analyze import command_line
+    from diffing.report.pipeline import command_line
 
     args = build_parser().parse_args(["analyze", "B", "F", "--no-crosscoder", "--transcripts", "3"])
     cfg = config_from_args(args)

@@ -34,7 +34,7 @@ def test_interventions_give_the_same_results_remotely(
     chat_models, organisms, server_without_diffing
 ):
     from diffing.refusal.candidates import encode_prompts
-    from diffing.refusal.evaluate import text_loss
+    from diffing.refusal.evaluation import text_loss
     from diffing.refusal.interventions import ablate, add, complete, forward_last
     from diffing.tokens import pad_batch, pad_id_of
 

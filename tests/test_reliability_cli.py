@@ -202,8 +202,8 @@ def test_weight_stats_keep_a_nan_tensor():
 
 
 def test_write_report_is_strict_and_shows_non_finite(tmp_path):
-    from diffing.report.analyze import empty_report, write_report
     from diffing.report.config import AnalyzeConfig
+    from diffing.report.pipeline import empty_report, write_report
 
     cfg = AnalyzeConfig()
     report = empty_report(cfg, {"base": "b", "finetuned": "f"})

@@ -215,7 +215,7 @@ def test_bundled_prompt_sets_follow_the_manifest_layout(tmp_path):
 def test_demo_wiring(tiny_pair_dirs, tmp_path, monkeypatch):
     """``diffing demo`` analyses base vs chat of the cached organism build, finding its bundled prompts itself."""
     import diffing.organisms
-    from diffing.report.demo import demo_config
+    from diffing.report.organism_demo import demo_config
 
     root = tmp_path / "organisms"
     root.mkdir()

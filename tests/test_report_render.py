@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 
 from diffing.report import AnalyzeConfig, compute_findings, load_schema, write_report
-from diffing.report.analyze import empty_report
+from diffing.report.pipeline import empty_report
 
 EVIL = ["<script>alert(1)</script>", '"><img src=x onerror=alert(2)>', "a&b'c"]
 """Model-produced strings that must never reach the page unescaped."""

@@ -122,7 +122,7 @@ def add_options(
         if tp is bool:
             names = flags.get(f.name) or flag_name(f.name)
             names = (names,) if isinstance(names, str) else tuple(names)
-            if default is True and len(names) == 1:
+            if default is True and len(names) == 1 and not names[0].startswith("--no-"):
                 names = (names[0], "--no-" + names[0][2:])
             on = [n for n in names if not n.startswith("--no-")]
             off = [n for n in names if n.startswith("--no-")]
@@ -132,7 +132,7 @@ def add_options(
                                    help=(doc + " (default)" if default is True else doc) or None)  # fmt: skip
             if off:
                 group.add_argument(*off, dest=f.name, action="store_false", default=argparse.SUPPRESS,
-                                   help=f"the opposite of {on[0]}" if on else (doc or None))  # fmt: skip
+                                   help=f"the opposite of {on[0]}" if on else f"turn off (on by default): {doc}")  # fmt: skip
             added.append(f.name)
             continue
         else:

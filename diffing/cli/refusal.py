@@ -9,16 +9,15 @@ from diffing.cli.common import (
     add_pair_args,
     add_remote_arg,
     device,
-    finite_float,
     load_pair_from_args,
-    nonnegative_float,
     nonnegative_int,
     out_dir,
     positive_int,
     print_json,
-    probability,
     strength,
 )
+from diffing.cli.options import add_options
+from diffing.refusal.config import RefusalConfig
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -37,6 +36,16 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+_SPLIT_FIELDS = ("n_train", "n_val", "n_test")
+"""RefusalConfig fields of the train/validation/test split (commands that split a file)."""
+_RUN_FIELDS = ("batch_size", "max_new_tokens")
+"""RefusalConfig fields every refusal command takes."""
+_SELECT_FIELDS = ("kl_threshold", "induce_threshold", "max_layer_fraction", "filter_train")
+"""RefusalConfig fields of candidate selection."""
+_FLAGS = {"filter_train": ("--no-filter",)}
+"""RefusalConfig fields whose flag is not the field's name."""
+
+
 def _prompt_args(p: argparse.ArgumentParser, *, val: bool = True) -> None:
     whole = "" if val else ", used whole: give held-out prompts, not extract's train file"
     p.add_argument(
@@ -46,58 +55,19 @@ def _prompt_args(p: argparse.ArgumentParser, *, val: bool = True) -> None:
     )
     p.add_argument("--harmless", required=True, help=f"ordinary prompts (same formats{whole})")
     if val:
-        p.add_argument(
-            "--harmful-val",
-            help="held-out harmful prompts for selection (default: split off --harmful)",
-        )
-        p.add_argument(
-            "--harmless-val",
-            help="held-out harmless prompts for selection (default: split off --harmless)",
-        )
-        p.add_argument(
-            "--harmful-test",
-            help="held-out harmful prompts for evaluation (default: split off --harmful)",
-        )
-        p.add_argument(
-            "--harmless-test",
-            help="held-out harmless prompts for evaluation (default: split off --harmless)",
-        )
-        p.add_argument(
-            "--n-train",
-            type=positive_int,
-            default=128,
-            help="train prompts per set: at most this many of the prompts left after --n-test and "
-            "--n-val are held out (default 128). A shorter file gives all that is left (128 lines "
-            "with the defaults give 64); fewer than n-test + n-val + 4 is an error. The split is printed",
-        )
-        p.add_argument(
-            "--n-val",
-            type=nonnegative_int,
-            default=32,
-            help="validation prompts per set split off (default 32; 0 with --harmful-val/--harmless-val)",
-        )
-        p.add_argument(
-            "--n-test",
-            type=nonnegative_int,
-            default=32,
-            help="test prompts per set split off before validation (default 32; 0 skips the test evaluation)",
-        )
+        for kind in ("harmful", "harmless"):
+            for held in ("val", "test"):
+                use = "selection" if held == "val" else "evaluation"
+                p.add_argument(
+                    f"--{kind}-{held}",
+                    help=f"held-out {kind} prompts for {use} (default: split off --{kind})",
+                )
+        add_options(p, RefusalConfig, only=_SPLIT_FIELDS, title="split")
     p.add_argument(
         "--refusal-tokens", nargs="+", help="refusal token ids or strings (default: inferred)"
     )
-    p.add_argument(
-        "--refusal-phrases", nargs="+", help="substrings marking a refusal (default: inferred)"
-    )
+    add_options(p, RefusalConfig, only=("refusal_phrases", *_RUN_FIELDS))
     p.add_argument("--template", help="Jinja chat template file, for models without one")
-    p.add_argument(
-        "--batch-size", type=positive_int, default=32, help="prompts per forward pass (default 32)"
-    )
-    p.add_argument(
-        "--max-new-tokens",
-        type=positive_int,
-        default=24,
-        help="greedy tokens per completion (default 24)",
-    )
     p.add_argument(
         "--limit",
         type=positive_int,
@@ -106,29 +76,7 @@ def _prompt_args(p: argparse.ArgumentParser, *, val: bool = True) -> None:
 
 
 def _select_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--kl-threshold",
-        type=nonnegative_float,
-        default=0.1,
-        help="discard candidates with KL above this (0.1)",
-    )
-    p.add_argument(
-        "--induce-threshold",
-        type=finite_float,
-        default=0.0,
-        help="discard candidates inducing less (0)",
-    )
-    p.add_argument(
-        "--max-layer-fraction",
-        type=probability,
-        default=0.8,
-        help="discard layers past this fraction (0.8)",
-    )
-    p.add_argument(
-        "--no-filter",
-        action="store_true",
-        help="keep train prompts the model does not refuse / refuses",
-    )
+    add_options(p, RefusalConfig, only=_SELECT_FIELDS, flags=_FLAGS, title="selection")
 
 
 def register(sub) -> None:
@@ -231,26 +179,13 @@ def register(sub) -> None:
 
 
 def _config(args, tokenizer=None):
+    from diffing.cli.options import config_from_args
     from diffing.errors import DiffingError
-    from diffing.refusal.config import RefusalConfig
     from diffing.refusal.scores import parse_refusal_tokens
 
-    cfg = RefusalConfig(
-        batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens,
-        phrase_tokens=args.max_new_tokens,
-    )
-    for name in (
-        "n_train",
-        "n_val",
-        "n_test",
-        "kl_threshold",
-        "induce_threshold",
-        "max_layer_fraction",
-    ):
-        if getattr(args, name, None) is not None:
-            setattr(cfg, name, getattr(args, name))
-    cfg.filter_train = not getattr(args, "no_filter", False)
+    cfg = config_from_args(args, RefusalConfig)
+    if "max_new_tokens" in vars(args):  # the phrases are inferred from completions this long
+        cfg.phrase_tokens = cfg.max_new_tokens
     if args.template:
         path = Path(args.template).expanduser()
         if not path.is_file():
@@ -260,8 +195,6 @@ def _config(args, tokenizer=None):
         cfg.template = path.read_text()
     if args.refusal_tokens and tokenizer is not None:
         cfg.refusal_tokens = parse_refusal_tokens(tokenizer, args.refusal_tokens)
-    if args.refusal_phrases:
-        cfg.refusal_phrases = list(args.refusal_phrases)
     return cfg
 
 

@@ -28,7 +28,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     from diffing.errors import DiffingError
     from diffing.refusal.config import check_strength
-    from diffing.refusal.evaluate import eval_markdown, evaluate
+    from diffing.refusal.evaluation import eval_markdown, evaluate
     from diffing.refusal.io import Direction, check_sets, write_json
     from diffing.refusal.measure import behaviour, evaluate_model, measure_markdown
 

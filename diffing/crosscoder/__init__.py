@@ -8,7 +8,7 @@
 decoder-bias shift no latent carries).
 """
 
-import importlib
+from diffing.lazy import lazy_exports
 
 # Public names and the module each lives in. They load on first use, so that the
 # command line can read the light config modules without importing torch.
@@ -24,11 +24,7 @@ _EXPORTS = {
     "train_crosscoder": "diffing.crosscoder.train",
 }
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'diffing.crosscoder' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = [

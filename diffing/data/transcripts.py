@@ -24,6 +24,8 @@ from typing import NamedTuple
 
 import torch
 
+from diffing.io import dumps, write_text_atomic
+
 log = logging.getLogger(__name__)
 
 CACHE_PREFIX = "self-transcripts-"
@@ -172,9 +174,8 @@ def self_transcripts(
         chats, texts = [], [f"{p}\n{a}" for p, a in zip(prompts, gen.answers)]
         records = [{"text": t} for t in texts]
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(
-        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8"
+    # atomic: a crash mid-write never leaves a truncated cache behind
+    write_text_atomic(
+        path, "".join(dumps(r, indent=None, ensure_ascii=False) + "\n" for r in records)
     )
-    tmp.replace(path)  # a crash mid-write never leaves a truncated cache behind
     return Transcripts(chats, texts, path, False, key, note)

@@ -13,29 +13,50 @@ Pipeline on one chat model (see docs/refusal.md)::
 Layer ``L`` means the residual stream at the input of block ``L`` throughout.
 """
 
-from diffing.refusal.candidates import Candidates, extract_candidates, post_instruction_count
-from diffing.refusal.compare import CompareResult, compare_pair
-from diffing.refusal.config import RefusalConfig
-from diffing.refusal.evaluate import EvalResult, evaluate, text_loss
-from diffing.refusal.export_check import ExportResult, export_checked
-from diffing.refusal.interventions import (
-    Intervention,
-    ablate,
-    add,
-    apply_interventions,
-    complete,
-    forward_last,
-)
-from diffing.refusal.io import Direction, Split, read_prompts, split_prompts
-from diffing.refusal.measure import Behaviour, behaviour, compare_behaviour, evaluate_model
-from diffing.refusal.orthogonalize import export_orthogonalized, orthogonalize_model
-from diffing.refusal.scores import (
-    infer_refusal_phrases,
-    infer_refusal_tokens,
-    refusal_rate,
-    refusal_scores,
-)
-from diffing.refusal.select import CandidateScores, score_candidates, select_direction
+from __future__ import annotations
+
+from diffing.lazy import lazy_exports
+
+# Public names and their modules, loaded on first use so that the command line reads
+# the light config module without importing torch.
+_EXPORTS = {
+    "Candidates": "diffing.refusal.candidates",
+    "extract_candidates": "diffing.refusal.candidates",
+    "post_instruction_count": "diffing.refusal.candidates",
+    "CompareResult": "diffing.refusal.compare",
+    "compare_pair": "diffing.refusal.compare",
+    "RefusalConfig": "diffing.refusal.config",
+    "EvalResult": "diffing.refusal.evaluation",
+    "evaluate": "diffing.refusal.evaluation",
+    "text_loss": "diffing.refusal.evaluation",
+    "ExportResult": "diffing.refusal.export_check",
+    "export_checked": "diffing.refusal.export_check",
+    "Intervention": "diffing.refusal.interventions",
+    "ablate": "diffing.refusal.interventions",
+    "add": "diffing.refusal.interventions",
+    "apply_interventions": "diffing.refusal.interventions",
+    "complete": "diffing.refusal.interventions",
+    "forward_last": "diffing.refusal.interventions",
+    "Direction": "diffing.refusal.io",
+    "Split": "diffing.refusal.io",
+    "read_prompts": "diffing.refusal.io",
+    "split_prompts": "diffing.refusal.io",
+    "Behaviour": "diffing.refusal.measure",
+    "behaviour": "diffing.refusal.measure",
+    "compare_behaviour": "diffing.refusal.measure",
+    "evaluate_model": "diffing.refusal.measure",
+    "export_orthogonalized": "diffing.refusal.orthogonalize",
+    "orthogonalize_model": "diffing.refusal.orthogonalize",
+    "infer_refusal_phrases": "diffing.refusal.scores",
+    "infer_refusal_tokens": "diffing.refusal.scores",
+    "refusal_rate": "diffing.refusal.scores",
+    "refusal_scores": "diffing.refusal.scores",
+    "CandidateScores": "diffing.refusal.select",
+    "score_candidates": "diffing.refusal.select",
+    "select_direction": "diffing.refusal.select",
+}
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "Behaviour",

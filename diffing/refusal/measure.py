@@ -22,7 +22,7 @@ from diffing.arch import ArchSpec
 from diffing.errors import DiffingError
 from diffing.refusal.candidates import encode_prompts, run_prompts
 from diffing.refusal.config import RefusalConfig
-from diffing.refusal.evaluate import EvalResult, _cell, text_loss
+from diffing.refusal.evaluation import EvalResult, _cell, text_loss
 from diffing.refusal.interventions import complete
 from diffing.refusal.scores import (
     infer_refusal_phrases,

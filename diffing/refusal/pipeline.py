@@ -12,7 +12,7 @@ from typing import NamedTuple
 from diffing.arch import ArchSpec
 from diffing.refusal.candidates import Candidates, extract_candidates
 from diffing.refusal.config import RefusalConfig
-from diffing.refusal.evaluate import EvalResult, eval_markdown, evaluate
+from diffing.refusal.evaluation import EvalResult, eval_markdown, evaluate
 from diffing.refusal.interventions import complete
 from diffing.refusal.io import Direction, check_sets, write_json
 from diffing.refusal.scores import infer_refusal_phrases

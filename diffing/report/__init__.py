@@ -9,27 +9,23 @@ Keys of report.json: docs/report.md; schema: ``diffing/report/schema.json``.
 
 from __future__ import annotations
 
-import importlib
+from diffing.lazy import lazy_exports
 
 # Public names and their modules, loaded on first use so that the command line reads
 # the light config module without importing torch.
 _EXPORTS = {
     "AnalyzeConfig": "diffing.report.config",
-    "Report": "diffing.report.analyze",
+    "Report": "diffing.report.pipeline",
     "Thresholds": "diffing.report.findings",
-    "analyze": "diffing.report.analyze",
+    "analyze": "diffing.report.pipeline",
     "compute_findings": "diffing.report.findings",
-    "demo": "diffing.report.demo",
+    "demo": "diffing.report.organism_demo",
     "load_schema": "diffing.report.schema",
     "validate_report": "diffing.report.schema",
-    "write_report": "diffing.report.analyze",
+    "write_report": "diffing.report.pipeline",
 }
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'diffing.report' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = [

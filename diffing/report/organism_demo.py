@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from diffing.report.analyze import Report, analyze, default_progress
 from diffing.report.config import AnalyzeConfig
+from diffing.report.pipeline import Report, analyze, default_progress
 
 DEMO_VARIANT = "chat"
 """Which organism the demo compares with the base (the one with a refusal behaviour)."""
