@@ -13,7 +13,7 @@ from diffing.errors import DiffingError
 class AmplifyConfig:
     """Amplification strengths, decoding, and the behaviour to count (docs/amplify.md)."""
 
-    alphas: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)
+    alphas: tuple[float, ...] = field(default=(0.0, 0.5, 1.0, 2.0, 4.0), metadata=limits())
     """Strengths α of ``logits_ft + α (logits_ft - logits_base)``; α = 0 is the fine-tuned model alone."""
     form: Literal["logits", "weights"] = "logits"
     """``logits``: both models step together on amplified logits; ``weights``: one model with ``W_base + (1+α)ΔW``."""
