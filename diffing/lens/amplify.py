@@ -26,7 +26,26 @@ import torch
 
 from diffing.errors import DiffingError
 from diffing.lens.amplify_config import AmplifyConfig
-from diffing.lens.amplify_decode import cut_at_eos, decode, eos_ids_of, left_pad
+from diffing.lens.amplify_decode import amplified_logits, cut_at_eos, decode, eos_ids_of, left_pad
+from diffing.lens.amplify_figures import rates_figure
+from diffing.lens.amplify_weights import amplified_weights
+
+__all__ = [
+    "AmplifyConfig",
+    "AmplifyResult",
+    "Run",
+    "Sample",
+    "amplify",
+    "amplify_json",
+    "save_amplify",
+    "section",
+    "rates_figure",
+    "target_matcher",
+    "encode_prompts",
+    "decode",
+    "amplified_logits",
+    "amplified_weights",
+]
 
 AMPLIFY_JSON = "amplify.json"
 """File name of the saved result."""
@@ -211,8 +230,6 @@ def amplify(
                 finish(a, new[k * n : (k + 1) * n])
             bar.update()
     if cfg.form == "weights":
-        from diffing.lens.amplify_weights import amplified_weights
-
         for a in amplified:
             with amplified_weights(pair, a) as model:
                 for c, chunk in enumerate(chunks):
@@ -272,8 +289,6 @@ def amplify_json(result: AmplifyResult) -> dict:
 
 def save_amplify(result: AmplifyResult, out_dir: str | Path) -> Path:
     """Write ``amplify.json`` (atomically) and, with a target, the rate-vs-α figure into ``out_dir``."""
-    from diffing.lens.amplify_figures import rates_figure
-
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     data = amplify_json(result)
