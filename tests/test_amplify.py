@@ -16,6 +16,7 @@ import json
 import pytest
 import torch
 
+from diffing.arch import FAMILIES
 from diffing.errors import DiffingError
 from diffing.lens.amplify import amplify, amplify_json, section, target_matcher
 from diffing.lens.amplify_config import AmplifyConfig
@@ -91,6 +92,27 @@ def test_pair_loop_at_alpha_zero_matches_the_finetuned_model_alone(tiny_pair):
                       eos_token_id=None, pad_token_id=tok.pad_token_id)  # fmt: skip
     assert torch.equal(alone, both)
     assert torch.equal(alone, gen[:, ids.shape[1] :])
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_loop_matches_generate_in_every_family(family, tmp_path):
+    """Our cached loop gives ``generate``'s greedy tokens (left-padded batch) for every supported family."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from diffing.tiny import build_tiny_model
+
+    folder = build_tiny_model(tmp_path / family, family)
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    tok = AutoTokenizer.from_pretrained(folder)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    ids, mask = left_pad([tok(p).input_ids for p in TINY_PROMPTS], pad)
+    mine = decode([model], ids, mask, max_new_tokens=10, pad_id=pad)
+    gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=10, min_new_tokens=10,
+                         do_sample=False, pad_token_id=pad)  # fmt: skip
+    assert torch.equal(mine, gen[:, ids.shape[1] :])
+    # a model paired with itself: any α leaves the logits, so the tokens, unchanged
+    same = decode([model, model], ids, mask, alphas=torch.full((3,), 2.0), max_new_tokens=10)
+    assert torch.equal(mine, same)
 
 
 def test_identical_models_give_the_same_completion_at_every_alpha(tiny_pair_dirs):
