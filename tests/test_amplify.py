@@ -256,3 +256,24 @@ def test_json_and_section_report_the_rates(quirk_pair, organisms, manifest):
     hits = [e["hit"] for e in sec["examples"]]
     assert hits == sorted(hits, reverse=True)  # hits first
     assert section(data) == sec  # the dictionary alone gives the same section
+
+
+def test_prompts_without_a_chat_template():
+    from diffing.lens.amplify import encode_prompts
+    from diffing.tiny import CHAT_TEMPLATE, tiny_tokenizer
+
+    tok = tiny_tokenizer(chat_template=None)
+    with pytest.raises(DiffingError, match="no chat template"):
+        encode_prompts(tok, ["hi there"])
+    shown, ids = encode_prompts(tok, ["hi there"], template=CHAT_TEMPLATE)
+    want = tok.apply_chat_template(
+        [{"role": "user", "content": "hi there"}],
+        chat_template=CHAT_TEMPLATE,
+        add_generation_prompt=True,
+        tokenize=False,
+    )
+    assert shown == ["hi there"] and tok.decode(ids[0]) == want
+    _, plain = encode_prompts(tok, ["hi there"], chat=False)
+    assert plain[0] == tok("hi there").input_ids
+    with pytest.raises(DiffingError, match="cannot use a prompt"):
+        encode_prompts(tok, [3])

@@ -115,12 +115,13 @@ def target_matcher(config: AmplifyConfig) -> Callable[[str], bool] | None:
 
 
 def encode_prompts(
-    tokenizer, prompts: Sequence, *, chat: bool = True
+    tokenizer, prompts: Sequence, *, chat: bool = True, template: str | None = None
 ) -> tuple[list[str], list[list[int]]]:
     """``(shown prompts, token ids)``: strings as single user turns (or plain text), conversations as given.
 
     Chat prompts end with the template's generation prompt, so the next token is the
-    assistant's first (:func:`diffing.tokens.encode_chat`, the fine-tuned model's template).
+    assistant's first (:func:`diffing.tokens.encode_chat`; the pair's tokenizer carries
+    the fine-tuned model's template; ``template`` is a Jinja template for models without one).
     """
     from diffing.tokens import encode_chat, encode_text
 
@@ -128,24 +129,23 @@ def encode_prompts(
     for p in prompts:
         if isinstance(p, dict) and "messages" in p:
             p = p["messages"]
+        if isinstance(p, str) and not chat:
+            shown.append(p)
+            ids.append(encode_text(tokenizer, p).input_ids)
+            continue
         if isinstance(p, str):
             shown.append(p)
-            if chat:
-                ids.append(
-                    encode_chat(
-                        tokenizer, [{"role": "user", "content": p}], add_generation_prompt=True
-                    ).input_ids
-                )
-            else:
-                ids.append(encode_text(tokenizer, p).input_ids)
+            p = [{"role": "user", "content": p}]
         elif isinstance(p, (list, tuple)) and p and all(isinstance(m, dict) for m in p):
             shown.append(str(p[-1].get("content", "")))
-            ids.append(encode_chat(tokenizer, list(p), add_generation_prompt=True).input_ids)
         else:
             raise DiffingError(
                 f"cannot use a prompt of type {type(p).__name__}: give strings or lists of "
                 '{"role", "content"} messages'
             )
+        ids.append(
+            encode_chat(tokenizer, list(p), add_generation_prompt=True, template=template).input_ids
+        )
     return shown, ids
 
 
@@ -160,12 +160,14 @@ def amplify(
     prompts: Sequence | None = None,
     config: AmplifyConfig | None = None,
     *,
+    template: str | None = None,
     progress: bool = False,
 ) -> AmplifyResult:
     """Generate at every α of ``config`` (and from the base alone), and count the target.
 
     ``prompts`` are strings (user turns, or plain text with ``chat=False``) or message
-    lists; None uses the built-in chat prompts. Both models of the pair must be local
+    lists; None uses the built-in chat prompts. ``template`` is a Jinja chat template for a
+    pair whose tokenizer has none. Both models of the pair must be local
     (their weights here): decoding runs their torch modules step by step.
     """
     from tqdm.auto import tqdm
@@ -182,7 +184,7 @@ def amplify(
     if not prompts:
         raise DiffingError("no prompts to amplify on; give a prompt file with at least one prompt")
     tok = pair.tokenizer
-    shown, ids = encode_prompts(tok, prompts, chat=cfg.chat)
+    shown, ids = encode_prompts(tok, prompts, chat=cfg.chat, template=template)
     base, ft = pair.hf("base"), pair.hf("finetuned")
     eos = eos_ids_of(ft, tok)
     pad = tok.pad_token_id if tok.pad_token_id is not None else (eos[0] if eos else 0)
