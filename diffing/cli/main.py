@@ -20,7 +20,16 @@ from typing import NoReturn
 import diffing
 from diffing.errors import DiffingError
 
-COMMAND_MODULES = ("inspect", "organism", "harvest", "crosscoder", "refusal", "stats", "analyze")
+COMMAND_MODULES = (
+    "inspect",
+    "organism",
+    "harvest",
+    "crosscoder",
+    "refusal",
+    "stats",
+    "amplify",
+    "analyze",
+)
 """Command-group modules under ``diffing.cli``, in the order ``--help`` lists them."""
 
 
