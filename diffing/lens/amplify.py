@@ -15,8 +15,6 @@ Decoding is :mod:`diffing.lens.amplify_decode`; the method is docs/amplify.md.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import NamedTuple
 import torch
 
 from diffing.errors import DiffingError
+from diffing.io import write_json
 from diffing.lens.amplify_config import AmplifyConfig
 from diffing.lens.amplify_decode import amplified_logits, cut_at_eos, decode, eos_ids_of, left_pad
 from diffing.lens.amplify_figures import rates_figure
@@ -295,9 +294,7 @@ def save_amplify(result: AmplifyResult, out_dir: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     data = amplify_json(result)
     path = out / AMPLIFY_JSON
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, allow_nan=False))
-    os.replace(tmp, path)
+    write_json(path, data, indent=1)
     if result.config.target is not None:
         rates_figure(data, out / RATES_FIGURE)
     return path
