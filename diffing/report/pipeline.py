@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 from diffing import configs
 from diffing.errors import DiffingError
-from diffing.io import dumps
+from diffing.io import atomic_path, dumps, write_text_atomic
 from diffing.report.budget import pair_budget
 from diffing.report.config import CLI_FLAGS, CLI_POSITIONALS, AnalyzeConfig
 from diffing.report.findings import Thresholds, compute_findings
@@ -165,15 +165,16 @@ def write_report(
     rep.setdefault("versions", versions())
     validate_report(report)
     paths = {name: out / name for name in ("index.html", "report.json", "report.md", "run.toml")}
-    tmp = {name: p.with_name(p.name + ".tmp") for name, p in paths.items()}
-    tmp["report.json"].write_text(
-        dumps(report, non_finite="null", ensure_ascii=False), encoding="utf-8"
-    )
-    tmp["index.html"].write_text(render_html(report), encoding="utf-8")
-    tmp["report.md"].write_text(render_markdown(report), encoding="utf-8")
-    cfg.save(tmp["run.toml"])
-    for name, p in tmp.items():
-        p.replace(paths[name])
+    # everything is rendered before anything is written, so a failure leaves the old report whole
+    texts = {
+        "report.json": dumps(report, non_finite="null", ensure_ascii=False),
+        "index.html": render_html(report),
+        "report.md": render_markdown(report),
+    }
+    for name, text in texts.items():
+        write_text_atomic(paths[name], text)
+    with atomic_path(paths["run.toml"]) as tmp:
+        cfg.save(tmp)
     return Report(
         out,
         report,
