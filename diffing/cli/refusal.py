@@ -173,7 +173,9 @@ def register(sub) -> None:
     add_remote_arg(p, "both models")
     _prompt_args(p)
     _select_args(p)
-    p.add_argument("--out", required=True, help="output folder (compare.json, both directions)")
+    p.add_argument(
+        "--out", type=out_dir, required=True, help="output folder (compare.json, both directions)"
+    )
     p.set_defaults(handler=run_compare)
     group.set_defaults(handler=lambda args: group.print_help() or 2)
 
