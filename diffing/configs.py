@@ -37,6 +37,20 @@ class Limits:
     finite: bool = True
     """Value must be a finite number (no NaN, no infinity)."""
 
+    def describe(self) -> str:
+        """The allowed range in words: "positive", "0 or more", "between 0 and 1"."""
+        if self.le is not None and (self.gt is not None or self.ge is not None):
+            low = self.gt if self.gt is not None else self.ge
+            edge = " (exclusive)" if self.gt is not None else ""
+            return f"between {_num(low)}{edge} and {_num(self.le)}"
+        if self.gt is not None:
+            return "positive" if self.gt == 0 else f"greater than {_num(self.gt)}"
+        if self.ge is not None:
+            return "0 or more" if self.ge == 0 else f"at least {_num(self.ge)}"
+        if self.le is not None:
+            return f"at most {_num(self.le)}"
+        return "a finite number"
+
     def problem(self, value: Any) -> str | None:
         """Why ``value`` breaks these limits, or None when it does not (None values pass)."""
         if value is None or isinstance(value, bool):
@@ -47,12 +61,12 @@ class Limits:
                 continue
             if self.finite and not math.isfinite(v):
                 return f"must be a finite number (got {v})"
-            if self.gt is not None and not v > self.gt:
-                return f"must be greater than {_num(self.gt)} (got {_num(v)})"
-            if self.ge is not None and not v >= self.ge:
-                return f"must be at least {_num(self.ge)} (got {_num(v)})"
-            if self.le is not None and not v <= self.le:
-                return f"must be at most {_num(self.le)} (got {_num(v)})"
+            if (
+                (self.gt is not None and not v > self.gt)
+                or (self.ge is not None and not v >= self.ge)
+                or (self.le is not None and not v <= self.le)
+            ):
+                return f"must be {self.describe()} (got {_num(v)})"
         return None
 
 

@@ -95,8 +95,8 @@ def test_help_shows_docstring_and_default():
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--steps", "0"], "must be greater than 0 (got 0)"),
-        (["--steps", "-5"], "must be greater than 0 (got -5)"),
+        (["--steps", "0"], "must be positive (got 0)"),
+        (["--steps", "-5"], "must be positive (got -5)"),
         (["--lr", "nan"], "must be a finite number"),
         (["--scale", "inf"], "must be a finite number"),
         (["--steps", "ten"], "expected int, got 'ten'"),
@@ -111,7 +111,7 @@ def test_bad_values_are_rejected_when_parsed(argv, message, capsys):
 
 
 def test_the_python_api_checks_the_same_limits():
-    with pytest.raises(DiffingError, match=r"Toy.steps must be greater than 0 \(got 0\)"):
+    with pytest.raises(DiffingError, match=r"Toy.steps must be positive \(got 0\)"):
         Toy(steps=0)
     with pytest.raises(DiffingError, match="Toy.scale must be a finite number"):
         Toy(scale=float("nan"))

@@ -11,10 +11,7 @@ import math
 
 from diffing.errors import DiffingError
 from diffing.io import check_out_dir, dumps
-
-MAX_STRENGTH = 100.0
-"""Largest |strength| of a refusal intervention: a multiple of the direction (1 = full ablation or
-the direction's own norm), so values beyond this push activations far outside anything the model saw."""
+from diffing.refusal.config import MAX_STRENGTH  # noqa: E402 - one bound for CLI and API
 
 
 def _number(text: str, kind: type) -> float | int:

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from diffing.configs import limits, validate
 from diffing.errors import DiffingError
 
-MAX_STRENGTH = 1000.0
+MAX_STRENGTH = 100.0
 """Largest ``|strength|`` accepted: beyond it an ablation or addition only overflows low-precision weights."""
 
 
