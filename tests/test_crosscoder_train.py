@@ -319,3 +319,121 @@ def test_batchtopk_on_the_organism_chat_pair(organisms, tmp_path):
     assert max(res.metrics["fvu"]) < FVU_BOUND_ORGANISM
     assert res.metrics["train_l0"] == pytest.approx(8.0)
     assert res.metrics["l0"] == pytest.approx(8.0, rel=0.2)
+
+
+# ---- hardening: bad options, devices, output folders, store identity, warnings, full disk -------
+
+
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--steps", "0", "steps=0 must be a positive integer"),
+        ("--steps", "-5", "steps=-5 must be a positive integer"),
+        ("--tokens", "0", "tokens=0 must be a positive integer"),
+        ("--dict-size", "0", "dict_size=0 must be a positive integer"),
+        ("--expansion", "0", "expansion=0 must be a positive integer"),
+        ("--batch-size", "0", "batch_size=0 must be a positive integer"),
+        ("--lr", "-1", "lr=-1.0 must be a positive finite number"),
+        ("--lr", "nan", "lr=nan must be a positive finite number"),
+        ("--k", "0", "k=0 must be a positive integer"),
+    ],
+)
+def test_cli_rejects_invalid_training_options(tmp_path, capsys, flag, value, message):
+    from diffing.cli.main import main
+
+    # the store does not even need to exist: options are checked first
+    args = ["crosscoder", "train", str(tmp_path / "nostore"), "--out", str(tmp_path / "cc")]
+    assert main([*args, flag, value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "cc").exists()
+
+
+def test_config_rejects_invalid_values_in_python():
+    for bad in ({"steps": 0}, {"dict_size": 0}, {"expansion": 0}, {"batch_size": -1},
+                {"lr": float("inf")}, {"k": 0}, {"tokens": 0}, {"dtype": "int8"}):  # fmt: skip
+        with pytest.raises(DiffingError, match="must be|unknown"):
+            CrossCoderConfig(**bad)
+    assert CrossCoderConfig(dict_size=None, d_model=8).resolved().dict_size == 64
+
+
+def test_cuda_device_without_cuda_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    from diffing.cli.main import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    x, _ = synthetic(n_tokens=512)
+    with pytest.raises(DiffingError, match="CUDA is not available.*--device cpu"):
+        train_crosscoder(x, small_cfg(steps=2), device="cuda")
+    _store(tmp_path / "s", {3: x})
+    assert main(["crosscoder", "train", str(tmp_path / "s"), "--out", str(tmp_path / "cc"),
+                 "--device", "cuda", "--quiet"]) == 2  # fmt: skip
+    assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_out_folder_guard(tmp_path):
+    x, _ = synthetic(n_tokens=2048)
+    cfg = small_cfg(steps=20, log_every=10)
+    model = tmp_path / "model"  # a transformers model folder: never written over silently
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(DiffingError, match="holds other files .*config.json.*--force"):
+        train_crosscoder(x, cfg, model)
+    assert json.loads((model / "config.json").read_text()) == {"model_type": "llama"}
+    done = train_crosscoder(x, cfg, tmp_path / "cc")
+    weights = (tmp_path / "cc" / "crosscoder.safetensors").read_bytes()
+    shorter = small_cfg(steps=5, log_every=5)
+    with pytest.raises(DiffingError, match=r"finished crosscoder \(20 steps\).*--force"):
+        train_crosscoder(x, shorter, tmp_path / "cc")
+    with pytest.raises(DiffingError, match="another config.*steps: checkpoint 20 vs now 5"):
+        train_crosscoder(x, shorter, tmp_path / "cc", resume=True)
+    assert (tmp_path / "cc" / "crosscoder.safetensors").read_bytes() == weights
+    again = train_crosscoder(x, cfg, tmp_path / "cc", resume=True)  # same config: kept as is
+    assert again.finished and torch.equal(again.crosscoder.W_dec, done.crosscoder.W_dec)
+    assert again.metrics["steps"] == 20
+    forced = train_crosscoder(x, shorter, tmp_path / "cc", force=True)
+    assert forced.metrics["steps"] == 5
+    assert CrossCoder.load(tmp_path / "cc").cfg.steps == 5
+
+
+def test_resume_on_another_store_is_refused(tmp_path):
+    x, _ = synthetic(n_tokens=2048)
+    a = _store(tmp_path / "a", {1: x})
+    b = _store(tmp_path / "b", {1: x.flip(0)})  # same shape and size, other content
+    cfg = small_cfg(steps=20, checkpoint_every=10)
+    part = train_crosscoder(a, cfg, tmp_path / "cc", max_steps=10)
+    assert not part.finished
+    saved = json.loads((tmp_path / "cc" / "checkpoint" / "state.json").read_text())
+    fingerprint = saved["config"]["store_manifest"]["fingerprint"]
+    assert len(fingerprint) == 64
+    with pytest.raises(DiffingError, match="another config.*another store"):
+        train_crosscoder(b, cfg, tmp_path / "cc", resume=True)
+    done = train_crosscoder(a, cfg, tmp_path / "cc", resume=True)
+    assert done.finished and done.crosscoder.cfg.store_manifest["fingerprint"] == fingerprint
+
+
+def test_short_or_useless_runs_warn(tmp_path, caplog):
+    x, _ = synthetic(n_tokens=2048)
+    with caplog.at_level("WARNING"):
+        res = train_crosscoder(x, small_cfg(steps=5, lr=1e-9), tmp_path / "cc")
+    w = res.metrics["warnings"]
+    assert any("only 5 steps" in s for s in w) and any("FVU" in s and "> 0.9" in s for s in w)
+    assert json.loads((tmp_path / "cc" / "metrics.json").read_text())["warnings"] == w
+    assert "only 5 steps" in caplog.text
+    good = train_crosscoder(x, small_cfg(steps=120, log_every=60))
+    assert good.metrics["warnings"] == [] and good.metrics["tokens_per_s"] > 0
+
+
+def test_full_disk_while_saving_is_a_clear_error(tmp_path, monkeypatch):
+    import errno
+
+    import safetensors.torch
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    x, _ = synthetic(n_tokens=1024)
+    with pytest.raises(DiffingError, match="no space left on the disk while writing"):
+        train_crosscoder(x, small_cfg(steps=4), tmp_path / "cc")
+    with pytest.raises(DiffingError, match="no space left"):
+        train_crosscoder(x, small_cfg(steps=4, checkpoint_every=2), tmp_path / "cc2")
