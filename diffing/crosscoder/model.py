@@ -207,9 +207,13 @@ class CrossCoder(nn.Module):
             # [B, n_dead] post-ReLU f of dead latents
             dead_f = scores[:, dead_idx].float() / norms[dead_idx]
             rows, local, values = row_topk(dead_f, self.cfg.k_aux or 1)
-            cols = dead_idx[local]
-        f_sel = SelectCodes.apply(x_flat, w_flat, b_enc, rows, cols, values.to(x_flat.dtype), dense)
-        e_hat = decode_selected(w_dec, rows, cols, f_sel, x_flat.shape[0], dense)  # [B, M, d]
+        values = values.to(x_flat.dtype)
+        if dense:  # dense codes over the dead latents only: [B, n_dead] matmuls, not [B, n]
+            w_enc, b, w_d, cols = w_flat[:, dead_idx], b_enc[dead_idx], w_dec[:, dead_idx], local
+        else:
+            w_enc, b, w_d, cols = w_flat, b_enc, w_dec, dead_idx[local]
+        f_sel = SelectCodes.apply(x_flat, w_enc, b, rows, cols, values, dense)
+        e_hat = decode_selected(w_d, rows, cols, f_sel, x_flat.shape[0], dense)  # [B, M, d]
         return (residual - e_hat.float()).pow(2).sum((1, 2)).mean()
 
     # ---- persistence -----------------------------------------------------------------------
