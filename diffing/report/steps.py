@@ -363,7 +363,9 @@ def crosscoder(pair, cfg: AnalyzeConfig, out: Path, progress: Progress) -> dict:
         progress(
             f"crosscoder: training {cfg.crosscoder_latents} latents for {cfg.crosscoder_steps} steps"
         )
-        trained = train_crosscoder(store, cc_cfg, out / "model", progress=_bars(progress))
+        trained = train_crosscoder(
+            store, cc_cfg, out / "model", progress=_bars(progress), force=True
+        )  # a rerun retrains
         cc, metrics = trained.crosscoder, trained.metrics
     else:
         given = Path(cfg.crosscoder) / "metrics.json"
