@@ -16,6 +16,7 @@ batch top-k mask, dense ``einsum`` decode, autograd through everything.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import time
@@ -123,6 +124,25 @@ def quality(
     return results
 
 
+@contextlib.contextmanager
+def _bf16_parameters():
+    """The rejected alternative, for comparison: parameters and Adam state in bfloat16 (matmuls in float32)."""
+    import diffing.crosscoder.train as train_module
+
+    original = train_module.CrossCoder
+
+    class BF16Params(original):
+        def __init__(self, cfg):
+            super().__init__(cfg)
+            self.to(torch.bfloat16)
+
+    train_module.CrossCoder = BF16Params
+    try:
+        yield
+    finally:
+        train_module.CrossCoder = original
+
+
 def bf16_quality(
     store_path: str, *, tokens: int, expansion: int, k: int, seeds: int, out: Path
 ) -> dict:
@@ -143,6 +163,12 @@ def bf16_quality(
             row[dtype] = {"fvu": m["fvu"], "l0": m["l0"], "dead_frac": m["dead_frac"], "steps": m["steps"],
                           "seconds": time.perf_counter() - t}  # fmt: skip
         row["fvu_gap"] = [b - a for a, b in zip(row["float32"]["fvu"], row["bfloat16"]["fvu"])]
+        t = time.perf_counter()
+        with _bf16_parameters():
+            cfg = CrossCoderConfig(seed=seed, **common)
+            m = train_crosscoder(store, cfg, out / f"bf16-params-{seed}", force=True).metrics
+        row["bf16_parameters"] = {"fvu": m["fvu"], "l0": m["l0"], "dead_frac": m["dead_frac"],
+                                  "seconds": time.perf_counter() - t}  # fmt: skip
         runs.append(row)
     return {"store": store_path, "layer": layer, "store_tokens": store.n_tokens, "d_model": store.d_model,
             "tokens": tokens, "runs": runs}  # fmt: skip

@@ -137,17 +137,39 @@ def end_to_end(setting: dict, device: str, folder: Path) -> dict:
     finally:
         quiet.setLevel(level)
     store_rate, step_rate = max(rates["store"]), max(rates["step_only"])
+    reader = reader_rate(store, cfg, device)
     return {
         "store_dtype": "bfloat16", "store_tokens": n, "steps": setting["train_steps"],
         "store_tokens_per_s": store_rate, "store_data_wait_s": min(waits),
         "step_only_tokens_per_s": step_rate, "ratio": store_rate / step_rate,
+        "reader_tokens_per_s": reader,
+        # what reading in line (no prefetch) would give: the two times add up
+        "inline_estimate_tokens_per_s": 1 / (1 / step_rate + 1 / reader),
     }  # fmt: skip
 
 
-def run(small: bool = False, device: str | None = None) -> dict:
-    """All measurements as one JSON-ready dict (``small``: the CPU-sized setting)."""
+def reader_rate(store, cfg, device: str) -> float:
+    """Tokens/s of reading, widening and normalising batches alone (no training step)."""
+    from diffing.crosscoder import distributed as ddp
+    from diffing.crosscoder.prefetch import prepare
+
+    cfg = ddp.resolve_config(store, cfg)
+    scales = store.norm_scales(cfg.layer)
+    stream = ddp.stream(store, cfg, cfg.batch_size, 0, 1, 0, raw=True)
+    t = time.perf_counter()
+    for _ in range(cfg.steps):
+        prepare(next(stream), scales, device)
+    _sync(device)
+    return cfg.steps * cfg.batch_size / (time.perf_counter() - t)
+
+
+def run(small: bool = False, device: str | None = None, *, steps: bool = True, **overrides) -> dict:
+    """All measurements as one JSON-ready dict (``small``: the CPU-sized setting).
+
+    ``steps=False`` skips the step comparison; ``overrides`` replace entries of the setting.
+    """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    setting = SMALL if small else FULL
+    setting = {**(SMALL if small else FULL), **overrides}
     cuda = torch.device(device).type == "cuda"
     precisions = ["fp32", "tf32", "bf16"] if cuda else ["fp32", "bf16"]
     report = {
@@ -155,7 +177,8 @@ def run(small: bool = False, device: str | None = None) -> dict:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "setting": {k: v for k, v in setting.items()},
-        "step": [step_rates(setting, n, p, device) for n in setting["dict_sizes"] for p in precisions],
+        "step": [step_rates(setting, n, p, device) for n in setting["dict_sizes"] for p in precisions]
+        if steps else [],
     }  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="diffing-bench-cc-") as tmp:
         report["end_to_end"] = end_to_end(setting, device, Path(tmp))
@@ -167,10 +190,19 @@ def main(argv=None) -> None:
     p.add_argument("--small", action="store_true", help="CPU-sized setting (seconds)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("--skip-step", action="store_true", help="only the end-to-end measurement")
+    for key in ("d_model", "batch", "k", "store_tokens", "train_steps"):
+        p.add_argument(
+            f"--{key.replace('_', '-')}", type=int, default=None, help="override the setting"
+        )
+    p.add_argument("--dict-sizes", type=int, nargs="+", default=None, help="override the setting")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(json.dumps(run(small=args.small, device=args.device), indent=2))
+    keys = ("d_model", "batch", "k", "store_tokens", "train_steps", "dict_sizes")
+    overrides = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+    report = run(small=args.small, device=args.device, steps=not args.skip_step, **overrides)
+    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ bfloat16 store ran at a fraction of the step-only rate. :class:`Prefetcher` runs
 the batch iterator in a thread, ``depth`` batches ahead. On CUDA it pins each raw
 batch and copies it with ``non_blocking=True`` on a side stream, then widens and
 normalises it on the GPU, so the host moves half the bytes of a bfloat16 store and
-does no arithmetic. Numerics are those of the store reader (cast, then multiply).
+does no arithmetic (the NaN check runs on the GPU too). Numerics are those of the
+store reader (cast, then multiply).
 """
 
 from __future__ import annotations
@@ -73,12 +74,13 @@ class Prefetcher:
         if not self.cuda:
             return prepare(raw, self.scales, self.device), None
         raw = getattr(raw, "acts", raw)
-        finite = bool(torch.isfinite(raw).all())
         pinned = raw.pin_memory()  # page-locked: the copy below overlaps the running step
         with torch.cuda.stream(self._stream):
             x = pinned.to(self.device, non_blocking=True).to(torch.float32)
             if self.scales is not None:
                 x.mul_(self.scales[None, :, None])
+            # checked on the GPU: on the host this pass costs as much as reading the batch
+            finite = torch.isfinite(x).all()
             event = torch.cuda.Event()
             event.record(self._stream)
         return Prepared(x, finite), event
@@ -125,6 +127,7 @@ class Prefetcher:
             stream = torch.cuda.current_stream(self.device)
             stream.wait_event(event)
             prepared.x.record_stream(stream)  # allocated on the side stream, used on this one
+            prepared = Prepared(prepared.x, bool(prepared.finite))
         return prepared
 
     def close(self) -> None:
