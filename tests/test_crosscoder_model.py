@@ -111,7 +111,9 @@ def test_decode_rule_per_device_and_dtype():
     from diffing.crosscoder.model import resolve_decode
 
     assert resolve_decode("auto", "cpu", torch.float32) == "sparse"
-    assert resolve_decode("auto", "cpu", torch.bfloat16) == "dense"
+    assert (
+        resolve_decode("auto", "cpu", torch.bfloat16) == "sparse"
+    )  # CPU bf16: sparse measured faster
     assert resolve_decode("auto", "cuda:0", torch.float32) == "dense"
     assert resolve_decode("sparse", "cuda", torch.float32) == "sparse"
     assert resolve_decode("dense", "cpu", torch.float32) == "dense"

@@ -94,7 +94,7 @@ def add_train(actions) -> argparse.ArgumentParser:
         choices=("auto", "sparse", "dense"),
         default=None,
         help="BatchTopK decode path: sparse (embedding_bag) or dense matmuls; "
-        "auto = sparse on CPU float32, dense on CUDA and bfloat16 (default auto)",
+        "auto = sparse on CPU, dense on GPUs (default auto)",
     )
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument(

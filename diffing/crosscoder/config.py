@@ -86,7 +86,7 @@ class CrossCoderConfig:
     dtype: str = "float32"
     """Training compute dtype: float32, or bfloat16 (bf16 matmuls, float32 master weights, Adam state and loss)."""
     decode: str = "auto"
-    """BatchTopK decode/encoder-gradient path: sparse (embedding_bag), dense (dense codes matmul) or auto (sparse on CPU float32, else dense)."""
+    """BatchTopK decode/encoder-gradient path: sparse (embedding_bag), dense (dense codes matmul) or auto (sparse on CPU, dense on GPUs)."""
     layer: int | None = None
     """Provenance: the model layer the crosscoder reads (None if unknown)."""
     store_manifest: dict[str, Any] | None = None

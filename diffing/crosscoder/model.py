@@ -20,7 +20,7 @@ the selected pairs (on CPU the only dense ``[B, n]`` tensor is the
 pre-activation); ``"dense"`` scatters the selected values into a dense code and
 uses plain matmuls, which GPUs run far faster and which work in bfloat16
 (``embedding_bag`` has no CUDA bfloat16 backward). ``"auto"`` picks sparse on
-CPU in float32 and dense otherwise (:func:`resolve_decode`). With
+CPU and dense on GPUs (:func:`resolve_decode`). With
 ``cfg.dtype="bfloat16"`` the matmuls run in bfloat16 on bfloat16 copies of the
 float32 parameters (master weights), and the loss is computed in float32.
 
@@ -277,13 +277,14 @@ def compute_dtype(name: str) -> torch.dtype:
 def resolve_decode(decode: str, device: torch.device | str, dtype: torch.dtype) -> str:
     """``"sparse"`` or ``"dense"``: the decode / encoder-gradient path for ``decode`` on ``device`` in ``dtype``.
 
-    Measured rule for ``"auto"``: sparse only on CPU in float32 (3-4x faster than dense
-    there); dense on CUDA (plain matmuls: the sparse step lost to the dense reference with
-    TF32 on an H200) and in bfloat16 (``embedding_bag`` has no CUDA bfloat16 backward).
+    Measured rule for ``"auto"`` (docs/benchmarks/gpu_crosscoder.md): sparse on CPU, in
+    float32 and bfloat16 alike (2.6x / 1.7x faster than dense at 2x256 -> 16,384 latents);
+    dense on CUDA and other accelerators (plain matmuls: the sparse step lost to a dense
+    reference with TF32 on an H200, and ``embedding_bag`` has no CUDA bfloat16 backward).
     """
     cuda = torch.device(device).type == "cuda"
     if decode == "auto":
-        return "sparse" if not cuda and dtype == torch.float32 else "dense"
+        return "sparse" if torch.device(device).type == "cpu" else "dense"
     if decode == "sparse" and cuda and dtype == torch.bfloat16:
         raise DiffingError(
             "decode='sparse' cannot train in bfloat16 on CUDA (embedding_bag has no bfloat16 "

@@ -35,7 +35,7 @@ from diffing.crosscoder.config import CrossCoderConfig
 from diffing.crosscoder.model import CrossCoder, compute_dtype, resolve_decode
 from diffing.crosscoder.prefetch import Prefetcher, prepare
 from diffing.crosscoder.train_metrics import (
-    evaluate_crosscoder,
+    evaluate_crosscoder,  # noqa: F401 (public name, re-exported by diffing.crosscoder)
     final_metrics,
     log_entry,
     warnings_for,
