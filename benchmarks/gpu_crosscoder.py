@@ -12,6 +12,8 @@ Prints one JSON object; ``benchmarks/gpu.py`` calls :func:`run` and merges it.
   dense reference (dense ReLU codes, full batch top-k mask, dense ``einsum`` decode,
   autograd through all of it; bf16 = autocast over float32 weights), the two alternating
   in rounds on the same batches. TF32 rows only on CUDA.
+* ``decode_paths`` (``--paths``): our step with ``decode="sparse"`` and ``"dense"`` forced,
+  in float32 and bfloat16: the measurements ``decode="auto"`` is chosen from.
 * ``end_to_end``: ``train_crosscoder`` from a bfloat16 store on disk (reader + prefetch +
   step) vs from the same activations already in memory on the device (step only), both
   the training loop's own ``tokens_per_s`` (bias init and final evaluation excluded).
@@ -106,6 +108,37 @@ def step_rates(setting: dict, dict_size: int, precision: str, device: str) -> di
     }  # fmt: skip
 
 
+def decode_paths(setting: dict, dict_size: int, device: str) -> dict:
+    """Tokens/s of our step with each decode path forced, in float32 and bfloat16 (what ``auto`` is chosen from)."""
+    out = {}
+    g = torch.Generator().manual_seed(0)
+    xs = [
+        torch.randn(setting["batch"], 2, setting["d_model"], generator=g).to(device)
+        for _ in range(setting["steps"])
+    ]
+    for dtype in ("float32", "bfloat16"):
+        for decode in ("sparse", "dense"):
+            if decode == "sparse" and dtype == "bfloat16" and torch.device(device).type == "cuda":
+                continue  # embedding_bag has no CUDA bfloat16 backward
+            cfg = CrossCoderConfig(
+                d_model=setting["d_model"], dict_size=dict_size, k=setting["k"],
+                batch_size=setting["batch"], dtype=dtype, decode=decode,
+            ).resolved()  # fmt: skip
+            cc = CrossCoder(cfg).to(device)
+            opt = torch.optim.Adam(cc.parameters(), lr=1e-4)
+            _step(cc, opt, xs[0], False, False, device)  # warm-up
+            times = []
+            for _ in range(setting["rounds"]):
+                _sync(device)
+                t = time.perf_counter()
+                for x in xs:
+                    _step(cc, opt, x, False, False, device)
+                _sync(device)
+                times.append((time.perf_counter() - t) / len(xs))
+            out[f"{decode}_{dtype}"] = setting["batch"] / statistics.median(times)
+    return {"dict_size": dict_size, "tokens_per_s": out}
+
+
 def end_to_end(setting: dict, device: str, folder: Path) -> dict:
     """Training-loop rate from a bfloat16 store on disk vs from the same data in device memory."""
     from diffing.store import ActivationStore, write_store
@@ -163,10 +196,18 @@ def reader_rate(store, cfg, device: str) -> float:
     return cfg.steps * cfg.batch_size / (time.perf_counter() - t)
 
 
-def run(small: bool = False, device: str | None = None, *, steps: bool = True, **overrides) -> dict:
+def run(
+    small: bool = False,
+    device: str | None = None,
+    *,
+    steps: bool = True,
+    paths: bool = False,
+    **overrides,
+) -> dict:
     """All measurements as one JSON-ready dict (``small``: the CPU-sized setting).
 
-    ``steps=False`` skips the step comparison; ``overrides`` replace entries of the setting.
+    ``steps=False`` skips the step comparison; ``paths=True`` adds each decode path forced
+    (``decode_paths``); ``overrides`` replace entries of the setting.
     """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     setting = {**(SMALL if small else FULL), **overrides}
@@ -180,6 +221,8 @@ def run(small: bool = False, device: str | None = None, *, steps: bool = True, *
         "step": [step_rates(setting, n, p, device) for n in setting["dict_sizes"] for p in precisions]
         if steps else [],
     }  # fmt: skip
+    if paths:
+        report["decode_paths"] = [decode_paths(setting, n, device) for n in setting["dict_sizes"]]
     with tempfile.TemporaryDirectory(prefix="diffing-bench-cc-") as tmp:
         report["end_to_end"] = end_to_end(setting, device, Path(tmp))
     return report
@@ -191,6 +234,7 @@ def main(argv=None) -> None:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     p.add_argument("--skip-step", action="store_true", help="only the end-to-end measurement")
+    p.add_argument("--paths", action="store_true", help="also time each decode path forced")
     for key in ("d_model", "batch", "k", "store_tokens", "train_steps"):
         p.add_argument(
             f"--{key.replace('_', '-')}", type=int, default=None, help="override the setting"
@@ -201,7 +245,13 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     keys = ("d_model", "batch", "k", "store_tokens", "train_steps", "dict_sizes")
     overrides = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
-    report = run(small=args.small, device=args.device, steps=not args.skip_step, **overrides)
+    report = run(
+        small=args.small,
+        device=args.device,
+        steps=not args.skip_step,
+        paths=args.paths,
+        **overrides,
+    )
     print(json.dumps(report, indent=2))
 
 
