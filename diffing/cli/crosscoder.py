@@ -130,7 +130,7 @@ def _device(arg: str | None) -> str:
 
     import torch
 
-    if arg:
+    if arg and arg != "auto":
         return arg
     if torch.cuda.is_available():
         return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
