@@ -66,7 +66,11 @@ class Prefetcher:
         self._batches = batches
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
-        self._stream = torch.cuda.Stream(self.device) if self.cuda else None
+        self._stream = None
+        if self.cuda:
+            self._stream = torch.cuda.Stream(self.device)
+            # the side stream must see what the main stream queued so far (the scales' copy)
+            self._stream.wait_stream(torch.cuda.current_stream(self.device))
         self._thread = threading.Thread(target=self._work, name="crosscoder-prefetch", daemon=True)
         self._thread.start()
 
