@@ -321,7 +321,6 @@ def test_batchtopk_on_the_organism_chat_pair(organisms, tmp_path):
     assert res.metrics["l0"] == pytest.approx(8.0, rel=0.2)
 
 
-@pytest.mark.slow
 def test_bfloat16_training_matches_float32_quality():
     """bf16 compute with fp32 master weights trains, and reaches the fp32 run's FVU at the same step count.
 

@@ -232,7 +232,7 @@ def _loop(
         opt.step()
         active = ddp.all_reduce(res.active.to(torch.float32), "max") > 0
         step += 1
-        last_active[active] = step
+        last_active.masked_fill_(active, step)  # no host sync, unlike boolean indexing
         if cfg.kind == "batchtopk" and step > cfg.threshold_start_step:
             _update_threshold(cc, res.min_kept, cfg.threshold_beta)
         if step % cfg.log_every == 0 or step == stop:
