@@ -199,3 +199,41 @@ def test_gpu_crosscoder_benchmark_small_run_reports_every_rate():
     assert e2e["store_dtype"] == "bfloat16" and e2e["steps"] == SMALL["train_steps"]
     assert e2e["store_tokens_per_s"] > 0 and e2e["step_only_tokens_per_s"] > 0
     assert e2e["ratio"] == pytest.approx(e2e["store_tokens_per_s"] / e2e["step_only_tokens_per_s"])
+
+
+# ---- CUDA (skipped without a GPU) ---------------------------------------------------------------
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_dense_path_prefetch_and_bf16(tmp_path):
+    """On a GPU: auto picks dense and matches sparse; bf16 trains; the pinned, side-stream prefetch equals the reader."""
+    from diffing.crosscoder import distributed as ddp
+    from diffing.crosscoder.prefetch import Prefetcher
+    from diffing.store import ActivationStore, write_store
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    x = torch.randn(64, 2, 16, generator=torch.Generator().manual_seed(3)).cuda()
+    dead = torch.zeros(64, dtype=torch.bool, device="cuda")
+    dead[1::4] = True
+    grads = {}
+    for decode in ("sparse", "dense"):
+        cc = CrossCoder(CrossCoderConfig(d_model=16, dict_size=64, k=4, decode=decode).resolved())
+        cc = cc.cuda()
+        out = cc.forward_train(x, dead=dead)
+        out.loss.backward()
+        grads[decode] = (out.loss.item(), {n: p.grad.clone() for n, p in cc.named_parameters()})
+    assert grads["sparse"][0] == pytest.approx(grads["dense"][0], rel=1e-5)
+    for name, g in grads["sparse"][1].items():
+        assert torch.allclose(g, grads["dense"][1][name], atol=1e-5, rtol=1e-4), name
+    data, _ = synthetic(n_tokens=4096)
+    res = train_crosscoder(data, small_cfg(dtype="bfloat16", steps=150), device="cuda")
+    assert max(res.metrics["fvu"]) < 0.3 and res.crosscoder.W_enc.dtype == torch.float32
+    write_store(tmp_path / "s", {0: data}, torch.zeros(4096, dtype=torch.long),
+                norm_scales={0: [0.5, 2.0]}, dtype="bfloat16", shard_tokens=1024)  # fmt: skip
+    store = ActivationStore.open(tmp_path / "s")
+    cfg = small_cfg(layer=0)
+    expected = list(ddp.epoch_batches(store, cfg, 256, 0, 1, 0, 0))
+    raw = ddp.epoch_batches(store, cfg, 256, 0, 1, 0, 0, raw=True)
+    with Prefetcher(raw, device="cuda", scales=store.norm_scales(0)) as got:
+        for (b, finite), e in zip(got, expected):
+            assert finite and b.is_cuda and torch.equal(b.cpu(), e)
