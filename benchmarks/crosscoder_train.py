@@ -5,6 +5,7 @@ Run from the repository root::
     python -m benchmarks.crosscoder_train                      # throughput, d_model 2x256, 16,384 latents, k 32, batch 4,096
     python -m benchmarks.crosscoder_train --quality STORE     # + FVU/L0/dead of BatchTopK and L1 on a store (~5 min)
     python -m benchmarks.crosscoder_train --quality organisms # harvest the organism chat pair's middle layer first
+    python -m benchmarks.crosscoder_train --skip-throughput --bf16-quality organisms  # FVU of bf16 vs fp32 training
 
 Throughput alternates the two implementations in rounds on the same batches and
 reports each round's ratio, so machine noise (other processes) hits both alike.
@@ -15,6 +16,7 @@ batch top-k mask, dense ``einsum`` decode, autograd through everything.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import time
@@ -122,6 +124,56 @@ def quality(
     return results
 
 
+@contextlib.contextmanager
+def _bf16_parameters():
+    """The rejected alternative, for comparison: parameters and Adam state in bfloat16 (matmuls in float32)."""
+    import diffing.crosscoder.train as train_module
+
+    original = train_module.CrossCoder
+
+    class BF16Params(original):
+        def __init__(self, cfg):
+            super().__init__(cfg)
+            self.to(torch.bfloat16)
+
+    train_module.CrossCoder = BF16Params
+    try:
+        yield
+    finally:
+        train_module.CrossCoder = original
+
+
+def bf16_quality(
+    store_path: str, *, tokens: int, expansion: int, k: int, seeds: int, out: Path
+) -> dict:
+    """FVU of BatchTopK crosscoders trained in bfloat16 (fp32 master weights) vs float32, same steps and seeds."""
+    from diffing.store import ActivationStore
+
+    store = ActivationStore.open(store_path)
+    layer = store.layers[len(store.layers) // 2]
+    common = dict(layer=layer, expansion=expansion, k=k, batch_size=1024, tokens=tokens, lr_warmup_steps=50,
+                  threshold_start_step=50, log_every=100, dead_tokens=min(200_000, tokens // 4), auxk_alpha=1.0)  # fmt: skip
+    runs = []
+    for seed in range(seeds):
+        row = {"seed": seed}
+        for dtype in ("float32", "bfloat16"):
+            t = time.perf_counter()
+            cfg = CrossCoderConfig(dtype=dtype, seed=seed, **common)
+            m = train_crosscoder(store, cfg, out / f"{dtype}-{seed}", force=True).metrics
+            row[dtype] = {"fvu": m["fvu"], "l0": m["l0"], "dead_frac": m["dead_frac"], "steps": m["steps"],
+                          "seconds": time.perf_counter() - t}  # fmt: skip
+        row["fvu_gap"] = [b - a for a, b in zip(row["float32"]["fvu"], row["bfloat16"]["fvu"])]
+        t = time.perf_counter()
+        with _bf16_parameters():
+            cfg = CrossCoderConfig(seed=seed, **common)
+            m = train_crosscoder(store, cfg, out / f"bf16-params-{seed}", force=True).metrics
+        row["bf16_parameters"] = {"fvu": m["fvu"], "l0": m["l0"], "dead_frac": m["dead_frac"],
+                                  "seconds": time.perf_counter() - t}  # fmt: skip
+        runs.append(row)
+    return {"store": store_path, "layer": layer, "store_tokens": store.n_tokens, "d_model": store.d_model,
+            "tokens": tokens, "runs": runs}  # fmt: skip
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3)
@@ -134,6 +186,10 @@ def main(argv=None) -> None:
     p.add_argument(
         "--quality-tokens", type=int, default=2_000_000, help="training tokens per crosscoder"
     )
+    p.add_argument(
+        "--bf16-quality", default=None, help="STORE or 'organisms': FVU of bf16 vs fp32 training"
+    )
+    p.add_argument("--seeds", type=int, default=2, help="seeds of the bf16-vs-fp32 comparison")
     p.add_argument("--harvest-tokens", type=int, default=500_000)
     p.add_argument(
         "--organisms",
@@ -161,6 +217,16 @@ def main(argv=None) -> None:
         report["quality"] = quality(store, tokens=args.quality_tokens, expansion=args.expansion, k=args.k,
                                     l1_coeff=args.l1_coeff, out=out)  # fmt: skip
         print(json.dumps(report["quality"], indent=2))
+    if args.bf16_quality:
+        out = Path(args.out)
+        store = (
+            str(_organism_store(out / "store", args.harvest_tokens, args.organisms))
+            if args.bf16_quality == "organisms"
+            else args.bf16_quality
+        )
+        report["bf16_quality"] = bf16_quality(store, tokens=args.quality_tokens, expansion=args.expansion,
+                                              k=args.k, seeds=args.seeds, out=out)  # fmt: skip
+        print(json.dumps(report["bf16_quality"], indent=2))
 
 
 if __name__ == "__main__":

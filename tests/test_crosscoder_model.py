@@ -12,9 +12,9 @@ from diffing.crosscoder.interop import load_dictionary_learning, to_dictionary_l
 from diffing.errors import DiffingError
 
 
-def _cc(kind="batchtopk", d=16, n=64, k=4, seed=0) -> CrossCoder:
+def _cc(kind="batchtopk", d=16, n=64, k=4, seed=0, **kw) -> CrossCoder:
     return CrossCoder(
-        CrossCoderConfig(d_model=d, dict_size=n, k=k, kind=kind, seed=seed).resolved()
+        CrossCoderConfig(d_model=d, dict_size=n, k=k, kind=kind, seed=seed, **kw).resolved()
     )
 
 
@@ -60,8 +60,9 @@ def _dense_reference_loss(cc: CrossCoder, x: torch.Tensor, dead: torch.Tensor) -
     return recon + cfg.auxk_alpha * aux
 
 
-def test_sparse_batchtopk_matches_dense_reference_forward_and_backward():
-    cc = _cc(d=16, n=64, k=4)
+@pytest.mark.parametrize("decode", ["sparse", "dense"])
+def test_batchtopk_matches_dense_reference_forward_and_backward(decode):
+    cc = _cc(d=16, n=64, k=4, decode=decode)
     _randomise(cc)
     x = torch.randn(48, 2, 16)
     dead = torch.zeros(64, dtype=torch.bool)
@@ -76,6 +77,50 @@ def test_sparse_batchtopk_matches_dense_reference_forward_and_backward():
     assert out.loss.item() == pytest.approx(ref.item(), rel=1e-5)
     for name, p in cc.named_parameters():
         assert torch.allclose(sparse_grads[name], p.grad, atol=1e-5), name
+
+
+def _loss_and_grads(decode: str, dtype: str, x, dead):
+    cc = _cc(d=16, n=64, k=4, decode=decode, dtype=dtype)
+    _randomise(cc)
+    out = cc.forward_train(x, dead=dead)
+    out.loss.backward()
+    return out, {n: p.grad.clone() for n, p in cc.named_parameters()}
+
+
+def test_sparse_and_dense_paths_give_the_same_loss_and_gradients():
+    x = torch.randn(64, 2, 16, generator=torch.Generator().manual_seed(3))
+    dead = torch.zeros(64, dtype=torch.bool)
+    dead[1::4] = True
+    sparse, g_sparse = _loss_and_grads("sparse", "float32", x, dead)
+    dense, g_dense = _loss_and_grads("dense", "float32", x, dead)
+    assert sparse.loss.item() == pytest.approx(dense.loss.item(), rel=1e-6)
+    assert sparse.aux.item() == pytest.approx(dense.aux.item(), rel=1e-6) and sparse.aux > 0
+    assert torch.equal(sparse.active, dense.active) and sparse.l0 == dense.l0 == 4.0
+    for name in g_sparse:
+        assert torch.allclose(g_sparse[name], g_dense[name], atol=1e-6, rtol=1e-5), name
+    # bfloat16 compute (fp32 master weights): the same step to bf16 precision, grads stay fp32
+    bf16, g_bf16 = _loss_and_grads("auto", "bfloat16", x, dead)
+    assert bf16.loss.item() == pytest.approx(sparse.loss.item(), rel=0.02)
+    for name in g_sparse:
+        assert g_bf16[name].dtype == torch.float32
+        rel = (g_bf16[name] - g_sparse[name]).norm() / g_sparse[name].norm()
+        assert rel < 0.1, (name, float(rel))  # measured <= 0.064 (bf16 can swap marginal picks)
+
+
+def test_decode_rule_per_device_and_dtype():
+    from diffing.crosscoder.model import resolve_decode
+
+    assert resolve_decode("auto", "cpu", torch.float32) == "sparse"
+    assert (
+        resolve_decode("auto", "cpu", torch.bfloat16) == "sparse"
+    )  # CPU bf16: sparse measured faster
+    assert resolve_decode("auto", "cuda:0", torch.float32) == "dense"
+    assert resolve_decode("sparse", "cuda", torch.float32) == "sparse"
+    assert resolve_decode("dense", "cpu", torch.float32) == "dense"
+    with pytest.raises(DiffingError, match="decode='dense'"):
+        resolve_decode("sparse", "cuda", torch.bfloat16)
+    with pytest.raises(DiffingError, match="decode 'fast' is unknown"):
+        CrossCoderConfig(decode="fast")
 
 
 def test_l1_loss_is_reconstruction_plus_decoder_weighted_l1():

@@ -111,7 +111,25 @@ def add_train(actions) -> argparse.ArgumentParser:
         default=None,
         help="steps between metric logs (default 50)",
     )
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16"),
+        default=None,
+        help="training compute dtype; bfloat16 keeps float32 master weights (default float32)",
+    )
+    p.add_argument(
+        "--decode",
+        choices=("auto", "sparse", "dense"),
+        default=None,
+        help="BatchTopK decode path: sparse (embedding_bag) or dense matmuls; "
+        "auto = sparse on CPU, dense on GPUs (default auto)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="write into --out even if it holds other files or a finished crosscoder (replaced)",
+    )
     p.add_argument(
         "--device",
         type=device,
@@ -141,7 +159,7 @@ def _device(arg: str | None) -> str:
 
     import torch
 
-    if arg:
+    if arg and arg != "auto":
         return arg
     if torch.cuda.is_available():
         return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
@@ -154,19 +172,23 @@ def run_train(args: argparse.Namespace) -> int:
     import os
 
     from diffing.crosscoder import CrossCoderConfig, train_crosscoder
+    from diffing.crosscoder.train import check_device
     from diffing.errors import DiffingError
     from diffing.store import ActivationStore
 
-    store = ActivationStore.open(args.store)
     overrides = {
         "layer": args.layer, "kind": args.kind, "dict_size": args.dict_size, "expansion": args.expansion,
         "k": args.k, "l1_coeff": args.l1_coeff, "tokens": args.tokens, "steps": args.steps,
         "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
         "checkpoint_every": args.checkpoint_every, "log_every": args.log_every,
+        "dtype": args.dtype, "decode": args.decode,
     }  # fmt: skip
+    # invalid values (--steps 0, --lr nan, ...) fail here, before the store is read
     cfg = dataclasses.replace(
         CrossCoderConfig(), **{k: v for k, v in overrides.items() if v is not None}
     )
+    device = check_device(_device(args.device))
+    store = ActivationStore.open(args.store)
     pair, texts = None, None
     if args.model:
         if not args.texts:
@@ -187,7 +209,7 @@ def run_train(args: argparse.Namespace) -> int:
         texts = load_prompts(args.texts)[:64]
     res = train_crosscoder(
         store, cfg, args.out, resume=args.resume, pair=pair, spliced_texts=texts,
-        device=_device(args.device), progress=not args.quiet,
+        device=device, progress=not args.quiet, force=args.force,
     )  # fmt: skip
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under torchrun, rank 0 reports

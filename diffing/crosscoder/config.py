@@ -21,6 +21,12 @@ from diffing.io import write_json
 KINDS = ("batchtopk", "l1")
 """Supported activation functions / sparsity schemes."""
 
+DTYPES = ("float32", "bfloat16", "float16")
+"""Accepted ``dtype`` values (float16 only for imported checkpoints; training uses float32 or bfloat16)."""
+
+DECODES = ("auto", "sparse", "dense")
+"""Accepted ``decode`` values (see :func:`diffing.crosscoder.model.resolve_decode`)."""
+
 # Fields that define the parameter shapes and forward pass: a checkpoint is only
 # compatible with a config that agrees on all of them.
 ARCH_FIELDS = ("n_models", "d_model", "dict_size", "kind", "k")
@@ -34,8 +40,8 @@ class CrossCoderConfig:
     """Number of models read side by side (model order: base = 0, fine-tuned = 1)."""
     d_model: int = 0
     """Residual-stream width of each model; 0 = take it from the activation store."""
-    dict_size: int = 0
-    """Number of latents; 0 = ``expansion * d_model``."""
+    dict_size: int | None = None
+    """Number of latents; None = ``expansion * d_model``."""
     expansion: int = 8
     """Latents per residual dimension, used when ``dict_size`` is 0."""
     kind: str = "batchtopk"
@@ -79,7 +85,9 @@ class CrossCoderConfig:
     seed: int = 0
     """Seed of initialisation and data order."""
     dtype: str = "float32"
-    """Parameter dtype: float32 or bfloat16."""
+    """Training compute dtype: float32, or bfloat16 (bf16 matmuls, float32 master weights, Adam state and loss)."""
+    decode: str = "auto"
+    """BatchTopK decode/encoder-gradient path: sparse (embedding_bag), dense (dense codes matmul) or auto (sparse on CPU, dense on GPUs)."""
     layer: int | None = None
     """Provenance: the model layer the crosscoder reads (None if unknown)."""
     store_manifest: dict[str, Any] | None = None
@@ -99,6 +107,38 @@ class CrossCoderConfig:
                 f"crosscoder kind {self.kind!r} is unknown; use one of {', '.join(KINDS)}"
             )
         self.adam_betas = tuple(self.adam_betas)  # JSON gives a list
+        self.validate()
+
+    def validate(self) -> None:
+        """Reject values that cannot train (zero or negative sizes, non-finite rates) with a one-line DiffingError."""
+        for name in ("n_models", "expansion", "batch_size", "k", "log_every", "bias_init_batches"):
+            _positive_int(self, name)
+        for name in ("steps", "tokens", "dict_size"):
+            if getattr(self, name) is not None:
+                _positive_int(self, name)
+        for name in ("d_model", "lr_warmup_steps", "checkpoint_every", "spliced_every",
+                     "threshold_start_step", "dead_tokens"):  # fmt: skip
+            _int_at_least(self, name, 0)
+        if self.k_aux is not None:
+            _positive_int(self, "k_aux")
+        if self.lr is not None and not (_finite(self.lr) and self.lr > 0):
+            raise DiffingError(f"learning rate lr={self.lr} must be a positive finite number")
+        for name in ("l1_coeff", "auxk_alpha", "grad_clip", "dec_init_norm"):
+            v = getattr(self, name)
+            if not (_finite(v) and v >= 0):
+                raise DiffingError(f"{name}={v} must be a finite number >= 0")
+        for name in ("l1_warmup_frac", "lr_decay_frac", "threshold_beta"):
+            v = getattr(self, name)
+            if not (_finite(v) and 0 <= v <= 1):
+                raise DiffingError(f"{name}={v} must be between 0 and 1")
+        if len(self.adam_betas) != 2 or not all(_finite(b) and 0 <= b < 1 for b in self.adam_betas):
+            raise DiffingError(f"adam_betas={self.adam_betas} must be two numbers in [0, 1)")
+        if self.dtype not in DTYPES:
+            raise DiffingError(f"dtype {self.dtype!r} is unknown; use float32 or bfloat16")
+        if self.decode not in DECODES:
+            raise DiffingError(
+                f"decode {self.decode!r} is unknown; use one of {', '.join(DECODES)}"
+            )
 
     def resolved(
         self, *, d_model: int | None = None, n_models: int | None = None
@@ -121,7 +161,7 @@ class CrossCoderConfig:
             raise DiffingError(
                 "crosscoder d_model is unknown; give d_model or train from an activation store"
             )
-        if cfg.dict_size <= 0:
+        if not cfg.dict_size:
             cfg.dict_size = cfg.expansion * cfg.d_model
         if cfg.lr is None:
             cfg.lr = 2e-4 / math.sqrt(cfg.dict_size / 16384)
@@ -163,3 +203,18 @@ class CrossCoderConfig:
     def arch_mismatch(self, other: CrossCoderConfig) -> list[str]:
         """Names of the shape-defining fields on which two configs differ."""
         return [f for f in ARCH_FIELDS if getattr(self, f) != getattr(other, f)]
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _positive_int(cfg: CrossCoderConfig, name: str) -> None:
+    _int_at_least(cfg, name, 1)
+
+
+def _int_at_least(cfg: CrossCoderConfig, name: str, low: int) -> None:
+    v = getattr(cfg, name)
+    if isinstance(v, bool) or not isinstance(v, int) or v < low:
+        what = "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise DiffingError(f"crosscoder {name}={v!r} must be {what}")

@@ -143,6 +143,7 @@ def resolve_config(source, cfg: CrossCoderConfig) -> CrossCoderConfig:
             if k in man
         }
         prov["path"] = str(source.path)
+        prov["fingerprint"] = store_fingerprint(man)
         cfg = dataclasses.replace(cfg, layer=int(layer), store_manifest=prov)
         return cfg.resolved(d_model=source.d_model, n_models=source.n_models)
     if isinstance(source, torch.Tensor):
@@ -173,12 +174,25 @@ def total_steps(source, cfg: CrossCoderConfig) -> int:
     return n // cfg.batch_size
 
 
-def epoch_batches(source, cfg, local_bs, rank, world, epoch, skip) -> Iterator[torch.Tensor]:
-    """One epoch of this rank's batches; global batch g goes to rank g % world (the store's rule)."""
+def store_dtype(source) -> torch.dtype:
+    """The dtype a store keeps its activations in (float32 when unknown)."""
+    name = source.manifest.get("dtype", "float32")
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(name, torch.float32)
+
+
+def epoch_batches(
+    source, cfg, local_bs, rank, world, epoch, skip, raw: bool = False
+) -> Iterator[torch.Tensor]:
+    """One epoch of this rank's batches; global batch g goes to rank g % world (the store's rule).
+
+    ``raw``: store batches come in the storage dtype, not normalised (the prefetcher
+    widens and normalises them, on the GPU when training there).
+    """
     if is_store(source):
         yield from source.iter_batches(
-            local_bs, layer=cfg.layer, shuffle=True, seed=cfg.seed + epoch, normalize=True,
+            local_bs, layer=cfg.layer, shuffle=True, seed=cfg.seed + epoch, normalize=not raw,
             rank=rank, world_size=world, skip_batches=skip, drop_last=True,
+            dtype=store_dtype(source) if raw else torch.float32,
         )  # fmt: skip
         return
     n = source.shape[0]
@@ -187,8 +201,8 @@ def epoch_batches(source, cfg, local_bs, rank, world, epoch, skip) -> Iterator[t
         yield source[perm[g * local_bs : (g + 1) * local_bs]].float()
 
 
-def stream(source, cfg, local_bs, rank, world, start_step) -> Iterator[torch.Tensor]:
-    """Endless stream of this rank's batches from ``start_step`` on (epochs chained)."""
+def stream(source, cfg, local_bs, rank, world, start_step, raw=False) -> Iterator[torch.Tensor]:
+    """Endless stream of this rank's batches from ``start_step`` on (epochs chained); ``raw`` as in :func:`epoch_batches`."""
     if not (is_store(source) or isinstance(source, torch.Tensor)):
         return itertools.islice(iter(source), start_step, None)
 
@@ -198,7 +212,7 @@ def stream(source, cfg, local_bs, rank, world, start_step) -> Iterator[torch.Ten
         epoch, skip = divmod(start_step, per_epoch)
         while True:
             produced = False
-            for batch in epoch_batches(source, cfg, local_bs, rank, world, epoch, skip):
+            for batch in epoch_batches(source, cfg, local_bs, rank, world, epoch, skip, raw):
                 produced = True
                 yield batch
             if not produced and skip == 0:
@@ -210,19 +224,24 @@ def stream(source, cfg, local_bs, rank, world, start_step) -> Iterator[torch.Ten
     return gen()
 
 
-def next_batch(stream, step: int, rank: int, source) -> torch.Tensor:
-    try:
-        x = next(stream)
-    except StopIteration:
-        raise DiffingError(
-            f"the data ran out after {step} steps; give fewer steps/tokens or more data"
-        ) from None
-    x = getattr(x, "acts", x)
-    bad = not bool(torch.isfinite(x).all())
-    if any_rank(bad):
+def check_batch(finite: bool, step: int, rank: int, source) -> None:
+    """Stop every rank with a clear error when any rank's batch holds NaN or inf."""
+    if any_rank(not finite):
         where = f" of store {source.path}" if is_store(source) else ""
         raise DiffingError(
             f"batch {step} (rank {rank}){where} contains NaN or inf activations; "
             "check the store with `diffing store-info STORE --verify` or re-harvest it (never trained on NaNs)"
         )
-    return x
+
+
+def store_fingerprint(manifest: dict) -> str:
+    """Identity of a store's content: sha256 over its layers, width, dtype and every shard's checksum and token count."""
+    import hashlib
+    import json
+
+    key = {
+        "layers": manifest.get("layers"), "d_model": manifest.get("d_model"),
+        "dtype": manifest.get("dtype"),
+        "shards": sorted((s.get("file"), s.get("sha256"), s.get("n_tokens")) for s in manifest.get("shards", [])),
+    }  # fmt: skip
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()

@@ -3,21 +3,20 @@
 ``train_crosscoder(source, cfg, out)`` trains on an :class:`~diffing.store.ActivationStore`
 (normalised activations, streamed in shuffled batches), a ``[N, n_models, d]``
 tensor, or any iterable of ``[B, n_models, d]`` batches. Every ``checkpoint_every``
-steps it writes ``out/checkpoint/`` (weights, Adam state, step, dead-latent
-clock, RNG state, history: safetensors + JSON); ``resume=True`` continues from
-it and gives the same weights as an uninterrupted run. At the end it writes
-``crosscoder.safetensors`` + ``config.json`` + ``metrics.json`` into ``out``.
-Under ``torchrun`` each rank streams a disjoint part of the data (see
-:mod:`diffing.crosscoder.distributed`).
+steps it writes ``out/checkpoint/`` (see :mod:`diffing.crosscoder.checkpoint`);
+``resume=True`` continues from it and gives the same weights as an uninterrupted
+run. At the end it writes ``crosscoder.safetensors`` + ``config.json`` +
+``metrics.json`` into ``out``. Batches are read in a background thread
+(:mod:`diffing.crosscoder.prefetch`) while the step runs. Under ``torchrun`` each
+rank streams a disjoint part of the data (see :mod:`diffing.crosscoder.distributed`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
-import json
+import logging
 import shutil
-from collections.abc import Iterable
+import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -25,12 +24,25 @@ import torch
 from torch import nn
 
 from diffing.crosscoder import distributed as ddp
+from diffing.crosscoder.checkpoint import (
+    CHECKPOINT_DIR,
+    check_out,
+    disk_errors,
+    load_checkpoint,
+    save_checkpoint,
+)
 from diffing.crosscoder.config import CrossCoderConfig
-from diffing.crosscoder.model import CrossCoder
+from diffing.crosscoder.model import CrossCoder, compute_dtype, resolve_decode
+from diffing.crosscoder.prefetch import Prefetcher, prepare
+from diffing.crosscoder.train_metrics import (
+    evaluate_crosscoder,  # noqa: F401 (public name, re-exported by diffing.crosscoder)
+    final_metrics,
+    log_entry,
+    warnings_for,
+)
 from diffing.errors import DiffingError
-from diffing.io import write_json
 
-CHECKPOINT_DIR = "checkpoint"
+log = logging.getLogger(__name__)
 
 
 class TrainResult(NamedTuple):
@@ -71,6 +83,7 @@ def train_crosscoder(
     max_steps: int | None = None,
     progress: bool = False,
     crosscoder: CrossCoder | None = None,
+    force: bool = False,
 ) -> TrainResult:
     """Train a crosscoder on ``source`` (store, tensor ``[N, n_models, d]`` or iterable of batches).
 
@@ -79,31 +92,46 @@ def train_crosscoder(
     reconstruction (every ``cfg.spliced_every`` steps and at the end). ``max_steps``
     stops after that many steps in this call (checkpointing) without changing the schedule.
     ``crosscoder`` starts from given weights (same shape as ``cfg``) instead of a fresh init.
+    ``out`` must be new, empty or hold this run's checkpoint; ``force`` writes over anything
+    else; with ``resume`` a finished crosscoder of the same config is returned as it is.
     """
-    info = ddp.setup(device or "cpu")
+    device = check_device(device or "cpu")
+    info = ddp.setup(device)
     try:
         return _train(
-            source,
-            cfg or CrossCoderConfig(),
-            out,
-            resume,
-            pair,
-            spliced_texts,
-            device or "cpu",
-            max_steps,
-            progress,
-            info,
-            crosscoder,
-        )
+            source, cfg or CrossCoderConfig(), out, resume, pair, spliced_texts, device,
+            max_steps, progress, info, crosscoder, force,
+        )  # fmt: skip
     finally:
         ddp.teardown(info)
 
 
+def check_device(device: str) -> str:
+    """``device`` if torch can use it, else a DiffingError saying what to pass instead."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise DiffingError(f"device {device!r} is not a torch device; use cpu or cuda") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DiffingError(
+            f"device {device!r} was asked for but CUDA is not available (no GPU visible, or torch "
+            f"{torch.__version__} built without CUDA); use --device cpu"
+        )
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise DiffingError(
+            f"device {device!r} does not exist: {torch.cuda.device_count()} GPU(s) visible"
+        )
+    return device
+
+
 def _train(
-    source, cfg, out, resume, pair, spliced_texts, device, max_steps, progress, info, init
+    source, cfg, out, resume, pair, spliced_texts, device, max_steps, progress, info, init, force
 ) -> TrainResult:
     rank, world = info.rank, info.world_size
     cfg = ddp.resolve_config(source, cfg)
+    resolve_decode(cfg.decode, device, compute_dtype(cfg.dtype))  # reject impossible paths early
     if cfg.batch_size % world:
         raise DiffingError(
             f"batch_size {cfg.batch_size} is not divisible by the {world} processes; pick a multiple"
@@ -111,6 +139,8 @@ def _train(
     local_bs = cfg.batch_size // world
     total = ddp.total_steps(source, cfg)
     out = Path(out) if out is not None else None
+    if check_out(out, cfg, resume=resume, force=force) == "done":
+        return _finished(out, device)
     cc = CrossCoder(cfg)
     if init is not None:
         if init.cfg.arch_mismatch(cfg):
@@ -130,16 +160,61 @@ def _train(
             raise DiffingError(
                 f"{out} already holds a training checkpoint; pass --resume to continue it or choose another --out"
             )
-        step, history = _load_checkpoint(ckpt, cfg, cc, opt, last_active)
+        step, history = load_checkpoint(ckpt, cfg, cc, opt, last_active)
     elif init is None:
         _init_decoder_bias(cc, ddp.stream(source, cfg, local_bs, rank, world, 0), device)
-    stream = ddp.stream(source, cfg, local_bs, rank, world, step)
+    # raw store batches (storage dtype): the prefetcher widens and normalises them, on the GPU there
+    scales = source.norm_scales(cfg.layer) if ddp.is_store(source) else None
+    batches = Prefetcher(
+        ddp.stream(source, cfg, local_bs, rank, world, step, raw=True), device=device, scales=scales
+    )
+    try:
+        step, history, timing = _loop(
+            cfg, cc, opt, last_active, batches, step, total, max_steps, history, source,
+            rank, ckpt, pair, spliced_texts, progress,
+        )  # fmt: skip
+    finally:
+        batches.close()
+    if step < total:
+        if ckpt is not None:
+            save_checkpoint(ckpt, rank, cc, opt, last_active, step, history)
+        return TrainResult(
+            cc, {"steps": step, "tokens": step * cfg.batch_size}, history, out, False
+        )
+    metrics = final_metrics(cc, source, cfg, local_bs, rank, world, history, step, device)
+    metrics.update(timing)
+    if pair is not None and spliced_texts:
+        spliced = _spliced(cc, pair, cfg, source, spliced_texts)
+        metrics.update(spliced_clean=spliced.clean, spliced_loss=spliced.spliced)
+    metrics["warnings"] = warnings_for(metrics, step)
+    for w in metrics["warnings"] if rank == 0 else []:
+        log.warning(w)
+    if out is not None and rank == 0:
+        with disk_errors(out):
+            cc.save(out, metrics={**metrics, "history": history})
+        if ckpt is not None and ckpt.exists():
+            shutil.rmtree(ckpt)
+    ddp.barrier()
+    return TrainResult(cc, metrics, history, out, True)
+
+
+def _loop(
+    cfg, cc, opt, last_active, batches, step, total, max_steps, history, source, rank, ckpt,
+    pair, spliced_texts, progress,
+) -> tuple[int, list, dict]:  # fmt: skip
+    """The steps from ``step`` to the end (or ``max_steps`` more); returns (step, history, loop timing)."""
     step_fn = ddp.wrap(_Step(cc))
     stop = total if max_steps is None else min(total, step + max_steps)
     bar = _progress(progress and rank == 0, step, total)
-    spliced = None
+    start, start_step, waited0 = time.perf_counter(), step, batches.waited_s
     while step < stop:
-        x = ddp.next_batch(stream, step, rank, source).to(device)  # [local_bs, n_models, d]
+        try:
+            x, finite = next(batches)  # [local_bs, n_models, d] on the device
+        except StopIteration:
+            raise DiffingError(
+                f"the data ran out after {step} steps; give fewer steps/tokens or more data"
+            ) from None
+        ddp.check_batch(finite, step, rank, source)
         lr = _lr_at(cfg, step, total)
         for g in opt.param_groups:
             g["lr"] = lr
@@ -157,11 +232,11 @@ def _train(
         opt.step()
         active = ddp.all_reduce(res.active.to(torch.float32), "max") > 0
         step += 1
-        last_active[active] = step
+        last_active.masked_fill_(active, step)  # no host sync, unlike boolean indexing
         if cfg.kind == "batchtopk" and step > cfg.threshold_start_step:
             _update_threshold(cc, res.min_kept, cfg.threshold_beta)
         if step % cfg.log_every == 0 or step == stop:
-            history.append(_log_entry(cfg, step, x, res, dead, lr, l1))
+            history.append(log_entry(cfg, step, x, res, dead, lr, l1))
             bar.set_postfix(
                 loss=f"{history[-1]['loss']:.3g}", fvu=history[-1]["fvu"][-1], l0=history[-1]["l0"]
             )
@@ -181,33 +256,40 @@ def _train(
             and step % cfg.checkpoint_every == 0
             and step < total
         ):
-            _save_checkpoint(ckpt, rank, cc, opt, last_active, step, history)
+            save_checkpoint(ckpt, rank, cc, opt, last_active, step, history)
         bar.update(1)
     bar.close()
-    if step < total:
-        if ckpt is not None:
-            _save_checkpoint(ckpt, rank, cc, opt, last_active, step, history)
-        return TrainResult(
-            cc, {"steps": step, "tokens": step * cfg.batch_size}, history, out, False
-        )
-    metrics = _final_metrics(cc, source, cfg, local_bs, rank, world, history, step, device)
-    if pair is not None and spliced_texts:
-        spliced = _spliced(cc, pair, cfg, source, spliced_texts)
-        metrics.update(spliced_clean=spliced.clean, spliced_loss=spliced.spliced)
-    if out is not None and rank == 0:
-        cc.save(out, metrics={**metrics, "history": history})
-        if ckpt is not None and ckpt.exists():
-            shutil.rmtree(ckpt)
-    ddp.barrier()
+    timing = {}
+    if step > start_step:  # this call's loop rate (bias init and final evaluation excluded)
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+        seconds = time.perf_counter() - start
+        timing = {"train_seconds": seconds, "tokens_per_s": (step - start_step) * cfg.batch_size / seconds,
+                  "data_wait_s": batches.waited_s - waited0}  # fmt: skip
+    return step, history, timing
+
+
+def _finished(out: Path, device: str) -> TrainResult:
+    """A finished run in ``out`` (same config): returned as it is, nothing retrained."""
+    import json
+
+    cc = CrossCoder.load(out, device=device)
+    from diffing.crosscoder.model import METRICS_NAME
+
+    try:
+        metrics = json.loads((out / METRICS_NAME).read_text())
+    except (OSError, ValueError):
+        metrics = {}
+    history = metrics.pop("history", []) if isinstance(metrics, dict) else []
     return TrainResult(cc, metrics, history, out, True)
 
 
 def _init_decoder_bias(cc: CrossCoder, stream, device) -> None:
     """``b_dec`` = mean of the first ``bias_init_batches`` batches (all ranks): reconstruction starts at the mean."""
     total, count = None, 0
-    for x in itertools.islice(stream, cc.cfg.bias_init_batches):
-        x = getattr(x, "acts", x).to(device)
-        if not bool(torch.isfinite(x).all()):
+    for raw in itertools.islice(stream, cc.cfg.bias_init_batches):
+        x, finite = prepare(raw, None, device)
+        if not finite:
             continue  # the training loop reports bad batches with their position
         s = x.double().sum(0)  # [n_models, d]
         total = s if total is None else total + s
@@ -241,30 +323,6 @@ def _update_threshold(cc: CrossCoder, min_kept: float, beta: float) -> None:
         cc.threshold.fill_(stat if t < 0 else beta * t + (1 - beta) * stat)
 
 
-def _fvu(x: torch.Tensor, x_hat: torch.Tensor) -> list[float]:
-    """Per-model fraction of variance unexplained of one batch (sums reduced over ranks)."""
-    err = (x - x_hat).pow(2).sum((0, 2))  # [n_models]
-    var = (x - x.mean(0, keepdim=True)).pow(2).sum((0, 2))  # [n_models]
-    both = ddp.all_reduce(torch.cat([err, var]).double())
-    m = x.shape[1]
-    return [float(e / max(v, 1e-12)) for e, v in zip(both[:m], both[m:])]
-
-
-def _log_entry(cfg, step, x, res, dead, lr, l1) -> dict[str, Any]:
-    scal = ddp.all_reduce(
-        torch.tensor(
-            [res.loss.item(), res.recon.item(), res.aux.item(), res.sparsity.item(), res.l0],
-            dtype=torch.float64,
-        ),
-        "mean",
-    )
-    return {
-        "step": step, "tokens": step * cfg.batch_size, "loss": float(scal[0]), "recon": float(scal[1]),
-        "aux": float(scal[2]), "sparsity": float(scal[3]), "l0": float(scal[4]), "fvu": _fvu(x, res.x_hat),
-        "dead_frac": float(dead.float().mean()), "lr": lr, "l1_coeff": l1,
-    }  # fmt: skip
-
-
 def _progress(enabled: bool, start: int, total: int):
     if enabled:
         from tqdm.auto import tqdm
@@ -284,130 +342,11 @@ def _progress(enabled: bool, start: int, total: int):
     return _Null()
 
 
-@torch.no_grad()
-def evaluate_crosscoder(cc: CrossCoder, batches: Iterable[torch.Tensor]) -> dict[str, Any]:
-    """FVU per model and L0 of the inference encoding (threshold for BatchTopK) over ``batches``."""
-    err = var = None
-    l0_sum, n, fired = 0.0, 0, torch.zeros(cc.cfg.dict_size, dtype=torch.bool)
-    device = cc.W_enc.device
-    for x in batches:
-        x = getattr(x, "acts", x).to(device)
-        x_hat, f = cc(x)
-        e = (x - x_hat).pow(2).sum((0, 2)).double()
-        v = (x - x.mean(0, keepdim=True)).pow(2).sum((0, 2)).double()
-        err, var = (e, v) if err is None else (err + e, var + v)
-        l0_sum += float((f > 0).sum())
-        n += x.shape[0]
-        fired |= (f > 0).any(0).cpu()
-    if n == 0:
-        raise DiffingError("no batches to evaluate the crosscoder on")
-    return {"fvu": [float(a / max(b, 1e-12)) for a, b in zip(err, var)], "l0": l0_sum / n, "eval_tokens": n,
-            "eval_fired_frac": float(fired.float().mean())}  # fmt: skip
-
-
-def _final_metrics(cc, source, cfg, local_bs, rank, world, history, step, device) -> dict[str, Any]:
-    metrics: dict[str, Any] = {"steps": step, "tokens": step * cfg.batch_size, "kind": cfg.kind}
-    logs = [h for h in history if "loss" in h]
-    if logs:
-        last = logs[-1]
-        metrics.update(
-            train_loss=last["loss"],
-            train_fvu=last["fvu"],
-            train_l0=last["l0"],
-            dead_frac=last["dead_frac"],
-        )
-    if ddp.is_store(source) or isinstance(source, torch.Tensor):
-        eval_cfg = dataclasses.replace(cfg, seed=cfg.seed + 1)
-        metrics.update(
-            evaluate_crosscoder(
-                cc,
-                itertools.islice(
-                    ddp.epoch_batches(source, eval_cfg, local_bs, rank, world, 0, 0), 8
-                ),
-            )
-        )
-    metrics["threshold"] = float(cc.threshold)
-    return metrics
-
-
 def _spliced(cc, pair, cfg, source, texts):
     from diffing.crosscoder.splice import spliced_loss
 
     scales = source.norm_scales(cfg.layer) if ddp.is_store(source) else torch.ones(cfg.n_models)
     return spliced_loss(cc, pair, cfg.layer, texts, scales)
-
-
-# ---- checkpoints ---------------------------------------------------------------------------
-
-
-def _save_checkpoint(ckpt: Path, rank: int, cc, opt, last_active, step, history) -> None:
-    """Atomically write weights, Adam state, step, dead-latent clock and RNG state (rank 0)."""
-    ddp.barrier()
-    if rank == 0:
-        from safetensors.torch import save_file
-
-        names = {id(p): n for n, p in cc.named_parameters()}
-        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in cc.state_dict().items()}
-        for group in opt.param_groups:
-            for p in group["params"]:
-                for key, val in opt.state.get(p, {}).items():
-                    tensors[f"opt.{names[id(p)]}.{key}"] = (
-                        torch.as_tensor(val).detach().cpu().contiguous()
-                    )
-        tensors["last_active"] = last_active.cpu()
-        tensors["rng_torch"] = torch.get_rng_state()
-        tmp = ckpt.with_name(ckpt.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_file(tensors, str(tmp / "state.safetensors"))
-        meta = {
-            "step": step,
-            "data_position": {"batches_per_rank": step},
-            "history": history,
-            "config": cc.cfg.to_dict(),
-        }
-        write_json(tmp / "state.json", meta, non_finite="null")
-        shutil.rmtree(ckpt, ignore_errors=True)
-        tmp.rename(ckpt)
-    ddp.barrier()
-
-
-def _load_checkpoint(ckpt: Path, cfg: CrossCoderConfig, cc, opt, last_active) -> tuple[int, list]:
-    from safetensors.torch import load_file
-
-    try:
-        meta = json.loads((ckpt / "state.json").read_text())
-        tensors = load_file(str(ckpt / "state.safetensors"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise DiffingError(
-            f"cannot read the checkpoint in {ckpt} ({err}); delete it to start over"
-        ) from err
-    old = CrossCoderConfig.from_dict(meta["config"])
-    diff = old.arch_mismatch(cfg) + [
-        f
-        for f in ("batch_size", "seed", "steps", "tokens", "layer")
-        if getattr(old, f) != getattr(cfg, f)
-    ]
-    if diff:
-        pairs = ", ".join(
-            f"{f}: checkpoint {getattr(old, f)} vs now {getattr(cfg, f)}" for f in diff
-        )
-        raise DiffingError(
-            f"the checkpoint in {ckpt} was made with another config ({pairs}); use the same options or another --out"
-        )
-    dev = cc.W_enc.device
-    cc.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    params = dict(cc.named_parameters())
-    for name, p in params.items():
-        state = {
-            k.split(".")[-1]: v.to(dev) for k, v in tensors.items() if k.startswith(f"opt.{name}.")
-        }
-        if state:
-            state["step"] = state["step"].cpu()
-            opt.state[p] = state
-    last_active.copy_(tensors["last_active"].to(dev))
-    torch.set_rng_state(tensors["rng_torch"])
-    return int(meta["step"]), list(meta.get("history", []))
 
 
 def schedule_summary(cfg: CrossCoderConfig, total: int) -> str:

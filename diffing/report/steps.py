@@ -253,7 +253,9 @@ def crosscoder(pair, cfg: AnalyzeConfig, out: Path, progress: Progress, data: Ru
             threshold_start_step=min(100, steps // 4),
         )
         progress(f"crosscoder: training {latents} latents for {steps} steps")
-        trained = train_crosscoder(store, cc_cfg, out / "model", progress=_bars(progress))
+        trained = train_crosscoder(
+            store, cc_cfg, out / "model", progress=_bars(progress), force=True
+        )  # a rerun into the same report folder retrains
         cc, metrics = trained.crosscoder, trained.metrics
     else:
         given = Path(cfg.crosscoder) / "metrics.json"

@@ -84,7 +84,7 @@ def run(cfg: dict, out: Path, *, progress=print) -> dict:
         ccfg = CrossCoderConfig(**{**table, "layer": layer})
         trained = timed(
             times, f"train_{kind}",
-            lambda ccfg=ccfg, kind=kind: train_crosscoder(store, ccfg, out / f"crosscoder-{kind}", device=device, progress=bool(progress)),
+            lambda ccfg=ccfg, kind=kind: train_crosscoder(store, ccfg, out / f"crosscoder-{kind}", device=device, progress=bool(progress), resume=True),
             progress,
         )  # fmt: skip
         analysis = timed(
