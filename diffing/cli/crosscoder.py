@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import argparse
 
-from diffing.cli.common import (
-    device,
-    integer,
-    nonnegative_float,
-    nonnegative_int,
-    out_dir,
-    positive_float,
-    positive_int,
-)
+from diffing.cli.common import device, out_dir, token_count
 from diffing.cli.crosscoder_analyze import add_analyze
+from diffing.cli.options import add_options
+from diffing.crosscoder.config import CrossCoderConfig
+
+TRAIN_INTERNAL = ("n_models", "d_model", "store_manifest", "extra")
+"""CrossCoderConfig fields the command fills in itself (from the store) or keeps for provenance."""
 
 
 def register(sub) -> None:
@@ -43,86 +40,12 @@ def add_train(actions) -> argparse.ArgumentParser:
     )
     p.add_argument("store", help="activation store folder (from `diffing harvest`)")
     p.add_argument("--out", type=out_dir, required=True, help="output folder")
-    p.add_argument(
-        "--layer",
-        type=integer,
-        default=None,
-        help="store layer to train on (default: the only one)",
-    )
-    p.add_argument(
-        "--kind",
-        choices=("batchtopk", "l1"),
-        default="batchtopk",
-        help="activation (default batchtopk)",
-    )
-    size = p.add_mutually_exclusive_group()
-    size.add_argument("--dict-size", type=positive_int, default=None, help="number of latents")
-    size.add_argument(
-        "--expansion",
-        type=positive_int,
-        default=None,
-        help="latents per residual dimension (default 8)",
-    )
-    p.add_argument(
-        "--k",
-        type=positive_int,
-        default=None,
-        help="BatchTopK: active latents per token (default 32)",
-    )
-    p.add_argument(
-        "--l1-coeff",
-        type=nonnegative_float,
-        default=None,
-        help="L1: sparsity coefficient (default 2.0)",
-    )
-    p.add_argument(
-        "--tokens",
-        type=positive_int,
-        default=None,
-        help="training tokens (default: one pass over the store)",
-    )
-    p.add_argument(
-        "--steps", type=positive_int, default=None, help="training steps (overrides --tokens)"
-    )
-    p.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=None,
-        help="tokens per step over all processes (default 4096)",
-    )
-    p.add_argument(
-        "--lr",
-        type=positive_float,
-        default=None,
-        help="Adam learning rate (default 2e-4/sqrt(latents/16384))",
-    )
-    p.add_argument(
-        "--seed", type=nonnegative_int, default=0, help="seed of initialisation and data order"
-    )
-    p.add_argument(
-        "--checkpoint-every",
-        type=positive_int,
-        default=None,
-        help="steps between checkpoints (default 1000)",
-    )
-    p.add_argument(
-        "--log-every",
-        type=positive_int,
-        default=None,
-        help="steps between metric logs (default 50)",
-    )
-    p.add_argument(
-        "--dtype",
-        choices=("float32", "bfloat16"),
-        default=None,
-        help="training compute dtype; bfloat16 keeps float32 master weights (default float32)",
-    )
-    p.add_argument(
-        "--decode",
-        choices=("auto", "sparse", "dense"),
-        default=None,
-        help="BatchTopK decode path: sparse (embedding_bag) or dense matmuls; "
-        "auto = sparse on CPU, dense on GPUs (default auto)",
+    add_options(
+        p,
+        CrossCoderConfig,
+        exclude=TRAIN_INTERNAL,
+        types={"tokens": token_count},
+        title="crosscoder (fields of CrossCoderConfig)",
     )
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument(
@@ -168,25 +91,16 @@ def _device(arg: str | None) -> str:
 
 def run_train(args: argparse.Namespace) -> int:
     """Handler of ``diffing crosscoder train``."""
-    import dataclasses
     import os
 
-    from diffing.crosscoder import CrossCoderConfig, train_crosscoder
+    from diffing.cli.options import config_from_args
+    from diffing.crosscoder import train_crosscoder
     from diffing.crosscoder.train import check_device
     from diffing.errors import DiffingError
     from diffing.store import ActivationStore
 
-    overrides = {
-        "layer": args.layer, "kind": args.kind, "dict_size": args.dict_size, "expansion": args.expansion,
-        "k": args.k, "l1_coeff": args.l1_coeff, "tokens": args.tokens, "steps": args.steps,
-        "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-        "checkpoint_every": args.checkpoint_every, "log_every": args.log_every,
-        "dtype": args.dtype, "decode": args.decode,
-    }  # fmt: skip
     # invalid values (--steps 0, --lr nan, ...) fail here, before the store is read
-    cfg = dataclasses.replace(
-        CrossCoderConfig(), **{k: v for k, v in overrides.items() if v is not None}
-    )
+    cfg = config_from_args(args, CrossCoderConfig)
     device = check_device(_device(args.device))
     store = ActivationStore.open(args.store)
     pair, texts = None, None

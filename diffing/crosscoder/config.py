@@ -13,18 +13,25 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
+from diffing.configs import limits, validate
 from diffing.errors import DiffingError
 from diffing.io import write_json
 
-KINDS = ("batchtopk", "l1")
+Kind = Literal["batchtopk", "l1"]
+"""An activation function / sparsity scheme."""
+KINDS: tuple[str, ...] = get_args(Kind)
 """Supported activation functions / sparsity schemes."""
 
-DTYPES = ("float32", "bfloat16", "float16")
+Dtype = Literal["float32", "bfloat16", "float16"]
+"""A parameter / compute dtype name."""
+DTYPES: tuple[str, ...] = get_args(Dtype)
 """Accepted ``dtype`` values (float16 only for imported checkpoints; training uses float32 or bfloat16)."""
 
-DECODES = ("auto", "sparse", "dense")
+Decode = Literal["auto", "sparse", "dense"]
+"""A BatchTopK decode path."""
+DECODES: tuple[str, ...] = get_args(Decode)
 """Accepted ``decode`` values (see :func:`diffing.crosscoder.model.resolve_decode`)."""
 
 # Fields that define the parameter shapes and forward pass: a checkpoint is only
@@ -36,67 +43,67 @@ ARCH_FIELDS = ("n_models", "d_model", "dict_size", "kind", "k")
 class CrossCoderConfig:
     """Shape, sparsity and training recipe of one crosscoder."""
 
-    n_models: int = 2
+    n_models: int = field(default=2, metadata=limits(gt=0))
     """Number of models read side by side (model order: base = 0, fine-tuned = 1)."""
-    d_model: int = 0
+    d_model: int = field(default=0, metadata=limits(ge=0))
     """Residual-stream width of each model; 0 = take it from the activation store."""
-    dict_size: int | None = None
+    dict_size: int | None = field(default=None, metadata=limits(gt=0))
     """Number of latents; None = ``expansion * d_model``."""
-    expansion: int = 8
+    expansion: int = field(default=8, metadata=limits(gt=0))
     """Latents per residual dimension, used when ``dict_size`` is 0."""
-    kind: str = "batchtopk"
+    kind: Kind = "batchtopk"
     """Activation: ``"batchtopk"`` (Bussmann et al. 2024) or ``"l1"`` (ReLU + decoder-norm-weighted L1)."""
-    k: int = 32
+    k: int = field(default=32, metadata=limits(gt=0))
     """BatchTopK: mean number of active latents per token (k * batch values kept per batch)."""
-    l1_coeff: float = 2.0
+    l1_coeff: float = field(default=2.0, metadata=limits(ge=0))
     """L1: final sparsity coefficient lambda on ``sum_j f_j sum_m ||d_j^m||``."""
-    l1_warmup_frac: float = 0.05
+    l1_warmup_frac: float = field(default=0.05, metadata=limits(ge=0, le=1))
     """L1: fraction of the steps over which lambda ramps linearly from 0 to ``l1_coeff``."""
-    lr: float | None = None
+    lr: float | None = field(default=None, metadata=limits(gt=0))
     """Adam learning rate; None = ``2e-4 / sqrt(dict_size / 16384)`` (the dictionary_learning heuristic)."""
-    lr_warmup_steps: int = 100
+    lr_warmup_steps: int = field(default=100, metadata=limits(ge=0))
     """Steps of linear learning-rate warm-up from 0."""
-    lr_decay_frac: float = 0.2
+    lr_decay_frac: float = field(default=0.2, metadata=limits(ge=0, le=1))
     """Fraction of the steps at the end over which the learning rate decays linearly to 0."""
     adam_betas: tuple[float, float] = (0.9, 0.999)
     """Adam's (beta1, beta2)."""
-    grad_clip: float = 1.0
+    grad_clip: float = field(default=1.0, metadata=limits(ge=0))
     """Gradient-norm clip (0 = off)."""
-    batch_size: int = 4096
+    batch_size: int = field(default=4096, metadata=limits(gt=0))
     """Tokens per optimisation step (summed over ranks when distributed)."""
-    steps: int | None = None
+    steps: int | None = field(default=None, metadata=limits(gt=0))
     """Optimisation steps; None = derived from ``tokens`` or one pass over the store."""
-    tokens: int | None = None
+    tokens: int | None = field(default=None, metadata=limits(gt=0))
     """Training tokens; used when ``steps`` is None (steps = tokens // batch_size)."""
-    auxk_alpha: float = 1 / 32
+    auxk_alpha: float = field(default=1 / 32, metadata=limits(ge=0))
     """BatchTopK: weight of the auxiliary top-k loss on dead latents (Gao et al. 2024); 1.0 measured 2.9% dead vs 44% on the organism."""
-    k_aux: int | None = None
+    k_aux: int | None = field(default=None, metadata=limits(gt=0))
     """BatchTopK: latents the auxiliary loss uses per token; None = ``d_model // 2``."""
-    dead_tokens: int = 1_000_000
+    dead_tokens: int = field(default=1_000_000, metadata=limits(ge=0))
     """A latent is dead when it was not active on any of the last this-many training tokens."""
-    threshold_beta: float = 0.999
+    threshold_beta: float = field(default=0.999, metadata=limits(ge=0, le=1))
     """BatchTopK: EMA factor of the inference threshold (running mean of the smallest kept value)."""
-    threshold_start_step: int = 100
+    threshold_start_step: int = field(default=100, metadata=limits(ge=0))
     """BatchTopK: step from which the inference threshold is estimated."""
-    dec_init_norm: float = 0.1
+    dec_init_norm: float = field(default=0.1, metadata=limits(ge=0))
     """Initial norm of each latent's decoder vector in each model (encoder = decoder transpose)."""
-    bias_init_batches: int = 4
+    bias_init_batches: int = field(default=4, metadata=limits(gt=0))
     """Batches averaged to initialise the decoder bias to the data mean."""
     seed: int = 0
     """Seed of initialisation and data order."""
-    dtype: str = "float32"
+    dtype: Dtype = "float32"
     """Training compute dtype: float32, or bfloat16 (bf16 matmuls, float32 master weights, Adam state and loss)."""
-    decode: str = "auto"
+    decode: Decode = "auto"
     """BatchTopK decode/encoder-gradient path: sparse (embedding_bag), dense (dense codes matmul) or auto (sparse on CPU, dense on GPUs)."""
     layer: int | None = None
-    """Provenance: the model layer the crosscoder reads (None if unknown)."""
+    """The model layer the crosscoder reads (a layer of its store; None: the store's only layer)."""
     store_manifest: dict[str, Any] | None = None
     """Provenance: model refs, d_model, layers, normalisation of the store it was trained on."""
-    log_every: int = 50
+    log_every: int = field(default=50, metadata=limits(gt=0))
     """Steps between metric logs."""
-    checkpoint_every: int = 1000
+    checkpoint_every: int = field(default=1000, metadata=limits(ge=0))
     """Steps between resumable checkpoints (0 = only at the end)."""
-    spliced_every: int = 0
+    spliced_every: int = field(default=0, metadata=limits(ge=0))
     """Steps between spliced-loss evaluations when a model pair is given (0 = only at the end)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form notes (e.g. where the checkpoint was imported from)."""
@@ -111,34 +118,16 @@ class CrossCoderConfig:
 
     def validate(self) -> None:
         """Reject values that cannot train (zero or negative sizes, non-finite rates) with a one-line DiffingError."""
-        for name in ("n_models", "expansion", "batch_size", "k", "log_every", "bias_init_batches"):
-            _positive_int(self, name)
-        for name in ("steps", "tokens", "dict_size"):
-            if getattr(self, name) is not None:
-                _positive_int(self, name)
-        for name in ("d_model", "lr_warmup_steps", "checkpoint_every", "spliced_every",
-                     "threshold_start_step", "dead_tokens"):  # fmt: skip
-            _int_at_least(self, name, 0)
-        if self.k_aux is not None:
-            _positive_int(self, "k_aux")
-        if self.lr is not None and not (_finite(self.lr) and self.lr > 0):
-            raise DiffingError(f"learning rate lr={self.lr} must be a positive finite number")
-        for name in ("l1_coeff", "auxk_alpha", "grad_clip", "dec_init_norm"):
-            v = getattr(self, name)
-            if not (_finite(v) and v >= 0):
-                raise DiffingError(f"{name}={v} must be a finite number >= 0")
-        for name in ("l1_warmup_frac", "lr_decay_frac", "threshold_beta"):
-            v = getattr(self, name)
-            if not (_finite(v) and 0 <= v <= 1):
-                raise DiffingError(f"{name}={v} must be between 0 and 1")
-        if len(self.adam_betas) != 2 or not all(_finite(b) and 0 <= b < 1 for b in self.adam_betas):
+        validate(self)
+        if len(self.adam_betas) != 2 or not all(
+            math.isfinite(b) and 0 <= b < 1 for b in self.adam_betas
+        ):
             raise DiffingError(f"adam_betas={self.adam_betas} must be two numbers in [0, 1)")
-        if self.dtype not in DTYPES:
-            raise DiffingError(f"dtype {self.dtype!r} is unknown; use float32 or bfloat16")
-        if self.decode not in DECODES:
-            raise DiffingError(
-                f"decode {self.decode!r} is unknown; use one of {', '.join(DECODES)}"
-            )
+        for name, allowed in (("dtype", DTYPES), ("decode", DECODES)):
+            if getattr(self, name) not in allowed:
+                raise DiffingError(
+                    f"{name} {getattr(self, name)!r} is unknown; use one of {', '.join(allowed)}"
+                )
 
     def resolved(
         self, *, d_model: int | None = None, n_models: int | None = None
@@ -203,18 +192,3 @@ class CrossCoderConfig:
     def arch_mismatch(self, other: CrossCoderConfig) -> list[str]:
         """Names of the shape-defining fields on which two configs differ."""
         return [f for f in ARCH_FIELDS if getattr(self, f) != getattr(other, f)]
-
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _positive_int(cfg: CrossCoderConfig, name: str) -> None:
-    _int_at_least(cfg, name, 1)
-
-
-def _int_at_least(cfg: CrossCoderConfig, name: str, low: int) -> None:
-    v = getattr(cfg, name)
-    if isinstance(v, bool) or not isinstance(v, int) or v < low:
-        what = "a positive integer" if low == 1 else f"an integer >= {low}"
-        raise DiffingError(f"crosscoder {name}={v!r} must be {what}")
