@@ -24,6 +24,7 @@ from diffing.crosscoder import distributed as ddp
 from diffing.crosscoder.config import CrossCoderConfig
 from diffing.crosscoder.model import CONFIG_NAME, METRICS_NAME, WEIGHTS_NAME
 from diffing.errors import DiffingError
+from diffing.io import write_json
 
 CHECKPOINT_DIR = "checkpoint"
 """Sub-folder of ``out`` holding the resumable training state."""
@@ -143,7 +144,7 @@ def save_checkpoint(ckpt: Path, rank: int, cc, opt, last_active, step, history) 
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
             save_file(tensors, str(tmp / "state.safetensors"))
-            (tmp / "state.json").write_text(json.dumps(meta, indent=2, default=float))
+            write_json(tmp / "state.json", meta, non_finite="null")
             shutil.rmtree(ckpt, ignore_errors=True)
             tmp.rename(ckpt)
     ddp.barrier()
