@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from diffing.cli.crosscoder_analyze import add_analyze
+from diffing.cli.crosscoder_extra import add_extra
 
 
 def register(sub) -> None:
@@ -20,6 +21,7 @@ def register(sub) -> None:
     add_train(actions)
     # ---- more crosscoder actions (e.g. add_analyze(actions)) are registered here ----
     add_analyze(actions)
+    add_extra(actions)
     p.set_defaults(handler=lambda args: (p.print_help(), 2)[1])
 
 

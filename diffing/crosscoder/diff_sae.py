@@ -216,3 +216,15 @@ def load_diff_sae(ref):
 def sae_scale(sae) -> float:
     """The scalar ``s`` the diff-SAE was trained with (its decoder vectors in raw units are ``d_j / s``)."""
     return float((sae.cfg.extra or {}).get("diff_scale", 1.0))
+
+
+__all__ = [
+    "DiffStore",
+    "difference_scale",
+    "crosscoder_config",
+    "open_difference",
+    "train_diff_sae",
+    "load_diff_sae",
+    "sae_scale",
+    "METHOD",
+]

@@ -188,7 +188,7 @@ def analyze_diff_sae(
             "latent": j,
             "share": json_number(share[j]),
             "frequency": json_number(freq.frequency[j]),
-            "frequency_by_role": {r: json_number(freq.frequency_by_role[k, j]) for k, r in enumerate(ROLES)},
+            "frequency_by_role": {r: json_number(freq.frequency_by_role[k, j]) for k, r in enumerate(ROLES) if freq.role_tokens[k] > 0},
             "decoder_norm_raw": json_number(norms[j] / scale),
             "contexts": render_contexts(store, tops.of(j), tokenizer=tokenizer, window=cfg.context_window),
         }  # fmt: skip
@@ -281,3 +281,14 @@ def diff_sae_png(result: DiffSAEResult, path: str | Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+__all__ = [
+    "ChatOnlyMatch",
+    "DiffSAEResult",
+    "match_chat_only",
+    "analyze_diff_sae",
+    "diff_sae_json",
+    "section",
+    "diff_sae_png",
+]
