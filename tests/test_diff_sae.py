@@ -160,3 +160,22 @@ def test_chat_organism_diff_sae_finds_the_planted_refusal_direction(organisms, t
     # the planted direction's latent is among those holding the most difference, with contexts and a lens
     top = {r["latent"]: r for r in res.latents}
     assert j in top and top[j]["contexts"] and top[j]["logit_lens"]["finetuned"]
+
+
+def test_cli_trains_and_reads(tmp_path):
+    """``diffing crosscoder diff-sae STORE --out DIR`` writes the SAE and diff_sae.json (flags from the config)."""
+    import subprocess
+    import sys
+
+    _synthetic(tmp_path / "s", n=4096)
+    cmd = [sys.executable, "-m", "diffing", "crosscoder", "diff-sae", str(tmp_path / "s"), "--out",
+           str(tmp_path / "o"), "--dict-size", "16", "--k", "2", "--steps", "60", "--batch-size", "256",
+           "--no-models", "--quiet", "--no-figures"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    data = json.loads((tmp_path / "o" / "diff_sae.json").read_text())
+    assert data["summary"]["n_latents"] == 16 and len(data["share"]) == 16
+    assert data["summary"]["config"]["k"] == 2 and not (tmp_path / "o" / "diff_sae.png").exists()
+    assert load_diff_sae(tmp_path / "o").cfg.steps == 60
+    bad = subprocess.run(cmd[:-3] + ["--k", "0"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--k" in bad.stderr

@@ -154,3 +154,41 @@ def test_removing_the_refusal_latents_removes_refusal(chat_link):
     assert a["latents"]["mean_score"] <= a["clean"]["mean_score"] - 3.0, a
     assert a["direction"]["mean_score"] <= a["clean"]["mean_score"] - 3.0, a
     assert abs(a["random"]["mean_score"] - a["clean"]["mean_score"]) < 1.0, a
+
+
+def test_cli_reads_the_direction_file_and_its_block_input_layer(tmp_path):
+    """The direction file's ``layer`` is the block whose input it is at: layer L - 1 of the store."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import save_file
+
+    from diffing.store import write_store
+
+    g = torch.Generator().manual_seed(0)
+    write_store(
+        tmp_path / "s",
+        {2: torch.randn(1024, 2, D, generator=g)},
+        torch.zeros(1024, dtype=torch.long),
+    )
+    cc, _ = _crosscoder()
+    cc.cfg.layer = 2
+    cc.save(tmp_path / "cc")
+    for block in (3, 2):
+        save_file(
+            {"direction": torch.eye(D)[0]},
+            str(tmp_path / f"r{block}.safetensors"),
+            metadata={"layer": str(block)},
+        )
+    cmd = [sys.executable, "-m", "diffing", "crosscoder", "refusal-link", str(tmp_path / "cc"), "--store",
+           str(tmp_path / "s"), "--out", str(tmp_path / "o"), "--no-models", "--no-figures", "--direction"]  # fmt: skip
+    ok = subprocess.run(
+        cmd + [str(tmp_path / "r3.safetensors")], capture_output=True, text=True, timeout=300
+    )
+    assert ok.returncode == 0, ok.stderr
+    data = json.loads((tmp_path / "o" / "refusal_link.json").read_text())
+    assert data["summary"]["layer"] == 2 and 0 in data["summary"]["refusal_latents"]
+    bad = subprocess.run(
+        cmd + [str(tmp_path / "r2.safetensors")], capture_output=True, text=True, timeout=300
+    )
+    assert bad.returncode == 2 and "layer" in bad.stderr and "Traceback" not in bad.stderr

@@ -67,6 +67,7 @@ def run_diff_sae(args: argparse.Namespace) -> int:
     from diffing.crosscoder.analyze import pair_from_store
     from diffing.crosscoder.diff_sae import train_diff_sae
     from diffing.crosscoder.diff_sae_analysis import analyze_diff_sae
+    from diffing.errors import DiffingError
     from diffing.store import ActivationStore
 
     cfg = config_from_args(args, DiffSAEConfig)
@@ -78,7 +79,12 @@ def run_diff_sae(args: argparse.Namespace) -> int:
         m = res.metrics
         print(f"diff-SAE saved to {out}: FVU {m.get('fvu', [0])[0]:.3f}; L0 {m.get('l0', 0):.1f}; "
               f"dead {100 * m.get('dead_frac', 0):.1f}%")  # fmt: skip
-    pair = None if args.no_models else pair_from_store(store)
+    pair = None
+    if not args.no_models:
+        try:
+            pair = pair_from_store(store)
+        except DiffingError as err:  # the lens is optional: say why it is missing
+            print(f"note: logit lens skipped: {err}")
     res = analyze_diff_sae(out, store, out, pair=pair, crosscoder=args.crosscoder, config=cfg)
     s = res.summary
     print(f"read {s['n_tokens']} tokens (layer {s['layer']}): FVU {s['fvu']}, L0 {s['l0']}, "
