@@ -124,7 +124,7 @@ class DiffStore:
 
 
 @torch.no_grad()
-def difference_scale(store, layer: int, kind: str = "difference", *, tokens: int = 65536, seed: int = 0) -> float:  # fmt: skip
+def difference_scale(store, layer: int, kind: str = "difference", *, tokens: int = 16384, seed: int = 0) -> float:  # fmt: skip
     """The scalar ``s`` of ``kind`` (see :class:`DiffSAEConfig.scale`) for ``store`` at ``layer``.
 
     ``difference``: ``sqrt(d_model / E||x_ft - x_base||^2)`` over a seeded shuffled sample of

@@ -19,7 +19,7 @@ DEAD_WINDOW_FRACTION = 10
 class DiffSAEConfig:
     """Shape, training and reading of a diff-SAE: a BatchTopK SAE on ``s * (x_ft - x_base)``."""
 
-    layer: int | None = None
+    layer: int | None = field(default=None, metadata=limits(ge=0))
     """Store layer to train on (None: the store's only layer)."""
     dict_size: int = field(default=0, metadata=limits(ge=0))
     """Number of latents; 0 = ``expansion * d_model``."""
@@ -44,7 +44,7 @@ class DiffSAEConfig:
     scale: Literal["difference", "finetuned", "none"] = "difference"
     """One scalar s for both models (``s * (x_ft - x_base)``): ``difference`` makes the mean squared norm
     of the difference d_model, ``finetuned`` uses the fine-tuned model's store scale, ``none`` s = 1."""
-    scale_tokens: int = field(default=65536, metadata=limits(gt=0))
+    scale_tokens: int = field(default=16384, metadata=limits(gt=0))
     """Tokens (a seeded shuffled sample) that estimate the ``difference`` scale."""
     checkpoint_every: int = field(default=1000, metadata=limits(ge=0))
     """Steps between resumable checkpoints (0 = only at the end)."""
