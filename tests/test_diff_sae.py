@@ -120,8 +120,8 @@ def test_chat_only_match_reads_decoder_differences_in_raw_units():
 @pytest.mark.slow
 def test_chat_organism_diff_sae_finds_the_planted_refusal_direction(organisms, tmp_path):
     """At the planted layer, a diff-SAE latent is the planted direction (|cos| >= 0.8) and matches the
-    crosscoder latent most aligned with it. Measured on the fast build: 0.876 with the direction,
-    0.859 with the crosscoder's refusal latent (Δ 0.895, hence the 0.8 chat-only band here)."""
+    crosscoder latent most aligned with it. Measured on the fast build: 0.884 with the direction,
+    0.868 with the crosscoder's refusal latent (Δ 0.895, hence the 0.8 chat-only band here)."""
     from safetensors.torch import load_file
 
     from diffing.crosscoder import train_crosscoder
@@ -162,6 +162,7 @@ def test_chat_organism_diff_sae_finds_the_planted_refusal_direction(organisms, t
     assert j in top and top[j]["contexts"] and top[j]["logit_lens"]["finetuned"]
 
 
+@pytest.mark.slow
 def test_cli_trains_and_reads(tmp_path):
     """``diffing crosscoder diff-sae STORE --out DIR`` writes the SAE and diff_sae.json (flags from the config)."""
     import subprocess
