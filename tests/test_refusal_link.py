@@ -192,3 +192,24 @@ def test_cli_reads_the_direction_file_and_its_block_input_layer(tmp_path):
         cmd + [str(tmp_path / "r2.safetensors")], capture_output=True, text=True, timeout=300
     )
     assert bad.returncode == 2 and "layer" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_names_latents_with_their_analysis_flags(tmp_path):
+    """Without a store or models: cosines and selection only, with Δ and the Latent Scaling flag of latents.json."""
+    cc, s = _crosscoder()
+    records = [
+        {"latent": 0, "class": "chat_only", "latent_scaling": {"flag": "genuine"}},
+        {"latent": 3, "class": "shared"},
+    ]
+    (tmp_path / "latents.json").write_text(json.dumps(records))
+    res = refusal_link(cc, torch.eye(D)[0], 1, norm_scales=s, analysis_latents=tmp_path,
+                       config=RefusalLinkConfig(select_by="finetuned"), out_dir=tmp_path / "o")  # fmt: skip
+    assert res.refusal_latents == [0] and res.ablation is None
+    rec = res.latents[0]
+    assert (
+        rec["class"] == "chat_only" and rec["latent_scaling"] == "genuine" and rec["delta"] == 1.0
+    )
+    saved = json.loads((tmp_path / "o" / "refusal_link.json").read_text())
+    assert saved["summary"]["best"]["latent"] in (0, 1, 2) and len(saved["cos_difference"]) == 4
+    with pytest.raises(DiffingError, match="latents.json"):
+        refusal_link(cc, torch.eye(D)[0], 1, norm_scales=s, analysis_latents=tmp_path / "none.json")
