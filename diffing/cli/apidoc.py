@@ -27,6 +27,13 @@ PACKAGES: tuple[tuple[str, str], ...] = (
     ("diffing.tiny", "tiny random models for tests and dry runs"),
     ("diffing.store", "the activation store and harvest"),
     ("diffing.crosscoder", "crosscoders: model, training, analysis"),
+    ("diffing.crosscoder.diff_sae", "diff-SAE: a sparse dictionary of x_ft - x_base"),
+    (
+        "diffing.crosscoder.diff_sae_analysis",
+        "reading a diff-SAE and matching it to chat-only latents",
+    ),
+    ("diffing.crosscoder.refusal_link", "crosscoder latents vs the refusal direction"),
+    ("diffing.crosscoder.refusal_ablation", "refusal scores with latents or a direction removed"),
     ("diffing.refusal", "refusal directions"),
     ("diffing.stats", "feature-change statistics"),
     ("diffing.lens.amplify", "logit-difference amplification"),

@@ -10,6 +10,7 @@ import argparse
 
 from diffing.cli.common import device, out_dir, token_count
 from diffing.cli.crosscoder_analyze import add_analyze
+from diffing.cli.crosscoder_extra import add_extra
 from diffing.cli.options import add_options
 from diffing.crosscoder.config import CrossCoderConfig
 
@@ -26,6 +27,7 @@ def register(sub) -> None:
     add_train(actions)
     # ---- more crosscoder actions (e.g. add_analyze(actions)) are registered here ----
     add_analyze(actions)
+    add_extra(actions)
     p.set_defaults(handler=lambda args: (p.print_help(), 2)[1])
 
 

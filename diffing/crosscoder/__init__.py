@@ -5,7 +5,9 @@
 ``spliced_loss`` (fine-tuned loss with the layer replaced by its reconstruction),
 ``load_dictionary_learning`` (import science-of-finetuning checkpoints),
 ``analyze_crosscoder`` (per-latent statistics, Latent Scaling, contexts, causal check, and the
-decoder-bias shift no latent carries).
+decoder-bias shift no latent carries),
+``train_diff_sae`` / ``analyze_diff_sae`` (a BatchTopK SAE on ``x_ft - x_base``),
+``refusal_link`` (which latents carry a refusal direction, and ablating them).
 """
 
 from diffing.lazy import lazy_exports
@@ -22,6 +24,11 @@ _EXPORTS = {
     "TrainResult": "diffing.crosscoder.train",
     "evaluate_crosscoder": "diffing.crosscoder.train",
     "train_crosscoder": "diffing.crosscoder.train",
+    "DiffSAEConfig": "diffing.crosscoder.extra_config",
+    "RefusalLinkConfig": "diffing.crosscoder.extra_config",
+    "train_diff_sae": "diffing.crosscoder.diff_sae",
+    "analyze_diff_sae": "diffing.crosscoder.diff_sae_analysis",
+    "refusal_link": "diffing.crosscoder.refusal_link",
 }
 
 __getattr__ = lazy_exports(__name__, _EXPORTS)
@@ -37,4 +44,9 @@ __all__ = [
     "TrainResult",
     "evaluate_crosscoder",
     "train_crosscoder",
+    "DiffSAEConfig",
+    "RefusalLinkConfig",
+    "train_diff_sae",
+    "analyze_diff_sae",
+    "refusal_link",
 ]

@@ -34,6 +34,9 @@ Decode = Literal["auto", "sparse", "dense"]
 DECODES: tuple[str, ...] = get_args(Decode)
 """Accepted ``decode`` values (see :func:`diffing.crosscoder.model.resolve_decode`)."""
 
+DEAD_WINDOW_FRACTION = 10
+"""With ``dead_tokens=None``, the dead-latent window is the run's tokens divided by this."""
+
 # Fields that define the parameter shapes and forward pass: a checkpoint is only
 # compatible with a config that agrees on all of them.
 ARCH_FIELDS = ("n_models", "d_model", "dict_size", "kind", "k")
@@ -75,12 +78,14 @@ class CrossCoderConfig:
     """Optimisation steps; None = derived from ``tokens`` or one pass over the store."""
     tokens: int | None = field(default=None, metadata=limits(gt=0))
     """Training tokens; used when ``steps`` is None (steps = tokens // batch_size)."""
-    auxk_alpha: float = field(default=1 / 32, metadata=limits(ge=0))
-    """BatchTopK: weight of the auxiliary top-k loss on dead latents (Gao et al. 2024); 1.0 measured 2.9% dead vs 44% on the organism."""
+    auxk_alpha: float = field(default=1.0, metadata=limits(ge=0))
+    """BatchTopK: weight of the auxiliary top-k loss on dead latents (Gao et al. 2024); 1.0 left 1.2-4.7%
+    dead on the organisms' quick crosscoder where 1/32 left 35-43% (docs/benchmarks.md, dead latents)."""
     k_aux: int | None = field(default=None, metadata=limits(gt=0))
     """BatchTopK: latents the auxiliary loss uses per token; None = ``d_model // 2``."""
-    dead_tokens: int = field(default=1_000_000, metadata=limits(ge=0))
-    """A latent is dead when it was not active on any of the last this-many training tokens."""
+    dead_tokens: int | None = field(default=None, metadata=limits(gt=0))
+    """A latent is dead when it was not active on any of the last this-many training tokens; None = a
+    tenth of the run's tokens (at least one batch), so short runs count dead latents too."""
     threshold_beta: float = field(default=0.999, metadata=limits(ge=0, le=1))
     """BatchTopK: EMA factor of the inference threshold (running mean of the smallest kept value)."""
     threshold_start_step: int = field(default=100, metadata=limits(ge=0))
@@ -188,6 +193,12 @@ class CrossCoderConfig:
             raise DiffingError(
                 f"cannot read crosscoder config {path}: {err}; is this a crosscoder folder?"
             ) from err
+
+    def dead_window(self, total_steps: int) -> int:
+        """Tokens without activity after which a latent counts as dead, for a run of ``total_steps``."""
+        return self.dead_tokens or max(
+            self.batch_size, total_steps * self.batch_size // DEAD_WINDOW_FRACTION
+        )
 
     def arch_mismatch(self, other: CrossCoderConfig) -> list[str]:
         """Names of the shape-defining fields on which two configs differ."""

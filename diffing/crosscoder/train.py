@@ -204,6 +204,7 @@ def _loop(
 ) -> tuple[int, list, dict]:  # fmt: skip
     """The steps from ``step`` to the end (or ``max_steps`` more); returns (step, history, loop timing)."""
     step_fn = ddp.wrap(_Step(cc))
+    dead_window = cfg.dead_window(total)
     stop = total if max_steps is None else min(total, step + max_steps)
     bar = _progress(progress and rank == 0, step, total)
     start, start_step, waited0 = time.perf_counter(), step, batches.waited_s
@@ -223,7 +224,7 @@ def _loop(
             if cfg.kind == "l1"
             else 0.0
         )
-        dead = (step - last_active) * cfg.batch_size >= cfg.dead_tokens  # [n]
+        dead = (step - last_active) * cfg.batch_size >= dead_window  # [n]
         res = step_fn(x, l1, dead if cfg.kind == "batchtopk" else None)
         opt.zero_grad(set_to_none=True)
         res.loss.backward()
@@ -347,12 +348,3 @@ def _spliced(cc, pair, cfg, source, texts):
 
     scales = source.norm_scales(cfg.layer) if ddp.is_store(source) else torch.ones(cfg.n_models)
     return spliced_loss(cc, pair, cfg.layer, texts, scales)
-
-
-def schedule_summary(cfg: CrossCoderConfig, total: int) -> str:
-    """One line describing the run (for the CLI)."""
-    return (
-        f"{cfg.kind} crosscoder: {cfg.n_models}x{cfg.d_model} -> {cfg.dict_size} latents"
-        + (f", k={cfg.k}" if cfg.kind == "batchtopk" else f", l1={cfg.l1_coeff}")
-        + f", {total} steps x {cfg.batch_size} tokens, lr {cfg.lr:.2g}"
-    )
