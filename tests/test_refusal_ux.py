@@ -172,7 +172,7 @@ def test_strength_must_be_finite_on_the_cli(tiny, tmp_path, capsys):
     ):
         assert main(["refusal", *cmd, *common, "--strength", "nan"]) == 2
         err = capsys.readouterr().err
-        assert "--strength nan must be a finite number" in err and err.count("\n") == 1
+        assert "--strength" in err and "finite" in err and err.count("\n") == 1
     assert not (tmp_path / "x").exists() and not (tmp_path / "e").exists()
 
 
@@ -246,9 +246,8 @@ def test_eval_output_folder_rules(tiny, capsys):
     assert main(argv + ["--out", str(root / "dir")]) == 2
     assert "is the direction's folder" in capsys.readouterr().err
     assert sorted(p.name for p in (root / "dir").iterdir()) == before
-    with pytest.raises(SystemExit) as exc:  # --out is required: no silent default folder
-        main(argv)
-    assert exc.value.code == 2 and "--out" in capsys.readouterr().err
+    assert main(argv) == 2  # --out is required: no silent default folder
+    assert "--out" in capsys.readouterr().err
     assert main(argv + ["--reference", str(path), "--out", str(root / "e")]) == 2
     assert "give one of them" in capsys.readouterr().err
 
