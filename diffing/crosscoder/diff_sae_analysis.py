@@ -12,7 +12,6 @@ in raw units: ``d_j^f / s_f - d_j^b / s_b``. Docs: docs/diff-sae.md.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -25,6 +24,7 @@ from diffing.crosscoder.contexts import TopActivations, read_lens, render_contex
 from diffing.crosscoder.diff_sae import DiffStore, load_diff_sae, sae_scale
 from diffing.crosscoder.extra_config import DiffSAEConfig
 from diffing.errors import DiffingError
+from diffing.io import write_json
 from diffing.tokens import ROLES
 
 
@@ -222,9 +222,7 @@ def analyze_diff_sae(
     if out_dir is not None:
         out = Path(out_dir).expanduser()
         out.mkdir(parents=True, exist_ok=True)
-        tmp = out / "diff_sae.json.tmp"
-        tmp.write_text(json.dumps(diff_sae_json(res), indent=1, allow_nan=False))
-        tmp.replace(out / "diff_sae.json")
+        write_json(out / "diff_sae.json", diff_sae_json(res), indent=1)
         if cfg.figures:
             diff_sae_png(res, out / "diff_sae.png")
         res = res._replace(out_dir=out)

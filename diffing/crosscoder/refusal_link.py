@@ -28,6 +28,7 @@ import torch
 from diffing.crosscoder.analysis import json_number, relative_norm_diff
 from diffing.crosscoder.extra_config import RefusalLinkConfig
 from diffing.errors import DiffingError
+from diffing.io import write_json
 
 
 class RefusalLinkResult(NamedTuple):
@@ -204,9 +205,7 @@ def refusal_link(
     if out_dir is not None:
         out = Path(out_dir).expanduser()
         out.mkdir(parents=True, exist_ok=True)
-        tmp = out / "refusal_link.json.tmp"
-        tmp.write_text(json.dumps(refusal_link_json(res), indent=1, allow_nan=False))
-        tmp.replace(out / "refusal_link.json")
+        write_json(out / "refusal_link.json", refusal_link_json(res), indent=1)
         if cfg.figures:
             refusal_link_png(res, out / "refusal_link.png")
         res = res._replace(out_dir=out)
