@@ -31,6 +31,10 @@ BATCH = 512
 """Crosscoder batch the step count is sized for."""
 STEPS = (400, 20_000)
 """Fewest and most crosscoder training steps."""
+AMPLIFY_PROMPTS = {"cpu": 6, "gpu": 32}
+"""Prompts logit-difference amplification generates on (each at every α, plus the base alone)."""
+AMPLIFY_TOKENS = {"cpu": 32, "gpu": 96}
+"""Longest amplified completion, in tokens."""
 
 
 @dataclass
@@ -53,6 +57,10 @@ class Budget:
     """Longest self-generated answer, in tokens."""
     transcript_batch: int
     """Prompts generated together."""
+    amplify_prompts: int
+    """Prompts of the logit-difference amplification section."""
+    amplify_tokens: int
+    """Longest amplified completion, in tokens."""
     chosen_by: dict
     """Per size, ``"flag"`` (the user gave it) or ``"auto"`` (estimated here)."""
 
@@ -82,6 +90,7 @@ def auto_budget(
     crosscoder_steps: int | None = None,
     transcripts: int | None = None,
     transcript_tokens: int | None = None,
+    amplify_prompts: int | None = None,
 ) -> Budget:
     """Sizes for a model of ``parameters`` on ``device``; any size given here is kept as is."""
     gpu = device not in ("cpu", "meta")
@@ -91,6 +100,7 @@ def auto_budget(
         "crosscoder_steps": crosscoder_steps,
         "transcripts": transcripts,
         "transcript_tokens": transcript_tokens,
+        "amplify_prompts": amplify_prompts,
     }
     n = max(int(parameters), 1)
     if tokens is None:
@@ -105,6 +115,9 @@ def auto_budget(
         transcripts = 256 if gpu else 32
     if transcript_tokens is None:
         transcript_tokens = 128 if gpu else 64
+    kind = "gpu" if gpu else "cpu"
+    if amplify_prompts is None:
+        amplify_prompts = AMPLIFY_PROMPTS[kind]
     return Budget(
         device=device,
         parameters=n,
@@ -114,6 +127,8 @@ def auto_budget(
         transcripts=transcripts,
         transcript_tokens=transcript_tokens,
         transcript_batch=64 if gpu else 16,
+        amplify_prompts=amplify_prompts,
+        amplify_tokens=AMPLIFY_TOKENS[kind],
         chosen_by={k: "auto" if v is None else "flag" for k, v in given.items()},
     )
 
@@ -146,4 +161,5 @@ def pair_budget(pair, cfg) -> Budget:
         crosscoder_steps=cfg.crosscoder_steps,
         transcripts=cfg.transcripts,
         transcript_tokens=cfg.transcript_tokens,
+        amplify_prompts=cfg.amplify_prompts,
     )

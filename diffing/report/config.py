@@ -16,7 +16,7 @@ from typing import Literal, get_args
 from diffing.configs import limits, validate
 from diffing.errors import DiffingError
 
-Section = Literal["stats", "refusal", "crosscoder"]
+Section = Literal["stats", "refusal", "crosscoder", "amplify", "diff_sae", "refusal_link"]
 """A section ``analyze`` can run."""
 SECTIONS: tuple[str, ...] = get_args(Section)
 """Sections ``analyze`` can run, in the order they run."""
@@ -50,7 +50,7 @@ class AnalyzeConfig:
     """Run every trace on NDIF (nnsight remote execution; hub ids it serves): weight statistics
     from random sketches, KLs over the top-k tokens (a lower bound; docs/scaling.md)."""
     sections: list[Section] = field(default_factory=lambda: list(SECTIONS))
-    """Which sections to run (a subset of stats, refusal, crosscoder)."""
+    """Which sections to run (a subset of stats, refusal, crosscoder, amplify, diff_sae, refusal_link)."""
     data: list[str] = field(default_factory=list)
     """Corpus specs (.txt, .jsonl text or chat records, folders, hf:NAME, or a named dataset such as
     fineweb) for statistics and the crosscoder; empty: the pair's own corpus, else the built-in one."""
@@ -84,6 +84,10 @@ class AnalyzeConfig:
     """Training steps of the trained crosscoder; None: sized to the token budget."""
     causal_transcripts: int = field(default=64, metadata=limits(ge=0))
     """Chat transcripts of the data on which the crosscoder's causal check patches latents (0: skip it)."""
+    amplify_prompts: int | None = field(default=None, metadata=limits(gt=0))
+    """Prompts of the logit-difference amplification section; None: by device (6 on a CPU, 32 on a GPU)."""
+    amplify_target: str | None = None
+    """A string whose rate amplification counts per α (None: completions only, no rate)."""
     top_latents: int = field(default=8, metadata=limits(ge=0))
     """Latent cards shown in the report."""
     seed: int = 0

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
 
+from diffing.report.method_findings import amplify as _amplify
+from diffing.report.method_findings import diff_sae as _diff_sae
+from diffing.report.method_findings import finding as _finding
+from diffing.report.method_findings import refusal_link as _refusal_link
 from diffing.report.nonfinite import broken_findings, broken_sections, scrub
 from diffing.report.util import finite_num, fmt_pct, num, role_items, token_text
 
@@ -45,23 +48,15 @@ class Thresholds:
     vector (``decoder_bias.constant_fraction``) above which the shift is a finding. Measured on the
     organisms at the quirk's trace layer: ``quirk`` 0.41, ``null`` 0.05, ``chat`` 0.03."""
 
+    diff_sae_share: float = 0.1
+    """Share of the activation difference one diff-SAE latent carries above which its logit lens is a finding
+    (a diffuse difference spreads over dozens of latents: the chat organism's top latent holds ~1.5%)."""
+    amplify_gain: float = 0.2
+    """Rise of the target's rate from the fine-tuned model (α = 0) to the best α (absolute) that is a finding."""
+
     def to_dict(self) -> dict:
         """Plain dict for report.json."""
         return asdict(self)
-
-
-def _finding(
-    fid: str, section: str, title: str, detail: str, evidence: dict[str, Any], priority: float
-) -> dict:
-    return {
-        "id": fid,
-        "section": section,
-        "title": title,
-        "detail": detail,
-        "anchor": f"#{section}",
-        "evidence": evidence,
-        "priority": priority,
-    }
 
 
 def _weights(report: dict, th: Thresholds) -> list[dict]:
@@ -304,12 +299,27 @@ def _no_change(report: dict, th: Thresholds) -> list[dict]:
     return [_finding("no-substantial-change", section, title, detail, measured, 0.0)]
 
 
-RULES = (_no_change, _refusal, _crosscoder, _adl, _constant_shift, _kl, _weights, _activations)
+RULES = (
+    _no_change,
+    _refusal,
+    _refusal_link,
+    _crosscoder,
+    _diff_sae,
+    _amplify,
+    _adl,
+    _constant_shift,
+    _kl,
+    _weights,
+    _activations,
+)
 """Finding rules; each reads the report dict and returns zero or more findings."""
 
 READS: dict = {
     _refusal: ("refusal",),
     _crosscoder: ("crosscoder",),
+    _refusal_link: ("refusal_link",),
+    _diff_sae: ("diff_sae",),
+    _amplify: ("amplify",),
     _adl: ("adl",),
     _constant_shift: ("crosscoder",),
     _kl: ("kl",),

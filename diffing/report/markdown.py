@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
+from diffing.report import lens_sections
+from diffing.report.lens_sections import md as _md
 from diffing.report.nonfinite import listed
 from diffing.report.util import fmt_pct, num, token_text
-
-
-def _md(text: object) -> str:
-    """Neutralise Markdown/HTML control characters in model-produced text."""
-    s = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    for ch in ("\\", "`", "*", "_", "[", "]", "|"):
-        s = s.replace(ch, "\\" + ch)
-    return s.replace("\n", " ")
 
 
 def render_markdown(report: dict) -> str:
@@ -73,6 +67,7 @@ def render_markdown(report: dict) -> str:
                     fmt_pct(num(v.get(k))) for k in ("baseline", "ablation", "addition")
                 )
                 lines.append(f"| {split} | {cells} |")
+    lines += lens_sections.render_markdown(report)
     rep = report.get("reproduce") or {}
     if rep.get("command"):
         lines += ["", "## Reproduce", "", "```", rep["command"], "```"]

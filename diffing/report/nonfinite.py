@@ -25,6 +25,8 @@ MUST_BE_FINITE = re.compile(
     r"^(weights|activations|kl|adl)[.\[]"
     r"|^refusal\.(refusal_rate|refusal_score|kl_harmless)\b"
     r"|^crosscoder\.latents\[\d+\]\.delta$"
+    r"|^refusal_link\.ablation\.\w+\.(rate|mean_score)$"
+    r"|^diff_sae\.(fvu|l0)$"
 )
 """Paths whose value is finite for any healthy pair and data, so a NaN/infinity there means broken input.
 
@@ -35,7 +37,17 @@ still written as ``null`` and listed under ``non_finite``, but they are not a br
 LISTED = 20
 """How many non-finite paths the page and report.md list (report.json keeps every one)."""
 
-ANCHORS = ("weights", "activations", "kl", "adl", "refusal", "crosscoder")
+ANCHORS = (
+    "weights",
+    "activations",
+    "kl",
+    "adl",
+    "refusal",
+    "crosscoder",
+    "amplify",
+    "diff_sae",
+    "refusal_link",
+)
 """Report sections a finding can link to; other keys link to the summary."""
 
 _STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")

@@ -1,6 +1,7 @@
 """``analyze``: run every section on a pair and write index.html, report.json, report.md and run.toml.
 
-Each step (weights, stats, refusal, crosscoder) runs inside its own guard: a step
+Each step (weights, stats, refusal, crosscoder, then the method steps of
+``report.method_steps``: amplify, diff_sae, refusal_link) runs inside its own guard: a step
 that was not asked for (or whose method module is not installed) is recorded as
 skipped, one that raises (a user-fixable DiffingError or a bug) as failed, each
 with its reason, and the other sections still render. With no data flags every
@@ -12,6 +13,7 @@ are computed from it, and the renderers turn it into the three files.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import shlex
@@ -35,7 +37,17 @@ from diffing.report.render import render_html
 from diffing.report.schema import validate_report
 from diffing.report.util import SkipSection, jsonable
 
-RESULT_KEYS = ("weights", "activations", "kl", "adl", "refusal", "crosscoder")
+RESULT_KEYS = (
+    "weights",
+    "activations",
+    "kl",
+    "adl",
+    "refusal",
+    "crosscoder",
+    "amplify",
+    "diff_sae",
+    "refusal_link",
+)
 """Report keys that hold section results (null when their step did not run)."""
 
 
@@ -213,6 +225,7 @@ def analyze(
     (skips loading). Returns the :class:`Report` with the paths and the report dict.
     """
     from diffing.report import steps
+    from diffing.report.method_steps import METHOD_STEPS
 
     cfg = config or AnalyzeConfig()
     cfg.base = str(base) if base is not None else cfg.base
@@ -241,6 +254,8 @@ def analyze(
     data = RunData(pair, cfg, budget, out, bars=bool(getattr(progress, "bars", False)))
     run_step(report, "weights", lambda: steps.weights(pair), progress)
     plan = {"stats": steps.stats, "refusal": steps.refusal, "crosscoder": steps.crosscoder}
+    # the method steps read what the earlier ones left (the crosscoder's store, the refusal selection)
+    plan.update({k: functools.partial(fn, report=report) for k, fn in METHOD_STEPS.items()})
     for name, fn in plan.items():
         if name in cfg.sections:
             run_step(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from diffing.report import method_sections, sections
+from diffing.report import lens_sections, method_sections, sections
 from diffing.report.html import Raw, esc, page, section, table
 
 CITATIONS: tuple[tuple[str, str, str], ...] = (
@@ -31,6 +31,7 @@ CITATIONS: tuple[tuple[str, str, str], ...] = (
         "Minder et al. 2025, Narrow Finetuning Leaves Clearly Readable Traces in Activation Differences",
         "",
     ),
+    *(m.citation for m in lens_sections.METHOD_SECTIONS if m.citation),
 )
 """(method, citation, link) shown under Methods."""
 
@@ -43,6 +44,7 @@ NAV = (
     ("adl", "ADL"),
     ("refusal", "Refusal"),
     ("crosscoder", "Crosscoder"),
+    *((m.key, m.label) for m in lens_sections.METHOD_SECTIONS),
     ("methods", "Methods"),
     ("reproduce", "Reproduce"),
 )
@@ -60,7 +62,10 @@ def methods(report: dict) -> Raw:
         "<p>Weights: relative Frobenius change per tensor. Activations: mean cosine and norm of the mean "
         "difference per layer and token role. KL: per-token KL(p_f || p_b). ADL: mean activation difference "
         "on plain text read through the logit lens. Refusal: difference-in-means directions, directional "
-        "ablation and activation addition. Crosscoder: relative decoder norm Δ and Latent Scaling ν.</p>"
+        "ablation and activation addition. Crosscoder: relative decoder norm Δ and Latent Scaling ν. "
+        "Amplification: completions from logits pushed along the fine-tuned minus base logits. "
+        "Diff-SAE: a sparse dictionary of x_ft − x_base. Refusal latents: cosine of crosscoder "
+        "decoders with the refusal direction, and refusal with those latents removed.</p>"
         f"<ul>{items}</ul><h3>Finding thresholds</h3>"
     )
     body += table(["threshold", "value"], [(k, v) for k, v in th.items()])
@@ -94,6 +99,7 @@ def render_html(report: dict) -> str:
         method_sections.crosscoder(
             report, top=int((report.get("config") or {}).get("top_latents") or 8)
         ),
+        *(lens_sections.render(report, m) for m in lens_sections.METHOD_SECTIONS),
         methods(report),
         reproduce(report),
     ]

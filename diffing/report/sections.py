@@ -22,6 +22,9 @@ SECTION_OF = {
     "adl": "stats",
     "refusal": "refusal",
     "crosscoder": "crosscoder",
+    "amplify": "amplify",
+    "diff_sae": "diff_sae",
+    "refusal_link": "refusal_link",
 }
 """Which run step (``report["sections"]``) produces each page section."""
 

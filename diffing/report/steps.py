@@ -109,19 +109,28 @@ def stats(pair, cfg: AnalyzeConfig, out: Path, progress: Progress, data: RunData
     return keep
 
 
-def refusal(pair, cfg: AnalyzeConfig, out: Path, progress: Progress, data: RunData) -> dict:
-    """Refusal directions of the fine-tuned model vs the base (``compare_pair``) and ablation/addition (``evaluate``)."""
-    splits = prompt_splits(pair, cfg)
-    from diffing.refusal import RefusalConfig, compare_pair, evaluate
-    from diffing.refusal.io import write_json
+def refusal_config(cfg: AnalyzeConfig, splits: dict, **extra):
+    """The :class:`~diffing.refusal.RefusalConfig` the refusal step uses for these prompt splits."""
+    from diffing.refusal import RefusalConfig
 
-    (h_tr, h_va, h_te), (n_tr, n_va, n_te) = splits["harmful"], splits["harmless"]
-    rcfg = RefusalConfig(
+    (h_tr, h_va, _), (n_tr, n_va, _) = splits["harmful"], splits["harmless"]
+    return RefusalConfig(
         n_train=len(h_tr),
         n_val=min(len(h_va), len(n_va)),
         seed=cfg.seed,
         min_train=min(4, len(h_tr), len(n_tr)),
+        **extra,
     )
+
+
+def refusal(pair, cfg: AnalyzeConfig, out: Path, progress: Progress, data: RunData) -> dict:
+    """Refusal directions of the fine-tuned model vs the base (``compare_pair``) and ablation/addition (``evaluate``)."""
+    splits = prompt_splits(pair, cfg)
+    from diffing.refusal import compare_pair, evaluate
+    from diffing.refusal.io import write_json
+
+    (h_tr, h_va, h_te), (n_tr, n_va, n_te) = splits["harmful"], splits["harmless"]
+    rcfg = refusal_config(cfg, splits)
     progress(
         f"refusal: {len(h_tr)}/{len(h_va)}/{len(h_te)} harmful and {len(n_tr)}/{len(n_va)}/{len(n_te)} harmless prompts (train/val/test)"
     )
