@@ -9,7 +9,7 @@ import pytest
 
 from diffing.cli.main import build_parser, main
 from diffing.report import AnalyzeConfig, load_schema
-from diffing.report.config import load_toml
+from diffing.report.config import SECTIONS, load_toml
 
 
 def _strip_volatile(report: dict) -> dict:
@@ -236,7 +236,7 @@ def test_demo_wiring(tiny_pair_dirs, tmp_path, monkeypatch):
     monkeypatch.setattr("diffing.report.budget.CPU_TOKENS", (1_000, 1_000))  # keep the test quick
     monkeypatch.setattr("diffing.report.budget.STEPS", (40, 40))
     cfg = demo_config(root)
-    assert cfg.train_crosscoder and cfg.sections == ["stats", "refusal", "crosscoder"]
+    assert cfg.train_crosscoder and cfg.sections == list(SECTIONS)
     assert cfg == AnalyzeConfig(
         base=str(root / "base"), finetuned=str(root / "chat")
     )  # plain analyze
@@ -256,6 +256,10 @@ def test_demo_wiring(tiny_pair_dirs, tmp_path, monkeypatch):
     assert data["inputs"]["refusal_source"] == "organism"
     assert data["sections"]["refusal"]["status"] == "failed"
     assert "refusal tokens" in data["sections"]["refusal"]["reason"]
+    # the method sections: the diff-SAE shares the crosscoder's store, the link needs the refusal step
+    assert data["sections"]["diff_sae"]["status"] == "ok"
+    assert data["sections"]["refusal_link"]["status"] == "skipped"
+    assert "(refusal failed)" in data["sections"]["refusal_link"]["reason"]
 
 
 @pytest.mark.slow

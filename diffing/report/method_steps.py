@@ -261,9 +261,11 @@ def refusal_link(
     """``refusal_link``: which crosscoder latents carry the refusal direction, and does removing them stop refusal?"""
     missing = [s for s in ("crosscoder", "refusal") if not _ran(report, s)]
     if missing:
-        raise SkipSection(
-            f"needs the crosscoder and refusal sections; {' and '.join(missing)} did not run"
+        why = ", ".join(
+            f"{s} {(report.get('sections') or {}).get(s, {}).get('status', 'did not run')}"
+            for s in missing
         )
+        raise SkipSection(f"needs the crosscoder and refusal sections ({why})")
     from diffing.crosscoder.extra_config import RefusalLinkConfig
     from diffing.crosscoder.refusal_link import refusal_link as link
     from diffing.crosscoder.refusal_link import section
