@@ -36,6 +36,8 @@ def test_organism_pair_runs_every_section_with_no_flags(organisms, tmp_path):
         "refusal": "ok",
         "crosscoder": "ok",
     }
+    for name in ("amplify", "diff_sae", "refusal_link"):  # the method sections, on by default
+        assert rep["sections"][name]["status"] == "ok", rep["sections"][name]
     assert len(rep["adl"]["promoted_tokens"]) >= 5
     roles = set(rep["kl"]["by_role"])
     assert {"user", "assistant", "template"} <= roles  # per-role KL: the corpus has chats

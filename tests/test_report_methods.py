@@ -40,6 +40,21 @@ def test_default_sections_run_the_methods():
     assert SECTIONS == ("stats", "refusal", "crosscoder", *METHODS)
 
 
+def test_each_method_section_is_wired():
+    """A method section has a step, a renderer, a nav entry and a schema entry, in the same order."""
+    from diffing.report.config import METHOD_KEYS
+    from diffing.report.lens_sections import METHOD_SECTIONS
+    from diffing.report.method_steps import METHOD_STEPS
+    from diffing.report.pipeline import RESULT_KEYS
+    from diffing.report.render import NAV
+
+    assert METHOD_KEYS == METHODS == tuple(METHOD_STEPS) == tuple(m.key for m in METHOD_SECTIONS)
+    assert set(METHODS) <= set(RESULT_KEYS) and set(METHODS) <= {a for a, _ in NAV}
+    props = load_schema()["properties"]
+    for key in METHODS:
+        assert {"type": "null"} in props[key]["oneOf"]
+
+
 def test_amplify_prompts_scale_with_the_device():
     """A handful of prompts on a CPU, more on a GPU, and the flag wins."""
     assert auto_budget(500_000_000, "cpu", 896).amplify_prompts == 6

@@ -20,6 +20,9 @@ Section = Literal["stats", "refusal", "crosscoder", "amplify", "diff_sae", "refu
 """A section ``analyze`` can run."""
 SECTIONS: tuple[str, ...] = get_args(Section)
 """Sections ``analyze`` can run, in the order they run."""
+METHOD_KEYS: tuple[str, ...] = SECTIONS[SECTIONS.index("amplify") :]
+"""The sections run by ``report.method_steps``: each writes one report key of its own name, shown by
+``report.lens_sections``."""
 CLI_POSITIONALS: tuple[str, ...] = ("base", "finetuned")
 """Fields given on the command line without a flag (optional: ``--config`` may hold them)."""
 CLI_FLAGS: dict[str, tuple[str, ...]] = {

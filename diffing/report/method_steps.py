@@ -307,6 +307,6 @@ METHOD_STEPS: dict[str, Callable[..., dict]] = {
     "diff_sae": diff_sae,
     "refusal_link": refusal_link,
 }
-"""The method steps ``analyze`` runs after stats, refusal and crosscoder, in order (keys are sections)."""
+"""The method steps ``analyze`` runs after stats, refusal and crosscoder, in order (keys: ``config.METHOD_KEYS``)."""
 
 __all__ = ["METHOD_STEPS", "amplify", "diff_sae", "refusal_link", "chat_prompts", "paired_store"]

@@ -17,6 +17,7 @@ import re
 from typing import Any
 
 from diffing.io import NON_FINITE_KEY, non_finite_paths
+from diffing.report.config import METHOD_KEYS
 
 NOT_SCANNED = ("findings", "thresholds", "config", "reproduce", NON_FINITE_KEY)
 """Top-level report keys that hold settings or derived text, not statistics."""
@@ -37,17 +38,7 @@ still written as ``null`` and listed under ``non_finite``, but they are not a br
 LISTED = 20
 """How many non-finite paths the page and report.md list (report.json keeps every one)."""
 
-ANCHORS = (
-    "weights",
-    "activations",
-    "kl",
-    "adl",
-    "refusal",
-    "crosscoder",
-    "amplify",
-    "diff_sae",
-    "refusal_link",
-)
+ANCHORS = ("weights", "activations", "kl", "adl", "refusal", "crosscoder", *METHOD_KEYS)
 """Report sections a finding can link to; other keys link to the summary."""
 
 _STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")

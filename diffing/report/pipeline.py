@@ -29,7 +29,7 @@ from diffing import configs
 from diffing.errors import DiffingError
 from diffing.io import atomic_path, dumps, write_text_atomic
 from diffing.report.budget import pair_budget
-from diffing.report.config import CLI_FLAGS, CLI_POSITIONALS, AnalyzeConfig
+from diffing.report.config import CLI_FLAGS, CLI_POSITIONALS, METHOD_KEYS, AnalyzeConfig
 from diffing.report.findings import Thresholds, compute_findings
 from diffing.report.inputs import RunData, prompt_source
 from diffing.report.markdown import render_markdown
@@ -37,17 +37,7 @@ from diffing.report.render import render_html
 from diffing.report.schema import validate_report
 from diffing.report.util import SkipSection, jsonable
 
-RESULT_KEYS = (
-    "weights",
-    "activations",
-    "kl",
-    "adl",
-    "refusal",
-    "crosscoder",
-    "amplify",
-    "diff_sae",
-    "refusal_link",
-)
+RESULT_KEYS = ("weights", "activations", "kl", "adl", "refusal", "crosscoder", *METHOD_KEYS)
 """Report keys that hold section results (null when their step did not run)."""
 
 

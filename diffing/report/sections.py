@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from diffing.report import figures
+from diffing.report.config import METHOD_KEYS
 from diffing.report.html import Raw, esc, figure, section, skipped, table, tokens_highlighted
 from diffing.report.nonfinite import listed
 from diffing.report.util import fmt_num, num, role_items, token_text
@@ -22,9 +23,7 @@ SECTION_OF = {
     "adl": "stats",
     "refusal": "refusal",
     "crosscoder": "crosscoder",
-    "amplify": "amplify",
-    "diff_sae": "diff_sae",
-    "refusal_link": "refusal_link",
+    **{k: k for k in METHOD_KEYS},
 }
 """Which run step (``report["sections"]``) produces each page section."""
 
