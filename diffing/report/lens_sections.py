@@ -70,7 +70,7 @@ def _contexts(ctxs: object) -> str:
 def amplify_html(a: dict) -> str:
     """Rates per setting, then per α a few prompts with base / fine-tuned / amplified completions."""
     body = Raw(
-        f"<p>Generated from <code>{esc(a.get('formula', ''))}</code>. {esc(a.get('summary', ''))}</p>"
+        f"<p>Generated from <code>{esc(a.get('formula', ''))}</code>: {esc(a.get('summary', ''))}.</p>"
     )
     rates = a.get("rates") or []
     if a.get("target") is not None:
@@ -138,12 +138,15 @@ def diff_sae_html(d: dict) -> str:
         ],
     )
     comp = d.get("comparison")
-    if comp:
+    compared = bool(comp) and num(comp.get("chat_only_latents"), 0.0) > 0
+    if compared:
         body += Raw(
             f"<p>Of the crosscoder's {esc(comp.get('chat_only_latents'))} chat-only latents, "
             f"{esc(comp.get('matched'))} diff-SAE latents match one with |cos| ≥ {esc(fmt_num(comp.get('match_cosine')))}.</p>"
         )
-    elif d.get("compared_with_crosscoder") is False:
+    elif comp:
+        body += Raw('<p class="muted">The crosscoder has no chat-only latents to compare with.</p>')
+    else:
         body += Raw(
             '<p class="muted">No crosscoder ran, so no comparison with its chat-only latents.</p>'
         )
@@ -152,22 +155,15 @@ def diff_sae_html(d: dict) -> str:
             x.get("latent"),
             fmt_pct(num(x.get("share"))),
             x.get("frequency"),
-            x.get("max_chat_only_cosine"),
+            *((x.get("max_chat_only_cosine"),) if compared else ()),
             Raw(_pills(_lens(x.get("logit_lens")))),
             Raw(_contexts(x.get("contexts"))),
         )
         for x in d.get("top_latents") or []
     ]
+    cols = ["latent", "share", "frequency", *(["max |cos| chat-only"] if compared else [])]
     body += Raw("<h3>Latents carrying the most of the difference</h3>") + table(
-        [
-            "latent",
-            "share",
-            "frequency",
-            "max |cos| chat-only",
-            "logit lens (fine-tuned)",
-            "top contexts",
-        ],
-        rows,
+        [*cols, "logit lens (fine-tuned)", "top contexts"], rows
     )
     return body
 
