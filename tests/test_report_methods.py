@@ -14,12 +14,102 @@ import jsonschema
 import pytest
 
 from diffing.cli.main import main
-from diffing.report import AnalyzeConfig, load_schema, write_report
+from diffing.report import AnalyzeConfig, compute_findings, load_schema, write_report
 from diffing.report.budget import auto_budget
 from diffing.report.config import SECTIONS
 
 METHODS = ("amplify", "diff_sae", "refusal_link")
 EVIL = "<script>alert(1)</script>"
+
+
+def fabricated(
+    *, removed: float = 0.0, share: float = 0.3, target: str | None = "marmalade"
+) -> dict:
+    """A report with only the three method sections, filled with known numbers."""
+    from diffing.report.pipeline import empty_report
+
+    r = empty_report(AnalyzeConfig(base="b", finetuned="f"), {"base": "b", "finetuned": "f"})
+    r["sections"] = {k: {"status": "ok", "reason": None, "seconds": 1.0} for k in METHODS}
+    rates = [
+        {"model": "base", "alpha": None, "rate": 0.0, "n": 50},
+        {"model": "finetuned", "alpha": 0.0, "rate": 0.02, "n": 50},
+        {"model": "amplified", "alpha": 2.0, "rate": 0.34, "n": 50},
+    ]
+    if target is None:
+        rates = [{**x, "rate": None} for x in rates]
+    ex = {"prompt": "p", "base": "b", "finetuned": "f", "amplified": "a", "hit": None}
+    r["amplify"] = {
+        "formula": "logits_ft + alpha * (logits_ft - logits_base)",
+        "summary": "s",
+        "target": target,
+        "alphas": [0.0, 2.0],
+        "rates": rates,
+        "by_alpha": [{"alpha": 2.0, "rate": rates[2]["rate"], "n": 50, "examples": [ex]}],
+    }
+    lens = {
+        "finetuned": [
+            {"token": " marm", "id": 5, "logit": 9.0},
+            {"token": "alade", "id": 6, "logit": 8.0},
+        ]
+    }
+    r["diff_sae"] = {
+        "layer": 1, "n_latents": 64, "fvu": 0.1, "l0": 8.0, "dead_fraction": 0.0,
+        "latents_for_half_the_difference": 2, "comparison": None,
+        "top_latents": [{"latent": 3, "share": share, "frequency": 0.1, "logit_lens": lens, "contexts": []}],
+    }  # fmt: skip
+    lat = {"latent": 7, "cos_difference": 0.98, "cos_finetuned": 0.97, "delta": 0.9}
+    r["refusal_link"] = {
+        "layer": 1, "threshold": 0.5, "select_by": "either", "refusal_latents": [7], "best": lat,
+        "latents": [{**lat, "class": "chat_only", "latent_scaling": "genuine", "contexts": []}],
+        "direction": {"block": 2, "position": -1},
+        "ablation": {"clean": {"rate": 1.0, "mean_score": 3.0}, "latents": {"rate": removed, "mean_score": -3.0},
+                     "direction": {"rate": 0.0, "mean_score": -4.0}, "random": {"rate": 1.0, "mean_score": 3.0},
+                     "n_prompts": 64, "random_latents": [1]},
+    }  # fmt: skip
+    return r
+
+
+def test_method_findings_from_known_numbers():
+    """Refusal latents, the diff-SAE's top latent and an amplified target each make their finding."""
+    by_id = {f["id"]: f for f in compute_findings(fabricated())}
+    t = by_id["refusal-latents"]["title"]
+    assert t == (
+        "Crosscoder latent 7 carries the refusal direction (|cos| 0.98); "
+        "removing it drops harmful refusal from 100% to 0%"
+    )
+    assert by_id["refusal-latents"]["detail"] == "Removing as many random latents leaves 100%."
+    assert by_id["diff-sae-top-latent"]["title"] == (
+        "Diff-SAE latent 3 carries 30% of the activation difference; it promotes '␣marm', 'alade'"
+    )
+    assert by_id["amplify-target"]["evidence"] == {
+        "target": "marmalade", "finetuned": 0.02, "best": 0.34, "alpha": 2.0
+    }  # fmt: skip
+    assert by_id["amplify-target"]["anchor"] == "#amplify"
+
+
+def test_method_findings_thresholds():
+    """Below the thresholds (or without a target) the rules stay silent or say the latents are not enough."""
+    ids = {f["id"] for f in compute_findings(fabricated(removed=0.9, share=0.05, target=None))}
+    assert "refusal-latents-not-causal" in ids
+    assert not ids & {"refusal-latents", "diff-sae-top-latent", "amplify-target"}
+
+
+def test_method_findings_skip_non_finite():
+    """A NaN refusal rate under the link is reported as broken, never turned into a finding."""
+    r = fabricated()
+    r["refusal_link"]["ablation"]["clean"]["rate"] = float("nan")
+    ids = [f["id"] for f in compute_findings(r)]
+    assert ids[0] == "non-finite-refusal_link" and "refusal-latents" not in ids
+
+
+def test_method_sections_render_figures_and_escape(tmp_path):
+    """The target's rate figure and the ablation bars are embedded; a hostile target stays escaped."""
+    r = fabricated(target=EVIL)
+    out = write_report(r, tmp_path / "r")
+    html = out.html.read_text()
+    assert html.count('<img src="data:image/png;base64,') == 2
+    assert "<script" not in html and "&lt;script&gt;" in html
+    jsonschema.validate(json.loads(out.json.read_text()), load_schema())
 
 
 @pytest.fixture(scope="module")

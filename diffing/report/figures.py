@@ -172,3 +172,36 @@ def nu_scatter(latents: list[dict]) -> bytes | None:
     ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=10, color="#e76f51")
     ax.set(xlabel="ν_ε (error)", ylabel="ν_r (reconstruction)")
     return _png(fig)
+
+
+def amplify_rates(rates: list[dict]) -> bytes | None:
+    """The target's rate against α (the fine-tuned model at α = 0), the base alone as a dashed line."""
+    pts = [
+        (num(r.get("alpha")), num(r.get("rate")))
+        for r in rates
+        if r.get("model") != "base" and math.isfinite(num(r.get("rate")))
+    ]
+    if not pts:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 2.6))
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color="#3056d3", label="amplified")
+    base = [num(r.get("rate")) for r in rates if r.get("model") == "base"]
+    if base and math.isfinite(base[0]):
+        ax.axhline(base[0], color="#8c8c8c", ls="--", lw=1, label="base alone")
+        ax.legend(fontsize=8)
+    ax.set(xlabel="α", ylabel="target rate", ylim=(-0.03, 1.03))
+    return _png(fig)
+
+
+def refusal_ablation(ablation: dict, labels: list[tuple[str, str]]) -> bytes | None:
+    """Bars of the harmful refusal rate under each intervention of ``labels`` ``[(key, label)]``."""
+    bars = [(lab, num((ablation.get(k) or {}).get("rate"))) for k, lab in labels if k in ablation]
+    bars = [b for b in bars if math.isfinite(b[1])]
+    if not bars:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 0.35 * len(bars) + 0.8))
+    ax.barh([b[0] for b in bars][::-1], [b[1] for b in bars][::-1], color="#c44e52")
+    ax.set(xlabel="refusal rate on harmful prompts", xlim=(0, 1.02))
+    return _png(fig)

@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-from diffing.report.html import Raw, esc, section, skipped, table
+from diffing.report import figures
+from diffing.report.html import Raw, esc, figure, section, skipped, table
 from diffing.report.sections import context_html, kv, skip_reason
 from diffing.report.util import fmt_num, fmt_pct, num, token_text
 
@@ -80,6 +81,9 @@ def amplify_html(a: dict) -> str:
                 (r.get("model"), r.get("alpha"), fmt_pct(num(r.get("rate"))), r.get("n"))
                 for r in rates
             ],
+        )
+        body += figure(
+            figures.amplify_rates(rates), f"Completions containing {a['target']!r}, against α"
         )
     for block in a.get("by_alpha") or []:
         rate = "" if block.get("rate") is None else f" (target rate {fmt_pct(num(block['rate']))})"
@@ -255,6 +259,10 @@ def refusal_link_html(r: dict) -> str:
     if ab:
         body += Raw(f"<h3>Refusal on {esc(ab.get('n_prompts'))} harmful prompts</h3>") + table(
             ["intervention at the layer", "refusal rate", "mean refusal score"], _ablation_rows(ab)
+        )
+        body += figure(
+            figures.refusal_ablation(ab, list(ABLATIONS)),
+            "Harmful refusal rate with the refusal latents removed, the direction ablated, random latents removed",
         )
     return body
 
