@@ -41,6 +41,7 @@ from diffing.crosscoder.train_metrics import (
     warnings_for,
 )
 from diffing.errors import DiffingError
+from diffing.schedule import lr_at
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +217,7 @@ def _loop(
                 f"the data ran out after {step} steps; give fewer steps/tokens or more data"
             ) from None
         ddp.check_batch(finite, step, rank, source)
-        lr = _lr_at(cfg, step, total)
+        lr = lr_at(step, total, float(cfg.lr), cfg.lr_warmup_steps, decay_frac=cfg.lr_decay_frac)
         for g in opt.param_groups:
             g["lr"] = lr
         l1 = (
@@ -307,13 +308,6 @@ def _init_decoder_bias(cc: CrossCoder, stream, device) -> None:
     )
     with torch.no_grad():
         cc.b_dec.copy_((stats[:-1] / stats[-1]).view_as(cc.b_dec).to(cc.b_dec.dtype))
-
-
-def _lr_at(cfg: CrossCoderConfig, step: int, total: int) -> float:
-    warm = min(1.0, (step + 1) / max(1, cfg.lr_warmup_steps))
-    decay_steps = cfg.lr_decay_frac * total
-    decay = min(1.0, (total - step) / decay_steps) if decay_steps > 0 else 1.0
-    return float(cfg.lr) * warm * decay
 
 
 def _update_threshold(cc: CrossCoder, min_kept: float, beta: float) -> None:
