@@ -18,7 +18,16 @@ import sys
 import diffing
 from diffing.errors import DiffingError
 
-COMMAND_MODULES = ("inspect", "organism", "harvest", "crosscoder", "refusal", "stats", "analyze")
+COMMAND_MODULES = (
+    "inspect",
+    "organism",
+    "harvest",
+    "crosscoder",
+    "refusal",
+    "stats",
+    "lens",
+    "analyze",
+)
 """Command-group modules under ``diffing.cli``, in the order ``--help`` lists them."""
 
 

@@ -1,12 +1,50 @@
 """Lenses on what a fine-tune changed, read over a corpus.
 
-- :mod:`~diffing.lens.pca`: activation-difference PCA (principal directions of ``x_ft - x_base``);
+- :mod:`~diffing.lens.pca`: activation-difference PCA (principal directions of ``x_ft - x_base``,
+  uncentred and centred, read through the logit lens, top contexts and token roles);
 - :mod:`~diffing.lens.mining`: diff mining (the tokens whose log-probability the fine-tune raises
-  most, aggregated and clustered with NMF).
+  most, aggregated over a corpus and clustered with NMF, :mod:`~diffing.lens.nmf`);
+- :mod:`~diffing.lens.output`: ``pca.json`` / ``mining.json``, report sections, files.
 
-Settings live in :mod:`~diffing.lens.config` (no torch import, for the CLI).
+Settings live in :mod:`~diffing.lens.config`, which imports no torch (the CLI reads it for
+``--help``); the rest is imported on first use.
 """
+
+from __future__ import annotations
+
+import importlib
 
 from diffing.lens.config import LensDataConfig, MiningConfig, PCAConfig
 
-__all__ = ["LensDataConfig", "MiningConfig", "PCAConfig"]
+_LAZY = {
+    "diff_pca": "diffing.lens.pca",
+    "PCAResult": "diffing.lens.pca",
+    "LayerPCA": "diffing.lens.pca",
+    "Direction": "diffing.lens.pca",
+    "diff_mining": "diffing.lens.mining",
+    "MiningResult": "diffing.lens.mining",
+    "nmf": "diffing.lens.nmf",
+    "NMFResult": "diffing.lens.nmf",
+    "SecondMoments": "diffing.lens.covariance",
+    "Decomposition": "diffing.lens.covariance",
+    "pca_json": "diffing.lens.output",
+    "mining_json": "diffing.lens.output",
+    "pca_section": "diffing.lens.output",
+    "mining_section": "diffing.lens.output",
+    "save_pca": "diffing.lens.output",
+    "save_mining": "diffing.lens.output",
+    "read_specs": "diffing.lens.data",
+    "explained_variance_figure": "diffing.lens.figures",
+    "role_projection_figure": "diffing.lens.figures",
+    "mining_figure": "diffing.lens.figures",
+}
+"""Public name -> the module defining it (imported when the name is first read)."""
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'diffing.lens' has no attribute {name!r}")
+
+
+__all__ = ["LensDataConfig", "MiningConfig", "PCAConfig", *sorted(_LAZY)]
