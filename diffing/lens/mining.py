@@ -2,7 +2,7 @@
 
 At every real position after position 0 (BOS / attention sink, skipped as the ADL skips it) both
 models predict the next token; ``delta = log p_ft - log p_base`` ``[vocab]`` is the fine-tune's
-change to that prediction. Its top ``k`` tokens are recorded; aggregated over the corpus, a token
+change to that prediction. Its top ``k`` tokens are recorded (those it raised: ``delta > 0``); aggregated over the corpus, a token
 that the fine-tune pushes in many places appears often (``count``) with a large mean raise
 (``mean_diff``). The top tokens of that ranking are the columns of a non-negative matrix
 ``positions x tokens`` of the clipped differences ``max(delta, 0)`` (zero where a token is not in
@@ -75,10 +75,8 @@ def diff_mining(
     """Mine the tokens the fine-tune raises most over ``texts`` and/or ``chats``, and cluster them."""
     cfg = config or MiningConfig()
     docs = encode_corpus(pair.tokenizer, texts, chats, cfg.tokens, cfg.max_length)
-    vocab = int(pair.config.vocab_size)
-    count = torch.zeros(vocab, dtype=torch.float64)  # [vocab] times in a top-k
-    raised = torch.zeros(vocab, dtype=torch.float64)  # [vocab] sum of delta when in a top-k
-    total = torch.zeros(vocab, dtype=torch.float64)  # [vocab] sum of delta over all positions
+    vocab = int(pair.config.vocab_size)  # the logits' width where it differs (padded embeddings)
+    count, raised, total = (torch.zeros(vocab, dtype=torch.float64) for _ in range(3))
     rows_ids, rows_vals, where = [], [], []  # per kept position: top-k ids / values, (doc, pos)
     n_pos = 0
     n_batches = -(-len(docs) // cfg.batch_size)
@@ -91,10 +89,16 @@ def diff_mining(
         k = min(cfg.k, sel.shape[-1])
         vals, ids = sel.topk(k, dim=-1)  # [n, k]
         vals, ids = vals.double().cpu(), ids.cpu()
-        width = min(vocab, sel.shape[-1])
-        count[:width] += torch.bincount(ids.reshape(-1), minlength=width)[:width].double()
-        raised[:width].index_add_(0, ids.reshape(-1), vals.reshape(-1))
-        total[:width] += sel.double().sum(0).cpu()[:width]
+        vals = vals.clamp_min(0)  # a token whose probability fell was not raised: it counts nowhere
+        up = vals > 0  # [n, k]
+        if i == 0:
+            vocab = sel.shape[-1]
+            count = torch.zeros(vocab, dtype=torch.float64)  # [vocab] times in a top-k
+            raised = torch.zeros(vocab, dtype=torch.float64)  # [vocab] sum of delta when in a top-k
+            total = torch.zeros(vocab, dtype=torch.float64)  # [vocab] sum of delta, all positions
+        count += torch.bincount(ids[up], minlength=vocab).double()
+        raised.index_add_(0, ids[up], vals[up])
+        total += sel.double().sum(0).cpu()
         n_pos += int(sel.shape[0])
         room = cfg.nmf_positions - sum(len(r) for r in rows_ids)
         if room > 0:
