@@ -23,7 +23,6 @@ _LAZY = {
     "Direction": "diffing.lens.pca",
     "diff_mining": "diffing.lens.mining",
     "MiningResult": "diffing.lens.mining",
-    "nmf": "diffing.lens.nmf",
     "NMFResult": "diffing.lens.nmf",
     "SecondMoments": "diffing.lens.covariance",
     "Decomposition": "diffing.lens.covariance",
