@@ -18,7 +18,7 @@ class LensDataConfig:
     batch_size: int = field(default=8, metadata=limits(gt=0))
     """Documents per forward pass."""
     n_contexts: int = field(default=10, metadata=limits(ge=0))
-    """Example contexts kept per component (per sign) or per cluster."""
+    """Example contexts kept per direction and sign (PCA), per top token and per cluster (mining)."""
     context_window: int = field(default=12, metadata=limits(ge=0))
     """Tokens shown on each side of a context's token."""
 

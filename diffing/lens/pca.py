@@ -81,8 +81,8 @@ class PCAResult(NamedTuple):
     """The settings used."""
 
 
-def _forward(pair, batch, layers: list[int]) -> dict[int, torch.Tensor]:
-    """Layer -> ``[batch, seq, d]`` difference ``x_ft - x_base`` (both forwards stop at the deepest layer)."""
+def _forward(pair, batch, layers: list[int]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """Layer -> ``(x_ft - x_base, x_ft)``, each ``[batch, seq, d]`` (both forwards stop at the deepest layer)."""
     b, f = (
         trace_model(
             lm, pair.arch, batch.input_ids, batch.attention_mask, layers, remote=pair.remote
