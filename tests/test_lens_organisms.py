@@ -129,3 +129,15 @@ def test_cli_writes_pca_and_mining_json_and_figures(organisms, tmp_path, capsys)
     for name in mining["figures"].values():
         assert (tmp_path / "m" / name).stat().st_size > 0
     assert "marmalade" in capsys.readouterr().out  # the summary names what it found
+
+
+def test_report_sections_carry_the_finding(lens_results):
+    from diffing.lens.output import mining_section, pca_section
+
+    manifest, res = lens_results
+    word = manifest["variants"]["quirk"]["planted"]["secret_token"]
+    layer = manifest["variants"]["quirk"]["planted"]["activation_difference_trace"]["layer"]
+    pca = next(lay for lay in pca_section(res["quirk"][0])["layers"] if lay["layer"] == layer)
+    assert [d["name"] for d in pca["directions"]][:2] == ["uncentred", "pc1"]
+    assert pca["directions"][1]["promoted"][0] == word
+    assert word in [t["token"] for t in mining_section(res["quirk"][1])["top_tokens"][:3]]
