@@ -1,10 +1,11 @@
-"""Lenses on what a fine-tune changed, read over a corpus.
+"""Diffing methods that read the two models' outputs and activations side by side over a corpus.
 
 - :mod:`~diffing.lens.pca`: activation-difference PCA (principal directions of ``x_ft - x_base``,
   uncentred and centred, read through the logit lens, top contexts and token roles);
 - :mod:`~diffing.lens.mining`: diff mining (the tokens whose log-probability the fine-tune raises
   most, aggregated over a corpus and clustered with NMF, :mod:`~diffing.lens.nmf`);
-- :mod:`~diffing.lens.output`: ``pca.json`` / ``mining.json``, report sections, files.
+- :mod:`~diffing.lens.output`: ``pca.json`` / ``mining.json``, report sections, files;
+- ``diffing.lens.amplify`` (where present): logit-difference amplification, documented on its own.
 
 Settings live in :mod:`~diffing.lens.config`, which imports no torch (the CLI reads it for
 ``--help``); the rest is imported on first use.
