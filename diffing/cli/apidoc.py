@@ -37,6 +37,7 @@ PACKAGES: tuple[tuple[str, str], ...] = (
     ("diffing.refusal", "refusal directions"),
     ("diffing.stats", "feature-change statistics"),
     ("diffing.lens.amplify", "logit-difference amplification"),
+    ("diffing.lens", "corpus lenses: activation-difference PCA, diff mining"),
     ("diffing.report", "the diff report, analyze and demo"),
     ("diffing.organisms", "the built-in model organisms"),
     ("diffing.errors", "the user-facing error type"),

@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "refusal",
     "stats",
     "amplify",
+    "lens",
     "analyze",
 )
 """Command-group modules under ``diffing.cli``, in the order ``--help`` lists them."""
