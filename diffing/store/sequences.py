@@ -5,7 +5,7 @@ continuation starts with the tokenizer's BOS again when the tokenizer uses one, 
 every sequence looks like a normal model input). With ``pack`` (the harvest default)
 the documents of a text source are first concatenated, each followed by an end-of-text
 separator (EOS, else BOS), and the stream is cut into full ``seq_len`` sequences, each
-opening with BOS when the tokenizer uses one: every text sequence but a source's last
+opening with BOS when the tokenizer adds one: every text sequence but a source's last
 has the same length, so batches of them need no padding mask. This is how crosscoder
 harvests usually feed a corpus; the price is that a document's first tokens attend to
 the previous document's tail (across the separator), as in pre-training. The stored
@@ -62,14 +62,13 @@ def _text_chunks(tokenizer, text: str, seq_len: int) -> Iterator[tuple[list[int]
 def _packed_chunks(tokenizer, docs, seq_len: int) -> Iterator[tuple[list[int], list[int]]]:
     """Documents concatenated (each followed by EOS, else BOS) and cut into ``seq_len`` sequences.
 
-    Each sequence opens with BOS when the tokenizer adds one, like a normal model input;
-    only the last one can be shorter.
+    Each sequence opens with BOS when the tokenizer adds one to a text, like a normal
+    model input; only the last one can be shorter.
     """
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    sep = eos if eos is not None else bos
+    sep = [eos] if eos is not None else [bos] if bos is not None else []
     template = ROLE_IDS["template"]
-    lead = [bos] if bos is not None else []
-    step = seq_len - len(lead)
+    lead: list[int] | None = None  # [BOS] when the tokenizer adds it; known at the first document
     ids: list[int] = []
     roles: list[int] = []
     for doc in docs:
@@ -77,12 +76,15 @@ def _packed_chunks(tokenizer, docs, seq_len: int) -> Iterator[tuple[list[int], l
             continue
         enc = encode(tokenizer, doc)
         skip = 1 if (bos is not None and enc.input_ids and enc.input_ids[0] == bos) else 0
-        ids += enc.input_ids[skip:] + ([sep] if sep is not None else [])
-        roles += enc.roles[skip:] + ([template] if sep is not None else [])
-        while len(ids) >= step:
+        if lead is None:
+            lead = [bos] if skip else []
+        ids += enc.input_ids[skip:] + sep
+        roles += enc.roles[skip:] + [template] * len(sep)
+        step = seq_len - len(lead)
+        while step > 0 and len(ids) >= step:
             yield lead + ids[:step], [template] * len(lead) + roles[:step]
             ids, roles = ids[step:], roles[step:]
-    if ids:
+    if ids and lead is not None:
         yield lead + ids, [template] * len(lead) + roles
 
 
