@@ -64,17 +64,25 @@ class ADLAccumulator:
     ) -> None:
         """Add plain-text documents: ``base``/``finetuned`` ``[batch, seq, d]``, ``attention_mask`` ``[batch, seq]``."""
         end = min(1 + self.n, base.shape[1])
-        xb = base[:, 1:end].float().cpu()  # [batch, p, d]
-        xf = finetuned[:, 1:end].float().cpu()  # [batch, p, d]
-        mask = attention_mask[:, 1:end].bool().cpu()  # [batch, p]
+        if self.diff_sum.device != base.device:  # sums live where the activations are: no copies
+            self.diff_sum, self.norm_f_sum, self.count = (
+                t.to(base.device) for t in (self.diff_sum, self.norm_f_sum, self.count)
+            )
+        xb = base[:, 1:end].float()  # [batch, p, d]
+        xf = finetuned[:, 1:end].float()  # [batch, p, d]
+        mask = attention_mask[:, 1:end].to(base.device, non_blocking=True).bool()  # [batch, p]
         p = xb.shape[1]
         self.diff_sum[:p] += ((xf - xb) * mask[..., None]).sum(0).double()
         self.norm_f_sum[:p] += (xf.norm(dim=-1) * mask).sum(0).double()
         self.count[:p] += mask.sum(0).double()
-        self.documents += int(mask[:, 0].sum()) if p else 0
+        if p:  # documents with a position 1, counted on the host (the mask's host copy)
+            self.documents += int(attention_mask[:, 1].bool().sum())
 
     def mean_diff(self) -> torch.Tensor:
         """``[d_model]`` mean difference over all counted (document, position) pairs."""
+        self.diff_sum, self.norm_f_sum, self.count = (
+            t.cpu() for t in (self.diff_sum, self.norm_f_sum, self.count)
+        )
         return (self.diff_sum.sum(0) / self.count.sum().clamp_min(1)).float()
 
     def result(self, pair, *, top_k: int = 20) -> ADLResult:

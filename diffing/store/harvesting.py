@@ -280,7 +280,7 @@ def _run(
             if local:  # plain hooks; no mask at all when every sequence is full length
                 mask_dev = attn.to(device, non_blocking=True) if item.padded else None
                 acts = [
-                    forward_layers(lm._module, pair.arch, ids, mask_dev, layers)
+                    forward_layers(lm._module, pair.arch, ids, mask_dev, layers).layers
                     for lm in pair.models
                 ]
             else:
