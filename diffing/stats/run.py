@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -180,6 +180,7 @@ def compute_stats(
     pin = device.type == "cuda"
     coverage: list[torch.Tensor] = []  # remote: fine-tuned mass covered by the top-k KL
     n_total = sum(len(e.input_ids) for e in text_docs + chat_docs)
+    weights = _start_weights(pair, cfg, device)  # on a GPU: alongside the forwards
     bar = tqdm(total=n_total, unit="tok", unit_scale=True, desc="stats", disable=not progress)
     for kind, docs in (("text", text_docs), ("chat", chat_docs)):
         for batch in _batches(docs, cfg.batch_size, pad):
@@ -199,8 +200,11 @@ def compute_stats(
                     (t.pin_memory() if pin else t).to(device, non_blocking=True)
                     for t in (batch.input_ids, batch.attention_mask, batch.roles, keep)
                 )
+                padded = bool((batch.attention_mask == 0).any())  # host check: no device sync
                 b, f = (
-                    forward_layers(lm._module, pair.arch, ids, mask, traced, logits=True)
+                    forward_layers(
+                        lm._module, pair.arch, ids, mask if padded else None, traced, logits=True
+                    )
                     for lm in pair.models
                 )
                 layers_b, layers_f, tok_kl = b.layers, f.layers, token_kl(f.logits, b.logits)
@@ -246,7 +250,7 @@ def compute_stats(
         }
     if cfg.weights:
         log.info("stats: weight deltas and effective ranks")
-        result["weights"] = weights_section(pair, cfg)
+        result["weights"] = weights()
     result["activations"] = {"layers": acts.result()}
     result["kl"] = kl.result()
     log.info("stats: Activation Difference Lens readout, Patchscope and steering")
@@ -254,6 +258,32 @@ def compute_stats(
     if out_dir is not None:
         save_stats(result, out_dir, adl_diff=adl.mean_diff())
     return result
+
+
+def _start_weights(pair, cfg: StatsConfig, device: torch.device) -> Callable[[], dict | None]:
+    """Start the weight statistics; returns a function giving their section (None when off).
+
+    On a GPU they run on a thread with their own CUDA stream while the main thread queues
+    the forwards: the eigenvalue solves are latency-bound and the forwards throughput-bound,
+    so they overlap. Elsewhere they run when asked for, as before (a CPU has no idle units).
+    """
+    if not cfg.weights:
+        return lambda: None
+    if device.type != "cuda" or pair.remote:
+        return lambda: weights_section(pair, cfg)
+    from concurrent.futures import ThreadPoolExecutor
+
+    def on_side_stream() -> dict:
+        stream = torch.cuda.Stream(device=device)
+        with torch.cuda.stream(stream):
+            out = weights_section(pair, cfg)
+        stream.synchronize()
+        return out
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="weight-stats")
+    future = pool.submit(on_side_stream)
+    pool.shutdown(wait=False)
+    return future.result
 
 
 def weights_section(pair, cfg: StatsConfig) -> dict:
