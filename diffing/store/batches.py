@@ -39,8 +39,10 @@ def keep_mask(
     for model_acts in acts:
         for layer in layers:
             norms = model_acts[layer].float().norm(dim=-1)  # [batch, seq]
-            med = norms.masked_fill(~mask, float("nan")).nanmedian(dim=1).values  # [batch]
-            keep &= ~(norms > outlier_factor * med[:, None])  # NaN median (empty row) flags nothing
+            here = mask.to(norms.device, non_blocking=True)
+            med = norms.masked_fill(~here, float("nan")).nanmedian(dim=1).values  # [batch]
+            out = norms > outlier_factor * med[:, None]  # NaN median (empty row) flags nothing
+            keep &= ~out.to(device, non_blocking=True)  # the models may sit on different devices
     return keep
 
 
@@ -58,7 +60,10 @@ def stack_layers(
     acts: list[dict[int, torch.Tensor]], layers: list[int], dtype: torch.dtype
 ) -> torch.Tensor:
     """``[n_layers, batch, seq, n_models, d_model]`` in ``dtype``, on the activations' device."""
-    return torch.stack([torch.stack([a[k] for a in acts], dim=2) for k in layers]).to(dtype)
+    dev = acts[0][layers[0]].device  # the first model's device (a pair may span two)
+    return torch.stack(
+        [torch.stack([a[k].to(dev, non_blocking=True) for a in acts], dim=2) for k in layers]
+    ).to(dtype)
 
 
 def kept_tokens(
