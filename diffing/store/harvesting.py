@@ -20,8 +20,6 @@ it writes, so a second harvest into the same folder stops with a clear error.
 from __future__ import annotations
 
 import json
-import os
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,13 +42,17 @@ from diffing.store.format import (
     Manifest,
     ShardInfo,
     read_manifest,
-    sha256_file,
-    write_json_atomic,
 )
 from diffing.store.pipeline import HostCopier, Prefetcher, Writer, prepare_batches
 from diffing.store.progress import ProgressBar
 from diffing.store.provenance import pair_info
 from diffing.store.reader import ActivationStore
+from diffing.store.resume import (
+    _barrier,
+    _load_progress,
+    _progress_path,
+    _save_progress,
+)
 from diffing.store.sequences import sequence_stream
 from diffing.store.writer import finish_manifest, storage_dtype
 from diffing.tokens import Batch, pad_id_of
@@ -105,64 +107,6 @@ class HarvestConfig:
         return key
 
 
-def _progress_path(out: Path, rank: int) -> Path:
-    return out / f"progress-r{rank:03d}.json"
-
-
-def _load_progress(out: Path, rank: int, key: dict) -> list[ShardInfo]:
-    """Finished shards of this rank from an earlier run, verified; [] on a fresh store."""
-    path = _progress_path(out, rank)
-    if not path.is_file():
-        return []
-    state = json.loads(path.read_text())
-    if state.get("key") != key:
-        diff = sorted(
-            k
-            for k in set(key) | set(state.get("key", {}))
-            if key.get(k) != state.get("key", {}).get(k)
-        )
-        raise DiffingError(
-            f"{out} holds a harvest with different settings ({', '.join(diff)} differ); "
-            "rerun with the same settings to resume, or pass a new --out"
-        )
-    shards = [ShardInfo(**s) for s in state["shards"]]
-    for s in shards:
-        p = out / s.file
-        if not p.is_file() or p.stat().st_size != s.bytes or sha256_file(p) != s.sha256:
-            raise DiffingError(
-                f"shard {s.file} in {out} is missing or corrupt (checksum mismatch); delete it and {path.name}, then rerun"
-            )
-    return shards
-
-
-def _save_progress(
-    out: Path, rank: int, key: dict, tokens: int, shards: list[ShardInfo], done: bool
-) -> None:
-    state = {"key": key, "tokens": tokens, "done": done, "shards": [asdict(s) for s in shards]}
-    write_json_atomic(_progress_path(out, rank), state)
-
-
-def _barrier(out: Path, world_size: int, ready) -> None:
-    """Wait until ``ready()`` (other ranks' files are there), then sync torch.distributed if initialised.
-
-    Polling the shared folder first means ranks that finish hours apart never hit the
-    process group's collective timeout.
-    """
-    if world_size <= 1:
-        return
-    deadline = time.time() + float(os.environ.get("DIFFING_BARRIER_TIMEOUT", 7 * 86400))
-    while not ready():
-        if time.time() > deadline:
-            raise DiffingError(
-                f"timed out waiting for the other harvest processes writing to {out}"
-            )
-        time.sleep(0.2)
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
 def _groups(
     stream, *, tokens: int, rank: int, world_size: int, start_seq: int, group_size: int
 ) -> Iterator[list]:
@@ -188,30 +132,19 @@ def _default_shard_tokens(n_layers: int, d_model: int, dtype: torch.dtype) -> in
 
 
 def _store_lock(out: Path, rank: int):
-    """Hold ``out/.harvest-rNNN.lock`` (one per rank, so the ranks of one run coexist)."""
+    """Hold ``out/.harvest-rNNN.lock`` (one per rank, so the ranks of one run coexist).
+
+    Returns a context manager that releases it; a DiffingError when another process holds it.
+    """
     from filelock import FileLock, Timeout
 
     lock = FileLock(str(out / f".harvest-r{rank:03d}.lock"), timeout=0)
     try:
-        lock.acquire()
+        return lock.acquire()
     except Timeout:
         raise DiffingError(
             f"another harvest (rank {rank}) is writing {out}; wait for it to finish, or pass another --out"
         ) from None
-    return _Held(lock)
-
-
-class _Held:
-    """Context manager releasing an acquired lock."""
-
-    def __init__(self, lock):
-        self.lock = lock
-
-    def __enter__(self):
-        return self.lock
-
-    def __exit__(self, *exc):
-        self.lock.release()
 
 
 def _run(
