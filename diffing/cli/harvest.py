@@ -93,6 +93,12 @@ def register(sub) -> None:
         help="outlier = norm above this multiple of the median (default 10)",
     )
     p.add_argument(
+        "--pack",
+        action="store_true",
+        help="concatenate plain-text documents (EOS-separated) into full --seq-len sequences: "
+        "no padding, faster on GPUs; a document's first tokens then see the previous one's tail",
+    )
+    p.add_argument(
         "--shard-tokens",
         type=positive_int,
         default=None,
@@ -151,6 +157,7 @@ def run_harvest(args: argparse.Namespace) -> int:
         drop_outliers=not args.keep_outliers,
         outlier_factor=args.outlier_factor,
         shard_tokens=args.shard_tokens,
+        pack=args.pack,
         progress=not args.no_progress,
         rank=rank,
         world_size=world,

@@ -87,6 +87,7 @@ def register(sub) -> None:
         help="stream weights from the safetensors files",
     )
     p.add_argument("--no-weights", action="store_true", help="skip the weight statistics")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_remote_arg(p, "both models (top-k KL; weight statistics from sketches)")
     p.add_argument(
         "--remote-top-k",
@@ -145,20 +146,10 @@ def run(args: argparse.Namespace) -> int:
         adl_layer=args.adl_layer,
         out_dir=args.out,
         config=cfg,
-        progress=_progress,
+        progress=not args.no_progress,
     )
-    import sys
-
-    print(file=sys.stderr)
     print(_summary(result, args.out))
     return 0
-
-
-def _progress(line: str) -> None:
-    """Batch progress on stderr, overwritten in place."""
-    import sys
-
-    print(f"\r{line}", end="", file=sys.stderr, flush=True)
 
 
 def _summary(result: dict, out: str) -> str:
