@@ -96,7 +96,7 @@ def _bare(pair, batches, device: torch.device) -> None:
 
 def _harvest_batches(pair, data: Path, s: Setup, device: torch.device) -> list:
     """The exact batches the harvest feeds the models (packed text: unpadded), on the device."""
-    from diffing.corpus import resolve_all
+    from diffing.data.corpus import resolve_all
     from diffing.store.harvesting import _groups
     from diffing.store.pipeline import prepare_batches
     from diffing.store.sequences import sequence_stream

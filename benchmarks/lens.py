@@ -30,7 +30,7 @@ import torch
 def _texts(root: Path | None) -> list[str]:
     """The organism's plain-text corpus, else synthetic sentences."""
     if root is not None:
-        from diffing.stats import read_documents
+        from diffing.data.corpus import read_documents
 
         return read_documents([root / "corpus" / "text.txt"]).texts
     words = "the quick brown fox jumps over the lazy dog a model reads text and predicts the next token".split()

@@ -35,7 +35,7 @@ import torch
 
 def _data(root: Path | None) -> tuple[list[str], list]:
     """Plain texts and chats: the organism corpus, else synthetic sentences from the tiny corpus."""
-    from diffing.stats import read_documents
+    from diffing.data.corpus import read_documents
 
     if root is not None:
         files = [p for p in (root / "corpus").glob("*") if p.suffix in (".txt", ".jsonl")]

@@ -210,7 +210,7 @@ def test_bad_inputs(tiny_pair, data, tmp_path):
 
 
 def test_corpus_specs(tmp_path):
-    from diffing.corpus import resolve, resolve_all
+    from diffing.data.corpus import resolve, resolve_all
 
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "a.txt").write_text("first document\n\nsecond document\n")

@@ -26,10 +26,10 @@ TOKENS = 3000
 @pytest.fixture(scope="module")
 def lens_results(organisms):
     """``(manifest, {variant: (pca, mining)})`` for quirk and null against the base."""
+    from diffing.data.corpus import read_documents
     from diffing.lens import diff_mining, diff_pca
     from diffing.models import ModelPair
     from diffing.organisms import load_manifest
-    from diffing.stats import read_documents
 
     root = Path(organisms)
     manifest = load_manifest(root)

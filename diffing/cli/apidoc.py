@@ -18,7 +18,7 @@ PACKAGES: tuple[tuple[str, str], ...] = (
     ("diffing.tracing", "paired tracing of both models"),
     ("diffing.remote", "where traces run: here, on NDIF, or through NDIF's path locally"),
     ("diffing.tokens", "chat formatting and token roles"),
-    ("diffing.corpus", "data specs -> documents"),
+    ("diffing.data.corpus", "data specs -> documents"),
     ("diffing.data", "prompt and conversation loaders"),
     ("diffing.data.builtin", "the data that ships with the package"),
     ("diffing.configs", "config dataclasses: field docs, limits, validation"),

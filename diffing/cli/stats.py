@@ -111,8 +111,9 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     """Handler of ``diffing stats``."""
     from diffing.cli.common import load_pair_from_args
+    from diffing.data.corpus import read_documents
     from diffing.errors import DiffingError
-    from diffing.stats import StatsConfig, compute_stats, read_documents
+    from diffing.stats import StatsConfig, compute_stats
 
     if args.tokens <= 0:
         raise DiffingError(f"--tokens must be a positive number of tokens, got {args.tokens}")

@@ -9,22 +9,19 @@ commands are comparable on the same data.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from itertools import islice
 
-from diffing.corpus import resolve_all
+from diffing.data.corpus import read_documents
 from diffing.stats.run import encode_documents
 from diffing.tokens import Batch, Encoded, pad_batch, pad_id_of
 
 
 def read_specs(specs: Sequence[str] | str, tokens: int, max_length: int) -> tuple[list, list]:
-    """``(texts, chats)`` from data specs (``diffing.corpus``), reading no more documents than the
-    token budget can use (each document gives at least 2 tokens, so ``tokens`` documents suffice)."""
-    texts: list[str] = []
-    chats: list[list[dict]] = []
-    for source in resolve_all(specs):
-        into = texts if source.kind == "text" else chats
-        into.extend(islice(source.documents(), max(0, int(tokens) - len(into))))
-    return texts, chats
+    """``(texts, chats)`` from data specs, reading no more documents than the token budget can use
+    (each document gives at least 2 tokens, so ``tokens`` documents suffice)."""
+    docs = read_documents(
+        specs if isinstance(specs, str) else list(specs), max_documents=int(tokens)
+    )
+    return docs.texts, docs.chats
 
 
 def encode_corpus(

@@ -322,3 +322,17 @@ def cached_organisms(
     return build_organisms(
         cache_root() / "organisms" / key, variants=chosen, seed=seed, fast=fast, progress=progress
     )
+
+
+def organism_corpus_file(spec: str) -> Path:
+    """The file an ``organism:NAME`` / ``organism-full:NAME`` data spec names (the cached build's corpus)."""
+    prefix, _, name = spec.partition(":")
+    root = Path(cached_organisms(fast=prefix != "organism-full")) / "corpus"
+    for suffix in (".jsonl", ".txt", ".json", ".parquet"):
+        if (root / f"{name}{suffix}").is_file():
+            return root / f"{name}{suffix}"
+    names = sorted({p.stem for p in root.glob("*")}) if root.is_dir() else []
+    raise DiffingError(
+        f"the organism build has no corpus named {name!r}; known: {', '.join(names) or 'none'} "
+        "(use e.g. organism:text)"
+    )

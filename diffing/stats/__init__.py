@@ -20,7 +20,6 @@ from diffing.stats.adl import (
     patchscope,
     steer,
 )
-from diffing.stats.inputs import Documents, read_documents
 from diffing.stats.outputs import KLAccumulator, token_kl
 from diffing.stats.run import StatsConfig, compute_stats, encode_documents, save_stats
 from diffing.stats.weight_sketch import sketched_weight_stats
@@ -37,7 +36,6 @@ __all__ = [
     "ADLAccumulator",
     "ADLResult",
     "ActivationAccumulator",
-    "Documents",
     "KLAccumulator",
     "StatsConfig",
     "WeightStat",
@@ -49,7 +47,6 @@ __all__ = [
     "logit_lens_tokens",
     "patchscope",
     "per_layer_change",
-    "read_documents",
     "save_stats",
     "sketched_weight_stats",
     "steer",

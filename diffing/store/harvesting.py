@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from diffing.corpus import resolve_all
+from diffing.data.corpus import resolve_all
 from diffing.errors import DiffingError
 from diffing.store.batches import (
     ShardBuffer,

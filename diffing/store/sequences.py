@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from diffing.corpus import Source
+from diffing.data.corpus import Source
 from diffing.tokens import ROLE_IDS, encode
 
 
