@@ -6,11 +6,11 @@ directions go to ``pca.safetensors`` beside the JSON so they can be reused as ve
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict
 from pathlib import Path
 
+from diffing.io import write_json
 from diffing.lens.mining import MiningResult
 from diffing.lens.pca import PCAResult
 
@@ -136,12 +136,6 @@ def mining_section(data: MiningResult | dict) -> dict:
     }
 
 
-def _write_json(obj: dict, path: Path) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, allow_nan=False))
-    tmp.replace(path)
-
-
 def save_pca(result: PCAResult, out_dir: str | Path, *, pair_info: dict | None = None) -> Path:
     """Write ``pca.json``, ``pca.safetensors`` (``layer{L}.mean``, ``.uncentred``, ``.components``) and the
     figures into ``out_dir``; returns the JSON path."""
@@ -163,7 +157,7 @@ def save_pca(result: PCAResult, out_dir: str | Path, *, pair_info: dict | None =
         data = {"pair": pair_info, **data}
     data["figures"] = pca_figures(data, out)
     path = out / "pca.json"
-    _write_json(data, path)
+    write_json(path, data)
     return path
 
 
@@ -180,7 +174,7 @@ def save_mining(
         data = {"pair": pair_info, **data}
     data["figures"] = mining_figures(data, out)
     path = out / "mining.json"
-    _write_json(data, path)
+    write_json(path, data)
     return path
 
 
