@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from diffing.cli.common import add_pair_args
+from diffing.cli.common import add_pair_args, out_dir
 from diffing.cli.options import add_options, config_from_args
 from diffing.lens.config import LensDataConfig, MiningConfig, PCAConfig
 
@@ -24,7 +24,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
         help="data, repeatable: .txt (one document a line), .jsonl/.json/.parquet with text or chat "
         '({"messages": [...]}) records, a folder of them, hf:NAME[:split] or organism:text / organism:chat',
     )
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", type=out_dir, required=True, help="output folder")
 
 
 def add_pca(actions) -> argparse.ArgumentParser:
