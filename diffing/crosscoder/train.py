@@ -41,6 +41,7 @@ from diffing.crosscoder.train_metrics import (
     warnings_for,
 )
 from diffing.errors import DiffingError
+from diffing.progress import bar as progress_bar
 from diffing.schedule import lr_at
 
 log = logging.getLogger(__name__)
@@ -207,7 +208,9 @@ def _loop(
     step_fn = ddp.wrap(_Step(cc))
     dead_window = cfg.dead_window(total)
     stop = total if max_steps is None else min(total, step + max_steps)
-    bar = _progress(progress and rank == 0, step, total)
+    bar = progress_bar(
+        total=total, initial=step, desc="crosscoder", unit="step", enabled=progress and rank == 0
+    )
     start, start_step, waited0 = time.perf_counter(), step, batches.waited_s
     while step < stop:
         try:
@@ -316,25 +319,6 @@ def _update_threshold(cc: CrossCoder, min_kept: float, beta: float) -> None:
     with torch.no_grad():
         t = float(cc.threshold)
         cc.threshold.fill_(stat if t < 0 else beta * t + (1 - beta) * stat)
-
-
-def _progress(enabled: bool, start: int, total: int):
-    if enabled:
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, initial=start, desc="crosscoder", unit="step")
-
-    class _Null:
-        def update(self, *_):
-            pass
-
-        def set_postfix(self, **_):
-            pass
-
-        def close(self):
-            pass
-
-    return _Null()
 
 
 def _spliced(cc, pair, cfg, source, texts):

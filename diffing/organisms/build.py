@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from diffing.organisms.stages import (
     run_stage,
     write_json_atomic,
 )
+from diffing.progress import bar as progress_bar
 
 BUILD_INFO = "build.json"
 """Records the arguments a folder was built with, to refuse mixing builds."""
@@ -167,13 +167,8 @@ class StageBars(Progress):
             return
         self.bar.close()
         self.name = name
-        self.bar = tqdm(
-            total=self._total(name),
-            disable=not self.enabled,
-            file=sys.stderr,
-            unit="step",
-            desc=f"organisms: {name}",
-            dynamic_ncols=True,
+        self.bar = progress_bar(
+            total=self._total(name), enabled=self.enabled, unit="step", desc=f"organisms: {name}"
         )
 
 

@@ -16,10 +16,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from diffing.errors import DiffingError
 from diffing.io import write_json
+from diffing.progress import bar as progress_bar
 from diffing.stats.activations import ActivationAccumulator
 from diffing.stats.adl import ADLAccumulator, patchscope, steer
 from diffing.stats.outputs import KLAccumulator, token_kl
@@ -181,7 +181,7 @@ def compute_stats(
     coverage: list[torch.Tensor] = []  # remote: fine-tuned mass covered by the top-k KL
     n_total = sum(len(e.input_ids) for e in text_docs + chat_docs)
     weights = _start_weights(pair, cfg, device)  # on a GPU: alongside the forwards
-    bar = tqdm(total=n_total, unit="tok", unit_scale=True, desc="stats", disable=not progress)
+    bar = progress_bar(total=n_total, unit="tok", desc="stats", enabled=progress)
     for kind, docs in (("text", text_docs), ("chat", chat_docs)):
         for batch in _batches(docs, cfg.batch_size, pad):
             real = batch.attention_mask.bool()  # [batch, seq] (host)

@@ -28,6 +28,7 @@ import torch
 
 from diffing.data.corpus import resolve_all
 from diffing.errors import DiffingError
+from diffing.progress import bar as progress_bar
 from diffing.store.batches import (
     ShardBuffer,
     keep_mask,
@@ -44,7 +45,6 @@ from diffing.store.format import (
     read_manifest,
 )
 from diffing.store.pipeline import HostCopier, Prefetcher, Writer, prepare_batches
-from diffing.store.progress import ProgressBar
 from diffing.store.provenance import data_identity, pair_info
 from diffing.store.reader import ActivationStore
 from diffing.store.resume import (
@@ -177,11 +177,12 @@ def _run(
     local = not pair.remote
     device = next(pair.hf("base").parameters()).device if local else torch.device("cpu")
     cuda = device.type == "cuda"
-    bar = ProgressBar(
-        cfg.tokens // cfg.world_size,
-        done=sum(s.n_tokens for s in shards),
+    bar = progress_bar(
+        total=cfg.tokens // cfg.world_size,
+        initial=sum(s.n_tokens for s in shards),
+        unit="tok",
         enabled=progress and rank == 0,
-        label="harvest" if cfg.world_size == 1 else f"harvest (rank 0 of {cfg.world_size})",
+        desc="harvest" if cfg.world_size == 1 else f"harvest (rank 0 of {cfg.world_size})",
     )
     buf = ShardBuffer(layers)
     copier = HostCopier()
