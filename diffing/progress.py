@@ -1,8 +1,9 @@
 """One progress bar for every long step (harvest, training, statistics, generation, builds).
 
 A thin layer over tqdm so every bar looks and behaves the same: on stderr, off when
-the caller says so or when ``DIFFING_QUIET`` is set, and without the per-line
-clutter a non-terminal log would get from redraws (tqdm's ``mininterval``).
+the caller says so or when ``DIFFING_QUIET`` is set, shown only once a step has run
+for half a second (a step that fails at once leaves its one-line error alone), and
+without the clutter a non-terminal log would get from redraws (tqdm's ``mininterval``).
 Messages that are not progress go through :mod:`logging`.
 """
 
@@ -45,6 +46,7 @@ def bar(
         leave=leave,
         unit_scale=unit == "tok",
         mininterval=0.5,
+        delay=kwargs.pop("delay", 0.5),  # a step that fails or ends at once draws nothing
         dynamic_ncols=True,
         **kwargs,
     )

@@ -261,7 +261,7 @@ def test_progress_bar_counts_tokens_and_honours_quiet(monkeypatch):
     from diffing.progress import QUIET_ENV, bar
 
     out = io.StringIO()
-    b = bar(total=1000, unit="tok", desc="harvest", initial=100, file=out)
+    b = bar(total=1000, unit="tok", desc="harvest", initial=100, file=out, delay=0)
     b.update(150)
     b.close()
     line = out.getvalue().strip().split("\r")[-1]
@@ -307,7 +307,8 @@ def test_cli_harvest_and_one_line_error(tiny_pair_dirs, data, tmp_path, capsys):
         "--layers",
         "-1",
         "--data",
-        f"{data[0]},{data[1]}",
+        str(data[0]),
+        str(data[1]),
         "--seq-len",
         "32",
         "--no-progress",
@@ -343,9 +344,11 @@ def test_two_processes_equal_one(tiny_pair_dirs, data, store, tmp_path):
         base,
         ft,
         "--layers",
-        "0,1",
+        "0",
+        "1",
         "--data",
-        f"{data[0]},{data[1]}",
+        str(data[0]),
+        str(data[1]),
         "--tokens",
         "900",
         "--seq-len",

@@ -64,6 +64,16 @@ def _show(value: Any) -> str:
     return str(value)
 
 
+def dest_of(name: str, flags: dict | None = None) -> str:
+    """Where a field's value lands in the parsed namespace: the field's name, or, for a field whose
+    flag was renamed, the renamed flag's (``dtype`` given as ``--store-dtype`` -> ``store_dtype``), so
+    it cannot collide with another option of the same command."""
+    renamed = (flags or {}).get(name)
+    if isinstance(renamed, str):
+        return renamed.lstrip("-").replace("-", "_")
+    return name
+
+
 def add_options(
     parser: argparse.ArgumentParser,
     cls: type,
@@ -73,6 +83,7 @@ def add_options(
     flags: dict[str, str | tuple[str, ...]] | None = None,
     positionals: Iterable[str] = (),
     types: dict[str, Callable[[str], Any]] | None = None,
+    off_flags: dict[str, str] | None = None,
     title: str | None = None,
 ) -> list[str]:
     """Add one flag per field of the dataclass ``cls``; returns the field names added.
@@ -84,7 +95,8 @@ def add_options(
     ``--no-`` turn it off). ``positionals`` are given without a flag, in that order
     (optional when the field has a default). ``types`` replaces the parser of a field's values
     where the command line checks more than the config can (``{"device": device}``: that
-    the device exists here). ``title`` groups the flags in ``--help``.
+    the device exists here). ``off_flags`` gives a boolean that is on by default a single flag
+    that turns it off (``{"drop_bos": "--keep-bos"}``). ``title`` groups the flags in ``--help``.
     """
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
@@ -117,8 +129,13 @@ def add_options(
         default = default_of(f)
         doc = docs.get(f.name, "").replace("``", "").replace("%", "%%")
         lim = f.metadata.get(LIMITS_KEY)
-        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
+        kwargs: dict[str, Any] = {"dest": dest_of(f.name, flags), "default": argparse.SUPPRESS}
         origin = typing.get_origin(tp)
+        if tp is bool and f.name in (off_flags or {}):
+            target.add_argument(off_flags[f.name], dest=f.name, action="store_false",
+                                default=argparse.SUPPRESS, help=f"turn off (on by default): {doc}")  # fmt: skip
+            added.append(f.name)
+            continue
         if tp is bool:
             names = flags.get(f.name) or flag_name(f.name)
             names = (names,) if isinstance(names, str) else tuple(names)
@@ -159,25 +176,37 @@ def add_options(
     return added
 
 
-def given_options(args: argparse.Namespace, cls: type) -> dict[str, Any]:
-    """The fields of ``cls`` the user set on the command line (with their parsed values)."""
+def given_options(args: argparse.Namespace, cls: type, flags: dict | None = None) -> dict[str, Any]:
+    """The fields of ``cls`` the user set on the command line (with their parsed values);
+    ``flags`` as given to :func:`add_options`."""
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    given = vars(args)
     out = {}
-    for name, value in vars(args).items():
-        if name in names:
-            if isinstance(value, list) and typing.get_origin(_strip_optional(hints[name])) is tuple:
-                value = tuple(value)
-            out[name] = value
+    for f in dataclasses.fields(cls):
+        dest = dest_of(f.name, flags)
+        if dest not in given:
+            continue
+        value = given[dest]
+        if isinstance(value, list) and typing.get_origin(_strip_optional(hints[f.name])) is tuple:
+            value = tuple(value)
+        out[f.name] = value
     return out
 
 
-def config_from_args(args: argparse.Namespace, cls: type, base: Any = None, **fixed: Any) -> Any:
+def config_from_args(
+    args: argparse.Namespace,
+    cls: type,
+    base: Any = None,
+    *,
+    flags: dict | None = None,
+    **fixed: Any,
+) -> Any:
     """A ``cls`` from the flags the user gave, over ``base`` (a config read from a file) or the defaults.
 
-    ``fixed`` sets fields the command decides itself (e.g. values from positional arguments).
+    ``fixed`` sets fields the command decides itself (e.g. values from positional arguments);
+    ``flags`` as given to :func:`add_options`.
     """
-    given = {**given_options(args, cls), **fixed}
+    given = {**given_options(args, cls, flags), **fixed}
     if base is not None:
         return dataclasses.replace(base, **given)
     return cls(**given)

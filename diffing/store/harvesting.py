@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -36,8 +36,8 @@ from diffing.store.batches import (
     stack_layers,
     transfer_dtype,
 )
+from diffing.store.config import HarvestConfig
 from diffing.store.format import (
-    FORMAT_VERSION,
     MANIFEST,
     MODEL_NAMES,
     Manifest,
@@ -60,51 +60,6 @@ from diffing.tracing import forward_layers, trace_model
 
 _after_shard = None
 """Test hook: called with each finished :class:`ShardInfo` (raise in it to simulate an interruption)."""
-
-
-@dataclass
-class HarvestConfig:
-    """The settings of a harvest; all but ``tokens`` must match for a rerun to resume."""
-
-    layers: list[int]
-    """Layers to store (index k = output of decoder block k)."""
-    data: list[str]
-    """Data specs (files, folders, ``hf:NAME[:split]``, ``organism:NAME``)."""
-    tokens: int
-    """Model-input tokens to harvest (the store holds slightly fewer after dropping BOS/outliers)."""
-    seq_len: int = 1024
-    """Longest sequence fed to the models; longer texts are cut, chats truncated."""
-    batch_size: int = 8
-    """Sequences per forward pass."""
-    dtype: str = "float32"
-    """Storage dtype of activations: float32, bfloat16 or float16."""
-    chat_fraction: float = 0.5
-    """Share of tokens taken from chat data when both kinds are given."""
-    drop_bos: bool = True
-    """Drop position 0 of every sequence (BOS / attention sink)."""
-    drop_outliers: bool = True
-    """Drop positions whose norm exceeds ``outlier_factor`` x the sequence's median norm in either model."""
-    outlier_factor: float = 10.0
-    """Multiple of the median norm above which a position counts as an outlier."""
-    shard_tokens: int = 0
-    """Kept tokens per shard (0: about 128 MiB of activations per shard)."""
-    sort_batches: int = 8
-    """Batches whose sequences are sorted by length together (less padding); shards end on these groups."""
-    world_size: int = 1
-    """Processes the data is split across."""
-    pack: bool = False
-    """Concatenate plain-text documents (EOS-separated) into full ``seq_len`` sequences: no padding mask."""
-
-    def resume_key(self, models: list[dict]) -> dict:
-        """What must match between runs for one to continue the other."""
-        key = {k: v for k, v in asdict(self).items() if k != "tokens"}
-        if not self.pack:  # stores begun before packing existed resume as before
-            del key["pack"]
-        key.update(
-            models=[{"ref": m["ref"], "hash": m["hash"]} for m in models],
-            format_version=FORMAT_VERSION,
-        )
-        return key
 
 
 def _groups(
@@ -275,18 +230,8 @@ def harvest(
     finish. ``pack``: plain text is packed into full ``seq_len`` sequences (see
     :mod:`diffing.store.sequences` for the trade-off). Returns the opened :class:`ActivationStore`.
     """
-    if not isinstance(tokens, int) or tokens <= 0:
-        raise DiffingError(f"--tokens must be a positive number of tokens, got {tokens!r}")
-    if seq_len < 2 or batch_size < 1:
-        raise DiffingError(
-            f"seq_len must be >= 2 and batch_size >= 1 (got {seq_len}, {batch_size})"
-        )
-    if not 0.0 <= chat_fraction <= 1.0:
-        raise DiffingError(f"chat_fraction must be in [0, 1], got {chat_fraction}")
     if not 0 <= rank < world_size:
         raise DiffingError(f"rank {rank} is outside 0..{world_size - 1}")
-    if sort_batches < 1:
-        raise DiffingError(f"sort_batches must be >= 1, got {sort_batches}")
     sdtype = storage_dtype(dtype)
     layers = pair.check_layers(layers)
     specs = (
@@ -294,7 +239,6 @@ def harvest(
         if isinstance(data, str)
         else [str(s) for s in data]
     )
-    sources = resolve_all(specs)
     cfg = HarvestConfig(
         layers=layers,
         data=specs,
@@ -311,6 +255,7 @@ def harvest(
         sort_batches=sort_batches,
         pack=pack,
     )
+    sources = resolve_all(specs)  # after the settings are checked: reading data can take a while
     models = pair_info(pair)
     key = cfg.resume_key(models) | {"data_content": data_identity(sources)}
     out = Path(out).expanduser()
