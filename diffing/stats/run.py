@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -22,9 +22,10 @@ from diffing.io import write_json
 from diffing.progress import bar as progress_bar
 from diffing.stats.activations import ActivationAccumulator
 from diffing.stats.adl import ADLAccumulator, patchscope, steer
+from diffing.stats.config import StatsConfig
 from diffing.stats.outputs import KLAccumulator, token_kl
-from diffing.stats.remote import TOP_K, trace_pair_remote
-from diffing.stats.weight_sketch import SKETCH_SIZE, sketched_weight_stats
+from diffing.stats.remote import trace_pair_remote
+from diffing.stats.weight_sketch import sketched_weight_stats
 from diffing.stats.weights import (
     WeightStatsConfig,
     per_layer_change,
@@ -36,44 +37,6 @@ from diffing.tokens import Encoded, encode_chat, encode_text, pad_batch, pad_id_
 from diffing.tracing import forward_layers
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class StatsConfig:
-    """Settings of :func:`compute_stats` beyond the data and the layers."""
-
-    batch_size: int = 8
-    """Documents per forward pass."""
-    max_length: int = 128
-    """Documents are truncated to this many tokens."""
-    adl_positions: int = 5
-    """ADL averages positions 1..adl_positions (position 0, BOS / attention sink, is skipped)."""
-    adl_top_k: int = 20
-    """Promoted and suppressed tokens listed for the ADL."""
-    n_contexts: int = 20
-    """Top-KL contexts kept."""
-    context_tokens: int = 24
-    """Tokens of text shown before each top-KL token."""
-    max_offset: int = 32
-    """KL by offset from the assistant turn's first token covers offsets -max_offset..max_offset."""
-    steer_prompts: int = 3
-    """Prompts generated from with and without ADL steering (0 turns steering off)."""
-    steer_scale: float = 1.0
-    """Norm of the added steering vector, as a multiple of the fine-tuned model's mean activation norm there."""
-    steer_tokens: int = 24
-    """Greedy tokens generated per steering example."""
-    patchscope_scales: tuple[float, ...] = (0.5, 1.0, 2.0)
-    """Patchscope readout norms, as multiples of the mean activation norm (empty: no Patchscope)."""
-    energy: float = 0.9
-    """Energy fraction defining a weight delta's effective rank."""
-    weights: bool = True
-    """Compute the weight statistics."""
-    weights_from_files: bool = False
-    """Stream the weights from both checkpoints' safetensors files instead of the loaded models."""
-    remote_top_k: int = TOP_K
-    """Remote models only: fine-tuned tokens per position whose probabilities come back for the KL."""
-    weight_sketch: int = SKETCH_SIZE
-    """Remote models only: each weight matrix comes back as a ``[k, k]`` random sketch (weight_sketch.py)."""
 
 
 def _take(docs: Sequence, encoder, budget: int, max_length: int) -> tuple[list[Encoded], int]:
