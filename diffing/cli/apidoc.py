@@ -14,6 +14,7 @@ import inspect
 import re
 
 PACKAGES: tuple[tuple[str, str], ...] = (
+    ("diffing.pair_options", "the options that name and load a pair"),
     ("diffing.models", "ModelPair: two checkpoints loaded side by side"),
     ("diffing.tracing", "paired tracing of both models"),
     ("diffing.remote", "where traces run: here, on NDIF, or through NDIF's path locally"),

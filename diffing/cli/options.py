@@ -82,8 +82,10 @@ def add_options(
     exclude: Iterable[str] = (),
     flags: dict[str, str | tuple[str, ...]] | None = None,
     positionals: Iterable[str] = (),
+    required: Iterable[str] = (),
     types: dict[str, Callable[[str], Any]] | None = None,
     off_flags: dict[str, str] | None = None,
+    suppress: bool = True,
     title: str | None = None,
 ) -> list[str]:
     """Add one flag per field of the dataclass ``cls``; returns the field names added.
@@ -93,10 +95,12 @@ def add_options(
     field that is on by default gets ``--name`` and ``--no-name``, or the names given
     as a tuple (``("--train-crosscoder", "--no-crosscoder")``: those starting with
     ``--no-`` turn it off). ``positionals`` are given without a flag, in that order
-    (optional when the field has a default). ``types`` replaces the parser of a field's values
+    (optional when the field has a default, unless named in ``required``). ``types`` replaces the parser of a field's values
     where the command line checks more than the config can (``{"device": device}``: that
     the device exists here). ``off_flags`` gives a boolean that is on by default a single flag
-    that turns it off (``{"drop_bos": "--keep-bos"}``). ``title`` groups the flags in ``--help``.
+    that turns it off (``{"drop_bos": "--keep-bos"}``). With ``suppress=False`` every field
+    lands in the namespace with its default (for options a handler reads directly).
+    ``title`` groups the flags in ``--help``.
     """
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
@@ -109,11 +113,11 @@ def add_options(
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for name in positionals:
         f = fields[name]
-        optional = default_of(f) is not dataclasses.MISSING
+        optional = default_of(f) is not dataclasses.MISSING and name not in set(required)
         parser.add_argument(
             name,
             nargs="?" if optional else None,
-            default=argparse.SUPPRESS,
+            default=argparse.SUPPRESS if suppress else default_of(f),
             help=docs.get(name, "").replace("``", "").replace("%", "%%") or None,
         )
         added.append(name)
@@ -129,11 +133,12 @@ def add_options(
         default = default_of(f)
         doc = docs.get(f.name, "").replace("``", "").replace("%", "%%")
         lim = f.metadata.get(LIMITS_KEY)
-        kwargs: dict[str, Any] = {"dest": dest_of(f.name, flags), "default": argparse.SUPPRESS}
+        unset = argparse.SUPPRESS if suppress else default_of(f)
+        kwargs: dict[str, Any] = {"dest": dest_of(f.name, flags), "default": unset}
         origin = typing.get_origin(tp)
         if tp is bool and f.name in (off_flags or {}):
             target.add_argument(off_flags[f.name], dest=f.name, action="store_false",
-                                default=argparse.SUPPRESS, help=f"turn off (on by default): {doc}")  # fmt: skip
+                                default=unset, help=f"turn off (on by default): {doc}")  # fmt: skip
             added.append(f.name)
             continue
         if tp is bool:
@@ -145,10 +150,10 @@ def add_options(
             off = [n for n in names if n.startswith("--no-")]
             group = target.add_mutually_exclusive_group() if on and off else target
             if on:
-                group.add_argument(*on, dest=f.name, action="store_true", default=argparse.SUPPRESS,
+                group.add_argument(*on, dest=f.name, action="store_true", default=unset,
                                    help=(doc + " (default)" if default is True else doc) or None)  # fmt: skip
             if off:
-                group.add_argument(*off, dest=f.name, action="store_false", default=argparse.SUPPRESS,
+                group.add_argument(*off, dest=f.name, action="store_false", default=unset,
                                    help=f"the opposite of {on[0]}" if on else f"turn off (on by default): {doc}")  # fmt: skip
             added.append(f.name)
             continue
