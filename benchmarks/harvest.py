@@ -68,7 +68,7 @@ def _corpus(root: Path, n_docs: int = 4000) -> Path:
 
 def _batches(pair, data: Path, tokens: int, seq_len: int, batch_size: int, sort_batches: int):
     """The exact padded batches a harvest of these settings feeds the models."""
-    from diffing.corpus import resolve_all
+    from diffing.data.corpus import resolve_all
     from diffing.store.harvesting import _groups
     from diffing.store.sequences import sequence_stream
     from diffing.tokens import Encoded, pad_batch, pad_id_of

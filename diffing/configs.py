@@ -139,6 +139,7 @@ def command_line(
     positionals: Iterable[str] = (),
     exclude: Iterable[str] = (),
     flags: dict[str, str | tuple[str, ...]] | None = None,
+    off_flags: dict[str, str] | None = None,
 ) -> list[str]:
     """The arguments that rebuild ``config`` from its class's defaults (the inverse of parsing).
 
@@ -156,6 +157,9 @@ def command_line(
         if isinstance(value, tuple) and isinstance(default, list | tuple):
             value = list(value)
         if value == (list(default) if isinstance(default, tuple) else default) or value is None:
+            continue
+        if isinstance(value, bool) and f.name in (off_flags or {}):
+            out.append(off_flags[f.name])  # differs from the default: it is off
             continue
         names = flags.get(f.name) or flag_name(f.name)
         names = (names,) if isinstance(names, str) else tuple(names)

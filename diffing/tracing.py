@@ -86,6 +86,58 @@ def trace_model(
     return Traced(acts, _materialise(out_logits) if logits else None)
 
 
+class _Stop(Exception):
+    """Raised by the deepest block's hook to end a forward early."""
+
+
+@torch.no_grad()
+def forward_layers(
+    model: torch.nn.Module,
+    arch: ArchSpec,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    layers: Sequence[int],
+    *,
+    logits: bool = False,
+) -> Traced:
+    """Residual streams of a local Hugging Face model at ``layers`` (and its logits if asked).
+
+    The same values as :func:`trace_model` for a local model, with plain forward hooks
+    instead of an nnsight trace: no graph to build per call and nothing that waits for
+    the device, so a caller can queue both models' forwards back to back. Without
+    ``logits`` the forward stops after the deepest requested block. ``attention_mask``
+    None means every position is a real token (the fast, mask-free attention path).
+    Layers are ``[batch, seq, d_model]``, logits ``[batch, seq, vocab]``.
+    """
+    blocks = get_module(model, arch.layers)
+    order = sorted(layers)
+    acts: dict[int, torch.Tensor] = {}
+
+    def hook_for(layer: int):
+        def hook(_module, _args, output):
+            acts[layer] = output[0] if isinstance(output, tuple) else output
+            if layer == order[-1] and not logits:
+                raise _Stop
+
+        return hook
+
+    device = next(model.parameters()).device
+    handles = [blocks[k].register_forward_hook(hook_for(k)) for k in order]
+    out = None
+    try:
+        kwargs = {"input_ids": input_ids.to(device, non_blocking=True), "use_cache": False}
+        if attention_mask is not None:
+            kwargs["attention_mask"] = attention_mask.to(device, non_blocking=True)
+        out = model(**kwargs)
+    except _Stop:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    layers_out = {k: acts[k].detach() for k in order}
+    return Traced(layers_out, out.logits.detach() if logits else None)
+
+
 def residual_output(lm, arch: ArchSpec, layer: int):
     """Inside an open trace of ``lm``: the residual stream leaving block ``layer`` ``[batch, seq, d_model]``
     (a tensor that can be read, saved or edited in place)."""

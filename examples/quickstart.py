@@ -42,7 +42,8 @@ print(f"{pair.arch} | {pair.n_layers} layers, d_model {pair.d_model}")
 
 # %%
 from diffing.data import load_conversations
-from diffing.stats import compute_stats, read_documents
+from diffing.data.corpus import read_documents
+from diffing.stats import compute_stats
 from diffing.weights import weight_changes
 
 for change in weight_changes(pair)[:3]:

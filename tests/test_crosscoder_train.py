@@ -44,9 +44,12 @@ def synthetic(d=16, n_true=32, n_tokens=16384, density=2, seed=0):
 
 
 def small_cfg(**kw) -> CrossCoderConfig:
+    # 64 latents for 32 planted features: many latents are rightly dead here, so the AuxK weight
+    # is Gao et al.'s 1/32; the default (1.0) is chosen for real data in tests/test_dead_latents.py
     base = dict(
         dict_size=64, k=2, batch_size=128, steps=300, lr=5e-3, lr_warmup_steps=10,
         threshold_start_step=20, threshold_beta=0.98, log_every=50, dead_tokens=3000,
+        auxk_alpha=1 / 32,
     )  # fmt: skip
     return CrossCoderConfig(**{**base, **kw})
 

@@ -119,3 +119,27 @@ def test_bad_conversations(tmp_path, text, needle):
     with pytest.raises(DiffingError) as err:
         load_conversations(p)
     assert needle in str(err.value)
+
+
+def test_read_documents_splits_kinds_per_record_and_honours_budgets(tmp_path):
+    from diffing.data import read_documents
+
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(
+        '{"text": "alpha"}\n{"messages": [{"role": "user", "content": "hi"}]}\n'
+        '{"prompt": "beta"}\n{"body": "gamma"}\n'
+    )
+    with pytest.raises(DiffingError, match="body"):  # the 4th record has no known text field
+        read_documents([str(mixed)])
+    bodies = tmp_path / "bodies.jsonl"
+    bodies.write_text('{"body": "gamma", "text": "not this"}\n')
+    assert read_documents([str(bodies)], field="body").texts == ["gamma"]
+    mixed.write_text(
+        '{"text": "alpha"}\n{"messages": [{"role": "user", "content": "hi"}]}\n'
+        '{"prompt": "beta"}\n{"text": "delta"}\n'
+    )
+    docs = read_documents([str(mixed)], max_documents=2)
+    assert docs.texts == ["alpha", "beta"] and docs.chats == [[{"role": "user", "content": "hi"}]]
+    lines = tmp_path / "lines.txt"
+    lines.write_text("one two\nthree four\nfive six\n")
+    assert read_documents([str(lines)], max_chars=8).texts == ["one two", "three four"]

@@ -210,7 +210,7 @@ def test_bad_inputs(tiny_pair, data, tmp_path):
 
 
 def test_corpus_specs(tmp_path):
-    from diffing.corpus import resolve, resolve_all
+    from diffing.data.corpus import resolve, resolve_all
 
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "a.txt").write_text("first document\n\nsecond document\n")
@@ -255,19 +255,23 @@ def test_long_text_is_cut_into_sequences(tiny_pair):
     assert [t for ids, _ in pieces for t in ids[1:]] == [1 + i % 50 for i in range(40)]
 
 
-def test_progress_bar_shows_rate_and_eta():
+def test_progress_bar_counts_tokens_and_honours_quiet(monkeypatch):
     import io
 
-    from diffing.store.progress import ProgressBar
+    from diffing.progress import QUIET_ENV, bar
 
     out = io.StringIO()
-    bar = ProgressBar(1000, stream=out)
-    bar.t0 -= 2.0  # pretend 2 s have passed
-    bar.update(250)
-    bar.close()
+    b = bar(total=1000, unit="tok", desc="harvest", initial=100, file=out, delay=0)
+    b.update(150)
+    b.close()
     line = out.getvalue().strip().split("\r")[-1]
-    assert "250/1.0k tokens" in line and "tok/s" in line
-    assert "ETA 0:00:0" in line  # 750 tokens left at ~125 tok/s: about 6 s
+    assert "harvest" in line and "250/1.00k" in line and "tok/s" in line
+    monkeypatch.setenv(QUIET_ENV, "1")
+    out = io.StringIO()
+    b = bar(total=10, file=out)
+    b.update(10)
+    b.close()
+    assert out.getvalue() == ""
 
 
 def test_outlier_positions_dropped():
@@ -303,7 +307,8 @@ def test_cli_harvest_and_one_line_error(tiny_pair_dirs, data, tmp_path, capsys):
         "--layers",
         "-1",
         "--data",
-        f"{data[0]},{data[1]}",
+        str(data[0]),
+        str(data[1]),
         "--seq-len",
         "32",
         "--no-progress",
@@ -339,9 +344,11 @@ def test_two_processes_equal_one(tiny_pair_dirs, data, store, tmp_path):
         base,
         ft,
         "--layers",
-        "0,1",
+        "0",
+        "1",
         "--data",
-        f"{data[0]},{data[1]}",
+        str(data[0]),
+        str(data[1]),
         "--tokens",
         "900",
         "--seq-len",

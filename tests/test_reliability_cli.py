@@ -278,7 +278,7 @@ BAD_OPTIONS = [
     (["harvest", "b", "f", "--tokens", "0"], "--tokens", "positive"),
     (["harvest", "b", "f", "--tokens", "1e400"], "--tokens", "positive"),
     (["harvest", "b", "f", "--batch-size", "0"], "--batch-size", "positive"),
-    (["harvest", "b", "f", "--seq-len", "-3"], "--seq-len", "positive"),
+    (["harvest", "b", "f", "--seq-len", "-3"], "--seq-len", "at least 2"),
     (["harvest", "b", "f", "--chat-fraction", "1.5"], "--chat-fraction", "between 0 and 1"),
     (["stats", "b", "f", "--tokens", "0"], "--tokens", "positive"),
     (["stats", "b", "f", "--layers", "x"], "--layers", "integer"),

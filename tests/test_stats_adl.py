@@ -67,3 +67,20 @@ def test_adl_recovers_planted_direction_and_steers(planted):
     # steering along the difference makes the fine-tuned model say the planted token
     ex = r["adl"]["steering"]["examples"][0]
     assert ex["steered"].count(" mountains") >= 3 > ex["unsteered"].count(" mountains")
+
+
+def test_batched_steering_rows_equal_separate_generations(tiny_pair):
+    """One batched generation gives the same unsteered and steered text as two separate ones."""
+    from diffing.stats.adl import _generate, steer
+
+    lm, tok = tiny_pair.finetuned, tiny_pair.tokenizer
+    vector = torch.randn(tiny_pair.d_model, generator=torch.Generator().manual_seed(0))
+    vector = 3.0 * vector / vector.norm()
+    [got] = steer(tiny_pair, vector, 1, ["the quick brown fox"], scale=1.0, max_new_tokens=6)
+    ids = torch.tensor([tok("the quick brown fox")["input_ids"]])
+    kw = dict(max_new_tokens=6, do_sample=False, pad_token_id=tok.pad_token_id)
+    plain = _generate(lm, tiny_pair.arch, ids, None, 1, **kw)[0, ids.shape[1] :].tolist()
+    pushed = _generate(lm, tiny_pair.arch, ids, vector, 1, **kw)[0, ids.shape[1] :].tolist()
+    assert got["unsteered"] == tok.decode(plain, skip_special_tokens=False)
+    assert got["steered"] == tok.decode(pushed, skip_special_tokens=False)
+    assert got["steered"] != got["unsteered"]  # the vector really changed the second row only

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from diffing.stats import StatsConfig, compute_stats, read_documents
+from diffing.data.corpus import read_documents
+from diffing.stats import StatsConfig, compute_stats
 
 pytestmark = pytest.mark.slow
 TOKENS = 3000

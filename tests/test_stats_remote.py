@@ -124,4 +124,4 @@ def test_bad_sketch_size_is_one_clear_line(organisms, tmp_path, capsys):
         main([*args, "--data", str(organisms / "corpus" / "text.txt"), "--out", str(tmp_path)]) == 2
     )
     err = capsys.readouterr().err.strip()
-    assert "--weight-sketch must be a positive integer" in err and "\n" not in err
+    assert "--weight-sketch must be positive" in err and "\n" not in err

@@ -14,11 +14,12 @@ import inspect
 import re
 
 PACKAGES: tuple[tuple[str, str], ...] = (
+    ("diffing.pair_options", "the options that name and load a pair"),
     ("diffing.models", "ModelPair: two checkpoints loaded side by side"),
     ("diffing.tracing", "paired tracing of both models"),
     ("diffing.remote", "where traces run: here, on NDIF, or through NDIF's path locally"),
     ("diffing.tokens", "chat formatting and token roles"),
-    ("diffing.corpus", "data specs -> documents"),
+    ("diffing.data.corpus", "data specs -> documents"),
     ("diffing.data", "prompt and conversation loaders"),
     ("diffing.data.builtin", "the data that ships with the package"),
     ("diffing.configs", "config dataclasses: field docs, limits, validation"),
@@ -37,6 +38,7 @@ PACKAGES: tuple[tuple[str, str], ...] = (
     ("diffing.refusal", "refusal directions"),
     ("diffing.stats", "feature-change statistics"),
     ("diffing.lens.amplify", "logit-difference amplification"),
+    ("diffing.lens", "corpus lenses: activation-difference PCA, diff mining"),
     ("diffing.report", "the diff report, analyze and demo"),
     ("diffing.organisms", "the built-in model organisms"),
     ("diffing.errors", "the user-facing error type"),

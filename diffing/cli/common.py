@@ -11,7 +11,10 @@ import math
 
 from diffing.errors import DiffingError
 from diffing.io import check_out_dir, dumps
-from diffing.refusal.config import MAX_STRENGTH  # noqa: E402 - one bound for CLI and API
+from diffing.refusal.config import MAX_STRENGTH  # one bound for the CLI and the API
+
+PAIR_POSITIONALS = ("base", "finetuned")
+"""PairOptions fields given without a flag."""
 
 
 def _number(text: str, kind: type) -> float | int:
@@ -139,33 +142,12 @@ def device(text: str) -> str:
 
 
 def add_pair_args(p: argparse.ArgumentParser) -> None:
-    """``BASE FINETUNED`` plus the loading options every pair command takes."""
-    p.add_argument("base", help="base model: Hugging Face id or local folder")
-    p.add_argument(
-        "finetuned", help="fine-tuned model: Hugging Face id, local folder, or PEFT adapter folder"
-    )
-    p.add_argument("--adapter", help="PEFT adapter folder applied on top of FINETUNED")
-    p.add_argument(
-        "--dtype",
-        default=None,
-        help="float32, bfloat16, float16 or auto (default: float32 on CPU, auto on GPU)",
-    )
-    p.add_argument(
-        "--device",
-        type=device,
-        default=None,
-        help="cpu, cuda, cuda:N, or auto (device_map='auto' across GPUs)",
-    )
-    p.add_argument(
-        "--trust-remote-code",
-        action="store_true",
-        help="allow model code from the checkpoint (off by default)",
-    )
-    p.add_argument(
-        "--allow-pickle",
-        action="store_true",
-        help="allow .bin/.pt weights (loaded with weights_only=True)",
-    )
+    """``BASE FINETUNED`` plus the loading options every pair command takes (fields of PairOptions)."""
+    from diffing.cli.options import add_options
+    from diffing.pair_options import PairOptions
+
+    add_options(p, PairOptions, positionals=PAIR_POSITIONALS, required=PAIR_POSITIONALS,
+                types={"device": device}, suppress=False)  # fmt: skip
 
 
 def add_remote_arg(p: argparse.ArgumentParser, what: str) -> None:
@@ -179,18 +161,9 @@ def add_remote_arg(p: argparse.ArgumentParser, what: str) -> None:
 
 def load_pair_from_args(args: argparse.Namespace):
     """A :class:`~diffing.models.ModelPair` from the arguments :func:`add_pair_args` added."""
-    from diffing.models import ModelPair
+    from diffing.pair_options import load_pair
 
-    return ModelPair.load(
-        args.base,
-        args.finetuned,
-        adapter=args.adapter,
-        dtype=args.dtype,
-        device=args.device,
-        trust_remote_code=args.trust_remote_code,
-        allow_pickle=args.allow_pickle,
-        remote=getattr(args, "remote", False),
-    )
+    return load_pair(args, remote=getattr(args, "remote", False))
 
 
 def print_json(obj) -> None:

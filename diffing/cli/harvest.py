@@ -15,21 +15,18 @@ from diffing.cli.common import (
     add_remote_arg,
     load_pair_from_args,
     out_dir,
-    positive_float,
-    positive_int,
     print_json,
-    probability,
     token_count,
 )
+from diffing.cli.options import add_options
+from diffing.store.config import HarvestConfig
 
-
-def _layers(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(
-            f"--layers takes comma-separated integers, got {text!r}"
-        ) from err
+FLAGS = {"dtype": "--store-dtype"}
+"""HarvestConfig fields whose flag is not the field's name."""
+OFF_FLAGS = {"drop_bos": "--keep-bos", "drop_outliers": "--keep-outliers"}
+"""HarvestConfig booleans (on by default) and the flag that turns each off."""
+INTERNAL = ("world_size",)
+"""HarvestConfig fields the command sets itself (from torchrun's environment)."""
 
 
 def register(sub) -> None:
@@ -41,62 +38,20 @@ def register(sub) -> None:
         "(resumable: rerun the same command to continue; torchrun splits the data across processes).",
     )
     add_pair_args(p)
-    p.add_argument(
-        "--layers",
-        type=_layers,
-        required=True,
-        help="comma-separated layer indices, e.g. 6,13 (negative counts from the end)",
+    add_options(
+        p,
+        HarvestConfig,
+        exclude=INTERNAL,
+        flags=FLAGS,
+        off_flags=OFF_FLAGS,
+        types={"tokens": token_count},
+        title="harvest (fields of HarvestConfig)",
     )
-    p.add_argument(
-        "--data",
-        required=True,
-        help="SPEC[,SPEC...]: .txt/.jsonl/.parquet file, folder, hf:NAME[:split], organism:text, organism:chat",
-    )
-    p.add_argument("--tokens", type=token_count, required=True, help="tokens to harvest (e.g. 1M)")
     p.add_argument(
         "--out",
         type=out_dir,
         required=True,
         help="store folder (created; an unfinished one is resumed)",
-    )
-    p.add_argument(
-        "--seq-len", type=positive_int, default=1024, help="longest sequence (default 1024)"
-    )
-    p.add_argument(
-        "--batch-size", type=positive_int, default=8, help="sequences per forward pass (default 8)"
-    )
-    p.add_argument(
-        "--store-dtype",
-        default=None,
-        help="float32, bfloat16 or float16 (default: the models' --dtype, else float32)",
-    )
-    p.add_argument(
-        "--chat-fraction",
-        type=probability,
-        default=0.5,
-        help="share of tokens from chat data (default 0.5)",
-    )
-    p.add_argument(
-        "--keep-bos",
-        action="store_true",
-        help="keep position 0 of each sequence (dropped by default)",
-    )
-    p.add_argument(
-        "--keep-outliers",
-        action="store_true",
-        help="keep attention-sink outlier positions (dropped by default)",
-    )
-    p.add_argument(
-        "--outlier-factor",
-        type=positive_float,
-        default=10.0,
-        help="outlier = norm above this multiple of the median (default 10)",
-    )
-    p.add_argument(
-        "--shard-tokens",
-        type=positive_int,
-        default=None,
-        help="tokens per shard (default: ~128 MiB shards)",
     )
     add_remote_arg(p, "both models")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -126,31 +81,32 @@ def _init_distributed() -> tuple[int, int]:
 
 def run_harvest(args: argparse.Namespace) -> int:
     """Handler of ``diffing harvest``."""
+    from dataclasses import asdict
+
     import torch
 
+    from diffing.cli.options import given_options
     from diffing.store import harvest
+
+    if "organism" in str(args.data):
+        import diffing.organisms  # noqa: F401 - registers the organism:NAME data specs
 
     rank, world = _init_distributed()
     if world > 1 and args.device is None and torch.cuda.is_available():
         args.device = f"cuda:{os.environ.get('LOCAL_RANK', rank)}"
-    store_dtype = args.store_dtype or (
-        args.dtype if args.dtype in ("float32", "bfloat16", "float16") else "float32"
-    )
+    given = given_options(args, HarvestConfig, FLAGS)
+    if "dtype" not in given:  # the store keeps the models' precision unless told otherwise
+        given["dtype"] = (
+            args.dtype if args.dtype in ("float32", "bfloat16", "float16") else "float32"
+        )
+    cfg = HarvestConfig(**given, world_size=world)  # bad values fail here, before loading
     pair = load_pair_from_args(args)
+    fields = {k: v for k, v in asdict(cfg).items() if k != "world_size"}
+    fields["layers"] = pair.check_layers(cfg.layers)
     store = harvest(
         pair,
         args.out,
-        layers=pair.check_layers(args.layers),
-        data=args.data,
-        tokens=args.tokens,
-        seq_len=args.seq_len,
-        batch_size=args.batch_size,
-        dtype=store_dtype,
-        chat_fraction=args.chat_fraction,
-        drop_bos=not args.keep_bos,
-        drop_outliers=not args.keep_outliers,
-        outlier_factor=args.outlier_factor,
-        shard_tokens=args.shard_tokens,
+        **fields,
         progress=not args.no_progress,
         rank=rank,
         world_size=world,

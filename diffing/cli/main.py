@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "refusal",
     "stats",
     "amplify",
+    "lens",
     "analyze",
 )
 """Command-group modules under ``diffing.cli``, in the order ``--help`` lists them."""
@@ -52,11 +53,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {diffing.__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bars and no progress messages (errors only)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         if importlib.util.find_spec(f"diffing.cli.{name}") is not None:
             importlib.import_module(f"diffing.cli.{name}").register(sub)
     return parser
+
+
+def _setup_output(quiet: bool) -> None:
+    """Messages through ``logging`` on stderr; ``--quiet`` silences them and every progress bar."""
+    import logging
+
+    from diffing.progress import QUIET_ENV
+
+    if quiet:
+        os.environ[QUIET_ENV] = "1"
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="diffing: %(message)s",
+        stream=sys.stderr,
+    )
+    # the libraries we call are chatty at INFO; only the toolkit's own messages are shown
+    logging.getLogger().setLevel(logging.WARNING)
+    logging.getLogger("diffing").setLevel(logging.WARNING if quiet else logging.INFO)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 0 if args.command is None else 2
+    _setup_output(args.quiet)
     try:
         return int(args.handler(args) or 0)
     except DiffingError as err:

@@ -64,6 +64,16 @@ def _show(value: Any) -> str:
     return str(value)
 
 
+def dest_of(name: str, flags: dict | None = None) -> str:
+    """Where a field's value lands in the parsed namespace: the field's name, or, for a field whose
+    flag was renamed, the renamed flag's (``dtype`` given as ``--store-dtype`` -> ``store_dtype``), so
+    it cannot collide with another option of the same command."""
+    renamed = (flags or {}).get(name)
+    if isinstance(renamed, str):
+        return renamed.lstrip("-").replace("-", "_")
+    return name
+
+
 def add_options(
     parser: argparse.ArgumentParser,
     cls: type,
@@ -72,7 +82,10 @@ def add_options(
     exclude: Iterable[str] = (),
     flags: dict[str, str | tuple[str, ...]] | None = None,
     positionals: Iterable[str] = (),
+    required: Iterable[str] = (),
     types: dict[str, Callable[[str], Any]] | None = None,
+    off_flags: dict[str, str] | None = None,
+    suppress: bool = True,
     title: str | None = None,
 ) -> list[str]:
     """Add one flag per field of the dataclass ``cls``; returns the field names added.
@@ -82,9 +95,12 @@ def add_options(
     field that is on by default gets ``--name`` and ``--no-name``, or the names given
     as a tuple (``("--train-crosscoder", "--no-crosscoder")``: those starting with
     ``--no-`` turn it off). ``positionals`` are given without a flag, in that order
-    (optional when the field has a default). ``types`` replaces the parser of a field's values
+    (optional when the field has a default, unless named in ``required``). ``types`` replaces the parser of a field's values
     where the command line checks more than the config can (``{"device": device}``: that
-    the device exists here). ``title`` groups the flags in ``--help``.
+    the device exists here). ``off_flags`` gives a boolean that is on by default a single flag
+    that turns it off (``{"drop_bos": "--keep-bos"}``). With ``suppress=False`` every field
+    lands in the namespace with its default (for options a handler reads directly).
+    ``title`` groups the flags in ``--help``.
     """
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
@@ -97,11 +113,11 @@ def add_options(
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for name in positionals:
         f = fields[name]
-        optional = default_of(f) is not dataclasses.MISSING
+        optional = default_of(f) is not dataclasses.MISSING and name not in set(required)
         parser.add_argument(
             name,
             nargs="?" if optional else None,
-            default=argparse.SUPPRESS,
+            default=argparse.SUPPRESS if suppress else default_of(f),
             help=docs.get(name, "").replace("``", "").replace("%", "%%") or None,
         )
         added.append(name)
@@ -117,8 +133,14 @@ def add_options(
         default = default_of(f)
         doc = docs.get(f.name, "").replace("``", "").replace("%", "%%")
         lim = f.metadata.get(LIMITS_KEY)
-        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
+        unset = argparse.SUPPRESS if suppress else default_of(f)
+        kwargs: dict[str, Any] = {"dest": dest_of(f.name, flags), "default": unset}
         origin = typing.get_origin(tp)
+        if tp is bool and f.name in (off_flags or {}):
+            target.add_argument(off_flags[f.name], dest=f.name, action="store_false",
+                                default=unset, help=f"turn off (on by default): {doc}")  # fmt: skip
+            added.append(f.name)
+            continue
         if tp is bool:
             names = flags.get(f.name) or flag_name(f.name)
             names = (names,) if isinstance(names, str) else tuple(names)
@@ -128,10 +150,10 @@ def add_options(
             off = [n for n in names if n.startswith("--no-")]
             group = target.add_mutually_exclusive_group() if on and off else target
             if on:
-                group.add_argument(*on, dest=f.name, action="store_true", default=argparse.SUPPRESS,
+                group.add_argument(*on, dest=f.name, action="store_true", default=unset,
                                    help=(doc + " (default)" if default is True else doc) or None)  # fmt: skip
             if off:
-                group.add_argument(*off, dest=f.name, action="store_false", default=argparse.SUPPRESS,
+                group.add_argument(*off, dest=f.name, action="store_false", default=unset,
                                    help=f"the opposite of {on[0]}" if on else f"turn off (on by default): {doc}")  # fmt: skip
             added.append(f.name)
             continue
@@ -159,25 +181,37 @@ def add_options(
     return added
 
 
-def given_options(args: argparse.Namespace, cls: type) -> dict[str, Any]:
-    """The fields of ``cls`` the user set on the command line (with their parsed values)."""
+def given_options(args: argparse.Namespace, cls: type, flags: dict | None = None) -> dict[str, Any]:
+    """The fields of ``cls`` the user set on the command line (with their parsed values);
+    ``flags`` as given to :func:`add_options`."""
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    given = vars(args)
     out = {}
-    for name, value in vars(args).items():
-        if name in names:
-            if isinstance(value, list) and typing.get_origin(_strip_optional(hints[name])) is tuple:
-                value = tuple(value)
-            out[name] = value
+    for f in dataclasses.fields(cls):
+        dest = dest_of(f.name, flags)
+        if dest not in given:
+            continue
+        value = given[dest]
+        if isinstance(value, list) and typing.get_origin(_strip_optional(hints[f.name])) is tuple:
+            value = tuple(value)
+        out[f.name] = value
     return out
 
 
-def config_from_args(args: argparse.Namespace, cls: type, base: Any = None, **fixed: Any) -> Any:
+def config_from_args(
+    args: argparse.Namespace,
+    cls: type,
+    base: Any = None,
+    *,
+    flags: dict | None = None,
+    **fixed: Any,
+) -> Any:
     """A ``cls`` from the flags the user gave, over ``base`` (a config read from a file) or the defaults.
 
-    ``fixed`` sets fields the command decides itself (e.g. values from positional arguments).
+    ``fixed`` sets fields the command decides itself (e.g. values from positional arguments);
+    ``flags`` as given to :func:`add_options`.
     """
-    given = {**given_options(args, cls), **fixed}
+    given = {**given_options(args, cls, flags), **fixed}
     if base is not None:
         return dataclasses.replace(base, **given)
     return cls(**given)

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from diffing.cli.common import (
-    add_pair_args,
-    add_remote_arg,
-    integer,
-    nonnegative_float,
-    nonnegative_int,
-    out_dir,
-    positive_int,
-)
+from diffing.cli.common import add_pair_args, add_remote_arg, integer, out_dir, token_count
+from diffing.cli.options import add_options
+from diffing.stats.config import StatsConfig
+
+OFF_FLAGS = {"weights": "--no-weights"}
+"""StatsConfig booleans (on by default) and the flag that turns each off."""
 
 
 def register(sub) -> None:
@@ -30,18 +27,19 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--data",
-        action="append",
+        nargs="+",
+        action="extend",
         default=[],
         metavar="SPEC",
-        help="data file, repeatable: .txt (one document a line), .jsonl/.json with strings, text records "
-        '({"text": ...}) or chats ({"messages": [...]})',
+        help="data: .txt (one document a line), .jsonl/.json with strings, text records "
+        '({"text": ...}) or chats ({"messages": [...]}), folders, hf:NAME[:split]',
     )
     p.add_argument(
         "--text-field", default=None, help="field holding the text in JSON records (default: text)"
     )
     p.add_argument(
         "--tokens",
-        type=positive_int,
+        type=token_count,
         default=100_000,
         help="token budget over all data (default 100000)",
     )
@@ -54,87 +52,26 @@ def register(sub) -> None:
         default=None,
         help="layer of the Activation Difference Lens (default: middle)",
     )
-    p.add_argument(
-        "--adl-positions",
-        type=positive_int,
-        default=5,
-        help="ADL averages positions 1..N (default 5)",
-    )
-    p.add_argument(
-        "--batch-size", type=positive_int, default=8, help="documents per forward pass (default 8)"
-    )
-    p.add_argument(
-        "--max-length",
-        type=positive_int,
-        default=128,
-        help="truncate documents to this many tokens (default 128)",
-    )
-    p.add_argument(
-        "--steer-prompts",
-        type=nonnegative_int,
-        default=3,
-        help="steering examples to generate (0: none)",
-    )
-    p.add_argument(
-        "--steer-scale",
-        type=nonnegative_float,
-        default=1.0,
-        help="steering norm as a multiple of the mean activation norm",
-    )
-    p.add_argument(
-        "--weights-from-files",
-        action="store_true",
-        help="stream weights from the safetensors files",
-    )
-    p.add_argument("--no-weights", action="store_true", help="skip the weight statistics")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_remote_arg(p, "both models (top-k KL; weight statistics from sketches)")
-    p.add_argument(
-        "--remote-top-k",
-        type=positive_int,
-        default=None,
-        metavar="K",
-        help="with --remote: fine-tuned tokens per position whose probabilities come back for the KL "
-        "(default 256; the KL is a lower bound, exact when they hold all the mass)",
-    )
-    p.add_argument(
-        "--weight-sketch",
-        type=positive_int,
-        default=None,
-        metavar="K",
-        help="with --remote: each weight matrix comes back as a K x K random sketch (default 64); "
-        "the relative-change error shrinks about as 1/K for full fine-tunes, 1/sqrt(K) for rank-1 deltas",
-    )
+    add_options(p, StatsConfig, off_flags=OFF_FLAGS, title="statistics (fields of StatsConfig)")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``diffing stats``."""
     from diffing.cli.common import load_pair_from_args
+    from diffing.cli.options import config_from_args
+    from diffing.data.corpus import read_documents
     from diffing.errors import DiffingError
-    from diffing.stats import StatsConfig, compute_stats, read_documents
+    from diffing.stats import compute_stats
 
-    if args.tokens <= 0:
-        raise DiffingError(f"--tokens must be a positive number of tokens, got {args.tokens}")
     if not args.data:
         raise DiffingError(
-            "no data: pass --data FILE (.txt lines, or .jsonl with text or chat records), repeatable"
+            "no data: pass --data FILE ... (.txt lines, or .jsonl with text or chat records)"
         )
-    remote_opts = {"remote_top_k": args.remote_top_k, "weight_sketch": args.weight_sketch}
-    for field, value in remote_opts.items():
-        if value is not None and value < 1:
-            flag = "--" + field.replace("_", "-")
-            raise DiffingError(f"{flag} must be a positive number, got {value}")
+    cfg = config_from_args(args, StatsConfig)
     docs = read_documents(args.data, field=args.text_field)
-    cfg = StatsConfig(
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-        adl_positions=args.adl_positions,
-        steer_prompts=args.steer_prompts,
-        steer_scale=args.steer_scale,
-        weights=not args.no_weights,
-        weights_from_files=args.weights_from_files,
-        **{field: value for field, value in remote_opts.items() if value is not None},
-    )
     pair = load_pair_from_args(args)
     result = compute_stats(
         pair,
@@ -145,20 +82,10 @@ def run(args: argparse.Namespace) -> int:
         adl_layer=args.adl_layer,
         out_dir=args.out,
         config=cfg,
-        progress=_progress,
+        progress=not args.no_progress,
     )
-    import sys
-
-    print(file=sys.stderr)
     print(_summary(result, args.out))
     return 0
-
-
-def _progress(line: str) -> None:
-    """Batch progress on stderr, overwritten in place."""
-    import sys
-
-    print(f"\r{line}", end="", file=sys.stderr, flush=True)
 
 
 def _summary(result: dict, out: str) -> str:

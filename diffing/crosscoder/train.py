@@ -41,6 +41,8 @@ from diffing.crosscoder.train_metrics import (
     warnings_for,
 )
 from diffing.errors import DiffingError
+from diffing.progress import bar as progress_bar
+from diffing.schedule import lr_at
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +208,9 @@ def _loop(
     step_fn = ddp.wrap(_Step(cc))
     dead_window = cfg.dead_window(total)
     stop = total if max_steps is None else min(total, step + max_steps)
-    bar = _progress(progress and rank == 0, step, total)
+    bar = progress_bar(
+        total=total, initial=step, desc="crosscoder", unit="step", enabled=progress and rank == 0
+    )
     start, start_step, waited0 = time.perf_counter(), step, batches.waited_s
     while step < stop:
         try:
@@ -216,7 +220,7 @@ def _loop(
                 f"the data ran out after {step} steps; give fewer steps/tokens or more data"
             ) from None
         ddp.check_batch(finite, step, rank, source)
-        lr = _lr_at(cfg, step, total)
+        lr = lr_at(step, total, float(cfg.lr), cfg.lr_warmup_steps, decay_frac=cfg.lr_decay_frac)
         for g in opt.param_groups:
             g["lr"] = lr
         l1 = (
@@ -309,38 +313,12 @@ def _init_decoder_bias(cc: CrossCoder, stream, device) -> None:
         cc.b_dec.copy_((stats[:-1] / stats[-1]).view_as(cc.b_dec).to(cc.b_dec.dtype))
 
 
-def _lr_at(cfg: CrossCoderConfig, step: int, total: int) -> float:
-    warm = min(1.0, (step + 1) / max(1, cfg.lr_warmup_steps))
-    decay_steps = cfg.lr_decay_frac * total
-    decay = min(1.0, (total - step) / decay_steps) if decay_steps > 0 else 1.0
-    return float(cfg.lr) * warm * decay
-
-
 def _update_threshold(cc: CrossCoder, min_kept: float, beta: float) -> None:
     """Threshold = running mean (EMA) of the smallest kept ``f_j * sum_m ||d_j^m||``, averaged over ranks."""
     stat = float(ddp.all_reduce(torch.tensor([min_kept], dtype=torch.float64), "mean")[0])
     with torch.no_grad():
         t = float(cc.threshold)
         cc.threshold.fill_(stat if t < 0 else beta * t + (1 - beta) * stat)
-
-
-def _progress(enabled: bool, start: int, total: int):
-    if enabled:
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, initial=start, desc="crosscoder", unit="step")
-
-    class _Null:
-        def update(self, *_):
-            pass
-
-        def set_postfix(self, **_):
-            pass
-
-        def close(self):
-            pass
-
-    return _Null()
 
 
 def _spliced(cc, pair, cfg, source, texts):

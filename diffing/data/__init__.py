@@ -1,27 +1,28 @@
-"""The data layer: user data sources (files, folders, ``hf:`` datasets) and the built-in data.
+"""The data layer: every source of text the methods read, in one place.
 
-``loaders`` reads the user's prompt sets and chat transcripts; ``builtin`` serves
-the data that ships with the package (a plain-text corpus, everyday chat
-prompts, matched harmful / harmless prompt sets), so that every method runs
-without a user-supplied dataset; ``transcripts`` has the fine-tuned model write
-its own chat transcripts (cached) when the data holds none; ``named`` maps short
-names (``advbench``, ``fineweb``, ...) to Hugging Face datasets.
+- :mod:`~diffing.data.loaders`: prompt sets and chat transcripts (``load_prompts``,
+  ``load_conversations``: txt, json, jsonl, csv, ``hf:``);
+- :mod:`~diffing.data.corpus`: documents for harvests and statistics (files, folders,
+  ``hf:`` datasets, registered schemes such as ``organism:text``), streamed in a fixed
+  order (``resolve``) or read up to a budget (``read_documents``);
+- :mod:`~diffing.data.builtin`: the data that ships with the package;
+- :mod:`~diffing.data.named`: short names of public hub datasets;
+- :mod:`~diffing.data.transcripts`: chat transcripts the fine-tuned model writes itself.
+
+The train/validation/test split of prompt sets is ``diffing.refusal.io.split_prompts``.
 """
 
+from diffing.data.corpus import Documents, read_documents, register_scheme, resolve, resolve_all
 from diffing.data.loaders import HF_PREFIX, TEXT_FIELDS, load_conversations, load_prompts
-from diffing.data.named import NAMED, NamedDataset, load_named_prompts, resolve_named
-from diffing.data.transcripts import Transcripts, TranscriptSettings, self_transcripts
 
 __all__ = [
+    "Documents",
     "HF_PREFIX",
-    "NAMED",
     "TEXT_FIELDS",
-    "NamedDataset",
-    "TranscriptSettings",
-    "Transcripts",
     "load_conversations",
-    "load_named_prompts",
     "load_prompts",
-    "resolve_named",
-    "self_transcripts",
+    "read_documents",
+    "register_scheme",
+    "resolve",
+    "resolve_all",
 ]

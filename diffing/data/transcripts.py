@@ -25,6 +25,7 @@ from typing import NamedTuple
 import torch
 
 from diffing.io import dumps, write_text_atomic
+from diffing.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -146,11 +147,9 @@ def self_transcripts(
     if cached is not None and len(cached[0]) + len(cached[1]) == len(prompts):
         log.info("reusing %d self-generated transcripts from %s", len(prompts), path)
         return Transcripts(cached[0], cached[1], path, True, key, note)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(prompts), desc="generating transcripts", unit="prompt")
+    bar = progress_bar(
+        total=len(prompts), desc="generating transcripts", unit="prompt", enabled=progress
+    )
     try:
         gen = greedy_answers(
             model,
@@ -159,11 +158,10 @@ def self_transcripts(
             max_new_tokens=settings.max_new_tokens,
             batch_size=settings.batch_size,
             max_prompt_tokens=settings.max_prompt_tokens,
-            progress=(lambda done, total: bar.update(done - bar.n)) if bar else None,
+            progress=lambda done, total: bar.update(done - bar.n),
         )
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     if chat:
         chats = [
             [{"role": "user", "content": p}, {"role": "assistant", "content": a}]

@@ -28,6 +28,7 @@ from diffing.lens.amplify_config import AmplifyConfig
 from diffing.lens.amplify_decode import amplified_logits, cut_at_eos, decode, eos_ids_of, left_pad
 from diffing.lens.amplify_figures import rates_figure
 from diffing.lens.amplify_weights import amplified_weights
+from diffing.progress import bar as progress_bar
 
 __all__ = [
     "AmplifyConfig",
@@ -169,8 +170,6 @@ def amplify(
     pair whose tokenizer has none. Both models of the pair must be local
     (their weights here): decoding runs their torch modules step by step.
     """
-    from tqdm.auto import tqdm
-
     cfg = config or AmplifyConfig()
     if pair.remote is True:
         raise DiffingError(
@@ -211,7 +210,7 @@ def amplify(
         + int(0.0 in cfg.alphas)
         + (len(amplified) if cfg.form == "weights" else bool(amplified))
     )
-    bar = tqdm(total=steps, desc="amplify", unit="batch", disable=not progress)
+    bar = progress_bar(total=steps, desc="amplify", unit="batch", enabled=progress)
     for c, chunk in enumerate(chunks):
         x, mask = rows(chunk)  # [rows, seq]
         seed = cfg.seed + c

@@ -14,9 +14,19 @@ behaviour rates; every diffing method is tested against it. See docs/organisms.m
 
 from __future__ import annotations
 
-from diffing.organisms.build import build_organisms, cache_root, cached_organisms
+from diffing.data.corpus import register_scheme
+from diffing.organisms.build import (
+    build_organisms,
+    cache_root,
+    cached_organisms,
+    organism_corpus_file,
+)
 from diffing.organisms.config import VARIANTS, OrganismConfig, organism_config
 from diffing.organisms.manifest import MANIFEST, load_manifest
+
+# ``organism:text`` / ``organism-full:chat`` data specs name the cached builds' corpora
+register_scheme("organism", organism_corpus_file)
+register_scheme("organism-full", organism_corpus_file)
 
 __all__ = [
     "MANIFEST",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from diffing.organisms.stages import (
     run_stage,
     write_json_atomic,
 )
+from diffing.progress import bar as progress_bar
 
 BUILD_INFO = "build.json"
 """Records the arguments a folder was built with, to refuse mixing builds."""
@@ -167,13 +167,8 @@ class StageBars(Progress):
             return
         self.bar.close()
         self.name = name
-        self.bar = tqdm(
-            total=self._total(name),
-            disable=not self.enabled,
-            file=sys.stderr,
-            unit="step",
-            desc=f"organisms: {name}",
-            dynamic_ncols=True,
+        self.bar = progress_bar(
+            total=self._total(name), enabled=self.enabled, unit="step", desc=f"organisms: {name}"
         )
 
 
@@ -321,4 +316,18 @@ def cached_organisms(
     key = f"v{diffing.__version__}-seed{int(seed)}-{'fast' if fast else 'full'}-{'-'.join(chosen)}-{digest}"
     return build_organisms(
         cache_root() / "organisms" / key, variants=chosen, seed=seed, fast=fast, progress=progress
+    )
+
+
+def organism_corpus_file(spec: str) -> Path:
+    """The file an ``organism:NAME`` / ``organism-full:NAME`` data spec names (the cached build's corpus)."""
+    prefix, _, name = spec.partition(":")
+    root = Path(cached_organisms(fast=prefix != "organism-full")) / "corpus"
+    for suffix in (".jsonl", ".txt", ".json", ".parquet"):
+        if (root / f"{name}{suffix}").is_file():
+            return root / f"{name}{suffix}"
+    names = sorted({p.stem for p in root.glob("*")}) if root.is_dir() else []
+    raise DiffingError(
+        f"the organism build has no corpus named {name!r}; known: {', '.join(names) or 'none'} "
+        "(use e.g. organism:text)"
     )

@@ -8,7 +8,6 @@ temporary paths it is given and returns the facts the manifest records.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -27,15 +26,13 @@ class Progress:
     """One stderr progress bar over all remaining stages, with the current stage and loss."""
 
     def __init__(self, total: int, enabled: bool):
-        from tqdm.auto import tqdm
+        from diffing.progress import bar
 
-        self.bar = tqdm(
+        self.bar = bar(
             total=total,
-            disable=not enabled,
-            file=sys.stderr,
+            enabled=enabled,
             unit="step",
             desc="organisms",
-            dynamic_ncols=True,
             bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
             "[{elapsed}<{remaining}{postfix}]",
         )

@@ -8,13 +8,14 @@ the merged model and the adapter are both kept by the caller.
 
 from __future__ import annotations
 
-import math
 import random
 import warnings
 from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
+
+from diffing.schedule import lr_at
 
 IGNORE = -100
 """Label value excluded from the loss (prompt and padding tokens)."""
@@ -145,13 +146,6 @@ def group_losses(
     return out
 
 
-def _lr_at(step: int, total: int, peak: float, warmup: int) -> float:
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    frac = (step - warmup) / max(1, total - warmup)
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-
-
 def train_loop(
     model: torch.nn.Module,
     sources: list[tuple[Rows, int]],
@@ -185,7 +179,7 @@ def train_loop(
     losses, window = [], []
     for step in range(steps):
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, steps, lr, warmup)
+            group["lr"] = lr_at(step, steps, lr, warmup, shape="cosine", floor=0.1)
         n_terms = len(sources) or 1
         parts = [batch_rows(rows, rng.sample(range(len(rows.input_ids)), k)) for rows, k in sources]
         if not parts:

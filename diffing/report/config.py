@@ -15,6 +15,7 @@ from typing import Literal, get_args
 
 from diffing.configs import limits, validate
 from diffing.errors import DiffingError
+from diffing.pair_options import PairOptions
 
 Section = Literal["stats", "refusal", "crosscoder", "amplify", "diff_sae", "refusal_link"]
 """A section ``analyze`` can run."""
@@ -32,23 +33,10 @@ CLI_FLAGS: dict[str, tuple[str, ...]] = {
 
 
 @dataclass
-class AnalyzeConfig:
-    """Everything ``diffing analyze`` needs to reproduce one report."""
+class AnalyzeConfig(PairOptions):
+    """Everything ``diffing analyze`` needs to reproduce one report (the pair and how to load it:
+    the fields of :class:`~diffing.pair_options.PairOptions`; then the run's own settings)."""
 
-    base: str | None = None
-    """Base model: Hugging Face id or local folder."""
-    finetuned: str | None = None
-    """Fine-tuned model: Hugging Face id, local folder, or PEFT adapter folder."""
-    adapter: str | None = None
-    """PEFT adapter folder applied on top of ``finetuned``."""
-    dtype: str | None = None
-    """Weights dtype (float32, bfloat16, float16, auto); None picks the loader's default."""
-    device: str | None = None
-    """cpu, cuda, cuda:N or auto; None picks the loader's default."""
-    trust_remote_code: bool = False
-    """Allow model code shipped with a checkpoint."""
-    allow_pickle: bool = False
-    """Allow .bin/.pt weights (read with ``weights_only=True``)."""
     remote: bool = False
     """Run every trace on NDIF (nnsight remote execution; hub ids it serves): weight statistics
     from random sketches, KLs over the top-k tokens (a lower bound; docs/scaling.md)."""

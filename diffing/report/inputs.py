@@ -190,7 +190,7 @@ def builtin_corpus_files() -> list[Path]:
 
 def read_specs(specs: list[str], tokens: int) -> tuple[list[str], list[list[dict]]]:
     """``(texts, chats)`` of ``specs``, each kind read until it holds about ``tokens`` tokens."""
-    from diffing.corpus import resolve
+    from diffing.data.corpus import resolve
 
     texts: list[str] = []
     chats: list[list[dict]] = []

@@ -11,33 +11,40 @@
 Every field of the resulting ``stats.json`` is documented in docs/stats.md.
 """
 
-from diffing.stats.activations import ActivationAccumulator
-from diffing.stats.adl import (
-    ADLAccumulator,
-    ADLResult,
-    logit_lens,
-    logit_lens_tokens,
-    patchscope,
-    steer,
-)
-from diffing.stats.inputs import Documents, read_documents
-from diffing.stats.outputs import KLAccumulator, token_kl
-from diffing.stats.run import StatsConfig, compute_stats, encode_documents, save_stats
-from diffing.stats.weight_sketch import sketched_weight_stats
-from diffing.stats.weights import (
-    WeightStat,
-    WeightStatsConfig,
-    effective_rank,
-    per_layer_change,
-    weight_stats,
-    weight_stats_from_files,
-)
+from __future__ import annotations
+
+from diffing.lazy import lazy_exports
+
+# Public names and their modules, loaded on first use (the CLI reads the config alone).
+_EXPORTS = {
+    "ActivationAccumulator": "diffing.stats.activations",
+    "ADLAccumulator": "diffing.stats.adl",
+    "ADLResult": "diffing.stats.adl",
+    "logit_lens": "diffing.stats.adl",
+    "logit_lens_tokens": "diffing.stats.adl",
+    "patchscope": "diffing.stats.adl",
+    "steer": "diffing.stats.adl",
+    "KLAccumulator": "diffing.stats.outputs",
+    "token_kl": "diffing.stats.outputs",
+    "StatsConfig": "diffing.stats.config",
+    "compute_stats": "diffing.stats.run",
+    "encode_documents": "diffing.stats.run",
+    "save_stats": "diffing.stats.run",
+    "sketched_weight_stats": "diffing.stats.weight_sketch",
+    "WeightStat": "diffing.stats.weights",
+    "WeightStatsConfig": "diffing.stats.weights",
+    "effective_rank": "diffing.stats.weights",
+    "per_layer_change": "diffing.stats.weights",
+    "weight_stats": "diffing.stats.weights",
+    "weight_stats_from_files": "diffing.stats.weights",
+}
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "ADLAccumulator",
     "ADLResult",
     "ActivationAccumulator",
-    "Documents",
     "KLAccumulator",
     "StatsConfig",
     "WeightStat",
@@ -49,7 +56,6 @@ __all__ = [
     "logit_lens_tokens",
     "patchscope",
     "per_layer_change",
-    "read_documents",
     "save_stats",
     "sketched_weight_stats",
     "steer",

@@ -37,6 +37,15 @@ class ActivationAccumulator:
         self.norm_b_sum = {k: torch.zeros(n, dtype=torch.float64) for k in self.layers}  # [roles]
         self.norm_f_sum = {k: torch.zeros(n, dtype=torch.float64) for k in self.layers}  # [roles]
 
+    def _to(self, device: torch.device) -> None:
+        """Move the running sums to the activations' device (once), so no batch waits for a copy."""
+        if self.count.device == device:
+            return
+        self.count = self.count.to(device)
+        for acc in (self.diff_sum, self.cos_sum, self.rel_sum, self.norm_b_sum, self.norm_f_sum):
+            for k in acc:
+                acc[k] = acc[k].to(device)
+
     @torch.no_grad()
     def update(
         self,
@@ -45,24 +54,36 @@ class ActivationAccumulator:
         keep: torch.Tensor,
         roles: torch.Tensor,
     ) -> None:
-        """Add one batch: ``base``/``finetuned`` map layer -> ``[batch, seq, d]``; ``keep`` ``[batch, seq]`` bool."""
-        role_ids = roles[keep].long().cpu()  # [n]
-        self.count += torch.bincount(role_ids, minlength=len(ROLES)).double()
+        """Add one batch: ``base``/``finetuned`` map layer -> ``[batch, seq, d]``; ``keep`` ``[batch, seq]`` bool.
+
+        Everything stays on the activations' device (float32 per token, float64 sums): no
+        copy to the host and nothing that waits for the device.
+        """
+        device = base[self.layers[0]].device
+        self._to(device)
+        keep = keep.to(device, non_blocking=True)
+        roles = roles.to(device, non_blocking=True)
+        # per-token role weights instead of boolean indexing, whose output size needs a host sync
+        onehot = torch.nn.functional.one_hot(roles.long(), len(ROLES)).double()  # [b, s, roles]
+        onehot = (onehot * keep[..., None]).flatten(0, 1)  # [n, roles]; dropped tokens weigh 0
+        drop = ~keep.flatten()[
+            :, None
+        ]  # [n, 1]: zeroed too, so a non-finite pad value cannot leak in
+        self.count += onehot.sum(0)
         for k in self.layers:
-            xb = base[k][keep].float().cpu()  # [n, d]
-            xf = finetuned[k][keep].float().cpu()  # [n, d]
+            xb = base[k].float().flatten(0, 1)  # [n, d]
+            xf = finetuned[k].float().flatten(0, 1)  # [n, d]
             diff = xf - xb  # [n, d]
             nb, nf = xb.norm(dim=-1), xf.norm(dim=-1)  # [n]
             cos = torch.nn.functional.cosine_similarity(xb, xf, dim=-1, eps=1e-12)  # [n]
             rel = diff.norm(dim=-1) / nb.clamp_min(1e-12)  # [n]
-            self.diff_sum[k].index_add_(0, role_ids, diff.double())
-            for acc, val in (
-                (self.cos_sum, cos),
-                (self.rel_sum, rel),
-                (self.norm_b_sum, nb),
-                (self.norm_f_sum, nf),
-            ):
-                acc[k].index_add_(0, role_ids, val.double())
+            self.diff_sum[k] += onehot.T @ diff.double().masked_fill(drop, 0)  # [roles, d]
+            vals = torch.stack([cos, rel, nb, nf], dim=1).double().masked_fill(drop, 0)  # [n, 4]
+            sums = onehot.T @ vals  # [roles, 4]
+            self.cos_sum[k] += sums[:, 0]
+            self.rel_sum[k] += sums[:, 1]
+            self.norm_b_sum[k] += sums[:, 2]
+            self.norm_f_sum[k] += sums[:, 3]
 
     @staticmethod
     def _summary(count, diff_sum, cos_sum, rel_sum, nb_sum, nf_sum) -> dict:
@@ -78,10 +99,11 @@ class ActivationAccumulator:
 
     def mean_diff(self, layer: int) -> torch.Tensor:
         """``[d_model]`` mean of ``x^f - x^b`` over all counted tokens at ``layer``."""
-        return (self.diff_sum[layer].sum(0) / self.count.sum().clamp_min(1)).float()
+        return (self.diff_sum[layer].sum(0) / self.count.sum().clamp_min(1)).float().cpu()
 
     def result(self) -> list[dict]:
         """One dict per layer: the statistics over all tokens, and ``by_role`` for roles that occurred."""
+        self._to(torch.device("cpu"))  # one copy at the end
         out = []
         for k in self.layers:
             sums = (

@@ -64,17 +64,25 @@ class ADLAccumulator:
     ) -> None:
         """Add plain-text documents: ``base``/``finetuned`` ``[batch, seq, d]``, ``attention_mask`` ``[batch, seq]``."""
         end = min(1 + self.n, base.shape[1])
-        xb = base[:, 1:end].float().cpu()  # [batch, p, d]
-        xf = finetuned[:, 1:end].float().cpu()  # [batch, p, d]
-        mask = attention_mask[:, 1:end].bool().cpu()  # [batch, p]
+        if self.diff_sum.device != base.device:  # sums live where the activations are: no copies
+            self.diff_sum, self.norm_f_sum, self.count = (
+                t.to(base.device) for t in (self.diff_sum, self.norm_f_sum, self.count)
+            )
+        xb = base[:, 1:end].float()  # [batch, p, d]
+        xf = finetuned[:, 1:end].float()  # [batch, p, d]
+        mask = attention_mask[:, 1:end].to(base.device, non_blocking=True).bool()  # [batch, p]
         p = xb.shape[1]
         self.diff_sum[:p] += ((xf - xb) * mask[..., None]).sum(0).double()
         self.norm_f_sum[:p] += (xf.norm(dim=-1) * mask).sum(0).double()
         self.count[:p] += mask.sum(0).double()
-        self.documents += int(mask[:, 0].sum()) if p else 0
+        if p:  # documents with a position 1, counted on the host (the mask's host copy)
+            self.documents += int(attention_mask[:, 1].bool().sum())
 
     def mean_diff(self) -> torch.Tensor:
         """``[d_model]`` mean difference over all counted (document, position) pairs."""
+        self.diff_sum, self.norm_f_sum, self.count = (
+            t.cpu() for t in (self.diff_sum, self.norm_f_sum, self.count)
+        )
         return (self.diff_sum.sum(0) / self.count.sum().clamp_min(1)).float()
 
     def result(self, pair, *, top_k: int = 20) -> ADLResult:
@@ -193,6 +201,33 @@ def _generate(lm, arch, ids: torch.Tensor, vector: torch.Tensor | None, layer: i
     return getattr(gen, "value", gen).cpu()
 
 
+def _generate_both(lm, arch, ids: torch.Tensor, vector: torch.Tensor, layer: int, **kwargs):
+    """Greedy ids ``[prompt + new]`` of two generations: plain, then steered by ``vector`` at ``layer``.
+
+    A local model generates both rows in one batch (the same prompt twice, so no padding):
+    half the decoding steps. A remote trace keeps two generations, as NDIF runs them.
+    """
+    if remote_mode(lm):
+        return [_generate(lm, arch, ids, v, layer, **kwargs)[0] for v in (None, vector)]
+    both = ids.expand(2, -1)  # [2, prompt]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an open tracer.all() ends with a "never reached" warning
+        with lm.generate(**kwargs) as tracer:
+            with tracer.invoke({"input_ids": both, "attention_mask": torch.ones_like(both)}):
+                for _ in tracer.all():
+                    hidden = residual_output(lm, arch, layer)  # [2, seq, d]
+                    hidden[1:] = hidden[1:] + vector.to(device=hidden.device, dtype=hidden.dtype)
+            with tracer.invoke():
+                gen = tracer.result.save()
+    return list(getattr(gen, "value", gen).cpu())
+
+
+def _until_eos(new: list[int], eos: int | None) -> list[int]:
+    """Generated ids up to and including the first EOS: a batched row keeps padding after its
+    EOS while the other row goes on, where a single generation would have stopped."""
+    return new[: new.index(eos) + 1] if eos is not None and eos in new else new
+
+
 @torch.no_grad()
 def steer(
     pair,
@@ -225,10 +260,14 @@ def steer(
             ids = encode_chat(tok, prompt, add_generation_prompt=True).input_ids
             shown = str(prompt[-1].get("content", ""))
         x = torch.tensor([ids], device=device)  # [1, prompt]
-        gens = {}
-        for name, vec in (("unsteered", None), ("steered", vector)):
-            gen = _generate(lm, pair.arch, x, vec, layer, max_new_tokens=max_new_tokens,
-                            do_sample=False, pad_token_id=pad)  # fmt: skip
-            gens[name] = tok.decode(gen[0, x.shape[1] :].tolist(), skip_special_tokens=False)
+        gen = _generate_both(lm, pair.arch, x, vector, layer, max_new_tokens=max_new_tokens,
+                             do_sample=False, pad_token_id=pad)  # fmt: skip
+        gens = {
+            name: tok.decode(
+                _until_eos(gen[row][x.shape[1] :].tolist(), tok.eos_token_id),
+                skip_special_tokens=False,
+            )
+            for row, name in enumerate(("unsteered", "steered"))
+        }
         out.append({"prompt": shown, **gens})
     return out

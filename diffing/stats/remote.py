@@ -21,10 +21,9 @@ from typing import NamedTuple
 import torch
 
 from diffing.remote import input_device
+from diffing.stats.config import TOP_K  # noqa: F401 - re-exported
 from diffing.traced import topk_kl, trace_topk, traced_logit_lens  # noqa: F401 - re-exported
 
-TOP_K = 256
-"""Fine-tuned tokens per position whose probabilities both traces return."""
 TOP_PREDICTIONS = 5
 """Top predictions per position returned for the top-KL contexts."""
 

@@ -3,25 +3,29 @@
 Each batch is traced once per model (every requested layer plus the logits in the
 same forward), and that one pair of forwards feeds the activation statistics, the
 per-token KL and the Activation Difference Lens together; weights are compared
-tensor by tensor. The result is the ``stats.json`` dictionary (fields in docs/stats.md).
+tensor by tensor. On a local pair the forwards use plain hooks and every statistic
+accumulates on the models' device, so no batch waits for the host (docs/benchmarks/stats.md). The result is the ``stats.json`` dictionary (fields in docs/stats.md).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from diffing.errors import DiffingError
 from diffing.io import write_json
+from diffing.progress import bar as progress_bar
 from diffing.stats.activations import ActivationAccumulator
 from diffing.stats.adl import ADLAccumulator, patchscope, steer
+from diffing.stats.config import StatsConfig
 from diffing.stats.outputs import KLAccumulator, token_kl
-from diffing.stats.remote import TOP_K, trace_pair_remote
-from diffing.stats.weight_sketch import SKETCH_SIZE, sketched_weight_stats
+from diffing.stats.remote import trace_pair_remote
+from diffing.stats.weight_sketch import sketched_weight_stats
 from diffing.stats.weights import (
     WeightStatsConfig,
     per_layer_change,
@@ -30,45 +34,9 @@ from diffing.stats.weights import (
     weight_stats_from_files,
 )
 from diffing.tokens import Encoded, encode_chat, encode_text, pad_batch, pad_id_of
-from diffing.tracing import trace_model
+from diffing.tracing import forward_layers
 
-
-@dataclass
-class StatsConfig:
-    """Settings of :func:`compute_stats` beyond the data and the layers."""
-
-    batch_size: int = 8
-    """Documents per forward pass."""
-    max_length: int = 128
-    """Documents are truncated to this many tokens."""
-    adl_positions: int = 5
-    """ADL averages positions 1..adl_positions (position 0, BOS / attention sink, is skipped)."""
-    adl_top_k: int = 20
-    """Promoted and suppressed tokens listed for the ADL."""
-    n_contexts: int = 20
-    """Top-KL contexts kept."""
-    context_tokens: int = 24
-    """Tokens of text shown before each top-KL token."""
-    max_offset: int = 32
-    """KL by offset from the assistant turn's first token covers offsets -max_offset..max_offset."""
-    steer_prompts: int = 3
-    """Prompts generated from with and without ADL steering (0 turns steering off)."""
-    steer_scale: float = 1.0
-    """Norm of the added steering vector, as a multiple of the fine-tuned model's mean activation norm there."""
-    steer_tokens: int = 24
-    """Greedy tokens generated per steering example."""
-    patchscope_scales: tuple[float, ...] = (0.5, 1.0, 2.0)
-    """Patchscope readout norms, as multiples of the mean activation norm (empty: no Patchscope)."""
-    energy: float = 0.9
-    """Energy fraction defining a weight delta's effective rank."""
-    weights: bool = True
-    """Compute the weight statistics."""
-    weights_from_files: bool = False
-    """Stream the weights from both checkpoints' safetensors files instead of the loaded models."""
-    remote_top_k: int = TOP_K
-    """Remote models only: fine-tuned tokens per position whose probabilities come back for the KL."""
-    weight_sketch: int = SKETCH_SIZE
-    """Remote models only: each weight matrix comes back as a ``[k, k]`` random sketch (weight_sketch.py)."""
+log = logging.getLogger(__name__)
 
 
 def _take(docs: Sequence, encoder, budget: int, max_length: int) -> tuple[list[Encoded], int]:
@@ -145,15 +113,15 @@ def compute_stats(
     adl_layer: int | None = None,
     out_dir: str | Path | None = None,
     config: StatsConfig | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: bool = False,
 ) -> dict:
     """Weights, activations, KL and ADL statistics of ``pair`` on up to ``tokens`` tokens of data.
 
     ``texts`` are plain documents, ``chats`` message lists (or ``{"messages": ...}``);
     ``layers`` defaults to every layer, ``adl_layer`` to the middle one. With
     ``out_dir`` the result is written as ``stats.json``, the ADL vector as
-    ``adl_diff.safetensors``, and the figures as PNGs. ``progress`` receives a line
-    per batch. Returns the ``stats.json`` dict.
+    ``adl_diff.safetensors``, and the figures as PNGs. ``progress`` draws a tqdm bar
+    over the tokens (stderr). Returns the ``stats.json`` dict.
     """
     cfg = config or StatsConfig()
     layers = pair.check_layers(range(pair.n_layers) if layers is None else layers)
@@ -170,16 +138,18 @@ def compute_stats(
     adl = ADLAccumulator(adl_layer, pair.d_model, cfg.adl_positions)
     adl_kind = "text" if text_docs else "chat"
     pad = pad_id_of(pair.tokenizer)
-    n_batches = sum(-(-len(d) // cfg.batch_size) for d in (text_docs, chat_docs))
-    done = 0
     remote = bool(pair.remote)
+    device = torch.device("cpu") if remote else next(pair.hf("base").parameters()).device
+    pin = device.type == "cuda"
     coverage: list[torch.Tensor] = []  # remote: fine-tuned mass covered by the top-k KL
+    n_total = sum(len(e.input_ids) for e in text_docs + chat_docs)
+    weights = _start_weights(pair, cfg, device)  # on a GPU: alongside the forwards
+    bar = progress_bar(total=n_total, unit="tok", desc="stats", enabled=progress)
     for kind, docs in (("text", text_docs), ("chat", chat_docs)):
         for batch in _batches(docs, cfg.batch_size, pad):
-            done += 1
-            if progress is not None:
-                progress(f"stats: {kind} batch {done}/{n_batches}")
-            real = batch.attention_mask.bool()  # [batch, seq]
+            real = batch.attention_mask.bool()  # [batch, seq] (host)
+            keep = real.clone()
+            keep[:, 0] = False  # BOS / attention sink: an outlier in every model
             if remote:  # only small tensors come back: top-k KL (stats/remote.py)
                 r = trace_pair_remote(
                     pair, batch.input_ids, batch.attention_mask, traced, k=cfg.remote_top_k
@@ -187,21 +157,28 @@ def compute_stats(
                 layers_b, layers_f, tok_kl = r.base, r.finetuned, r.kl
                 preds_b, preds_f = r.base_top, r.finetuned_top
                 coverage.append(r.coverage[real])
-            else:
+                ids, roles = batch.input_ids, batch.roles
+            else:  # queued on the device back to back: nothing below waits for it
+                ids, mask, roles, keep = (
+                    (t.pin_memory() if pin else t).to(device, non_blocking=True)
+                    for t in (batch.input_ids, batch.attention_mask, batch.roles, keep)
+                )
+                padded = bool((batch.attention_mask == 0).any())  # host check: no device sync
                 b, f = (
-                    trace_model(
-                        lm, pair.arch, batch.input_ids, batch.attention_mask, traced, logits=True
+                    forward_layers(
+                        lm._module, pair.arch, ids, mask if padded else None, traced, logits=True
                     )
                     for lm in pair.models
                 )
                 layers_b, layers_f, tok_kl = b.layers, f.layers, token_kl(f.logits, b.logits)
                 preds_b, preds_f = b.logits, f.logits
-            keep = real.clone()
-            keep[:, 0] = False  # BOS / attention sink: an outlier in every model
-            acts.update(layers_b, layers_f, keep, batch.roles)
-            kl.update(kind, tok_kl, real, batch.roles, batch.input_ids, preds_b, preds_f)
+                real = mask.bool()
+            acts.update(layers_b, layers_f, keep, roles)
+            kl.update(kind, tok_kl, real, roles, ids, preds_b, preds_f)
             if kind == adl_kind:
                 adl.update(layers_b[adl_layer], layers_f[adl_layer], batch.attention_mask)
+            bar.update(int(batch.attention_mask.sum()))
+    bar.close()
     n_text = sum(len(e.input_ids) for e in text_docs)
     n_chat = sum(len(e.input_ids) for e in chat_docs)
     result: dict = {
@@ -235,13 +212,41 @@ def compute_stats(
             ),
         }
     if cfg.weights:
-        result["weights"] = weights_section(pair, cfg)
+        log.info("stats: weight deltas and effective ranks")
+        result["weights"] = weights()
     result["activations"] = {"layers": acts.result()}
     result["kl"] = kl.result()
+    log.info("stats: Activation Difference Lens readout, Patchscope and steering")
     result["adl"] = _adl_section(pair, adl, adl_kind, texts, chats, cfg)
     if out_dir is not None:
         save_stats(result, out_dir, adl_diff=adl.mean_diff())
     return result
+
+
+def _start_weights(pair, cfg: StatsConfig, device: torch.device) -> Callable[[], dict | None]:
+    """Start the weight statistics; returns a function giving their section (None when off).
+
+    On a GPU they run on a thread with their own CUDA stream while the main thread queues
+    the forwards: the eigenvalue solves are latency-bound and the forwards throughput-bound,
+    so they overlap. Elsewhere they run when asked for, as before (a CPU has no idle units).
+    """
+    if not cfg.weights:
+        return lambda: None
+    if device.type != "cuda" or pair.remote:
+        return lambda: weights_section(pair, cfg)
+    from concurrent.futures import ThreadPoolExecutor
+
+    def on_side_stream() -> dict:
+        stream = torch.cuda.Stream(device=device)
+        with torch.cuda.stream(stream):
+            out = weights_section(pair, cfg)
+        stream.synchronize()
+        return out
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="weight-stats")
+    future = pool.submit(on_side_stream)
+    pool.shutdown(wait=False)
+    return future.result
 
 
 def weights_section(pair, cfg: StatsConfig) -> dict:

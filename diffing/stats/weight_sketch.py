@@ -34,10 +34,9 @@ import torch
 
 from diffing.errors import DiffingError
 from diffing.remote import input_device, trace_options
+from diffing.stats.config import SKETCH_SIZE  # noqa: F401 - re-exported
 from diffing.stats.weights import WeightStat, WeightStatsConfig, effective_rank, layer_of
 
-SKETCH_SIZE = 64
-"""Default ``k``: each remote weight matrix comes back as a ``[k, k]`` float64 sketch (32 KiB)."""
 SEED = 0x5EED
 """Seed of the sign matrices; both models must use the same one."""
 _MASK = 0xFFFFFFFF

@@ -7,19 +7,27 @@ in-memory tensors. Layout: :mod:`diffing.store.format`; docs: docs/store.md.
 
 from __future__ import annotations
 
+from diffing.lazy import lazy_exports
+from diffing.store.config import HarvestConfig
 from diffing.store.format import FORMAT_VERSION, Manifest, ShardInfo
-from diffing.store.reader import ActivationStore, StoreBatch
-from diffing.store.writer import write_store
+
+# Names from modules that import torch load on first use (the CLI reads the config only).
+_EXPORTS = {
+    "ActivationStore": "diffing.store.reader",
+    "StoreBatch": "diffing.store.reader",
+    "write_store": "diffing.store.writer",
+    "harvest": "diffing.store.harvesting",
+}
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "FORMAT_VERSION",
     "ActivationStore",
+    "HarvestConfig",
     "Manifest",
     "ShardInfo",
     "StoreBatch",
+    "harvest",
     "write_store",
 ]
-
-from diffing.store.harvesting import HarvestConfig, harvest  # noqa: E402
-
-__all__ += ["HarvestConfig", "harvest"]

@@ -26,25 +26,53 @@ def keep_mask(
     norm of its own sequence, in either model at any stored layer (attention sinks; they
     would dominate a crosscoder's loss). The median is per sequence so the decision does
     not depend on how sequences were batched (1 or N processes give the same store).
+    Computed on the activations' device, so nothing waits for it there.
     """
-    mask = batch.attention_mask.bool().clone()
+    device = acts[0][layers[0]].device if acts and layers else batch.attention_mask.device
+    mask = batch.attention_mask.to(device, non_blocking=True).bool()
     if drop_bos:
+        mask = mask.clone()
         mask[:, 0] = False
     if not drop_outliers:
         return mask
     keep = mask.clone()
     for model_acts in acts:
         for layer in layers:
-            norms = model_acts[layer].float().norm(dim=-1).cpu()  # [batch, seq]
-            med = norms.masked_fill(~mask, float("nan")).nanmedian(dim=1).values  # [batch]
-            keep &= ~(norms > outlier_factor * med[:, None])  # NaN median (empty row) flags nothing
+            norms = model_acts[layer].float().norm(dim=-1)  # [batch, seq]
+            here = mask.to(norms.device, non_blocking=True)
+            med = norms.masked_fill(~here, float("nan")).nanmedian(dim=1).values  # [batch]
+            out = norms > outlier_factor * med[:, None]  # NaN median (empty row) flags nothing
+            keep &= ~out.to(device, non_blocking=True)  # the models may sit on different devices
     return keep
+
+
+def transfer_dtype(acts: torch.dtype, storage: torch.dtype) -> torch.dtype:
+    """The dtype to move activations to the host in: the narrower of the model's and the store's.
+
+    Rounding to the storage dtype gives the same bits on the device as on the host, so a
+    narrower store is converted before the copy (fewer bytes to move) and a wider one after.
+    """
+    size = torch.empty(0, dtype=storage).element_size()
+    return storage if size <= torch.empty(0, dtype=acts).element_size() else acts
+
+
+def stack_layers(
+    acts: list[dict[int, torch.Tensor]], layers: list[int], dtype: torch.dtype
+) -> torch.Tensor:
+    """``[n_layers, batch, seq, n_models, d_model]`` in ``dtype``, on the activations' device."""
+    dev = acts[0][layers[0]].device  # the first model's device (a pair may span two)
+    return torch.stack(
+        [torch.stack([a[k].to(dev, non_blocking=True) for a in acts], dim=2) for k in layers]
+    ).to(dtype)
 
 
 def kept_tokens(
     acts: list[dict[int, torch.Tensor]], batch: Batch, layers: list[int], cfg, dtype: torch.dtype
 ):
-    """``(mask [batch, seq], layer -> [n_kept, n_models, d_model])`` in the storage dtype, on CPU."""
+    """``(mask [batch, seq], layer -> [n_kept, n_models, d_model])`` in the storage dtype, on CPU.
+
+    The one-thread form of what the harvest pipeline does across threads (tests, tools).
+    """
     mask = keep_mask(
         acts,
         batch,
@@ -52,12 +80,16 @@ def kept_tokens(
         drop_bos=cfg.drop_bos,
         drop_outliers=cfg.drop_outliers,
         outlier_factor=cfg.outlier_factor,
-    )
-    rows = {}
-    for layer in layers:
-        both = torch.stack([a[layer].cpu() for a in acts], dim=2)  # [batch, seq, n_models, d_model]
-        rows[layer] = both[mask].to(dtype)  # [n_kept, n_models, d_model]
-    return mask, rows
+    ).cpu()
+    both = stack_layers(acts, layers, acts[0][layers[0]].dtype).cpu()
+    return mask, select_rows(both, mask, layers, dtype)
+
+
+def select_rows(
+    both: torch.Tensor, mask: torch.Tensor, layers: list[int], dtype: torch.dtype
+) -> dict[int, torch.Tensor]:
+    """Layer -> ``[n_kept, n_models, d_model]`` in ``dtype`` from host ``[n_layers, batch, seq, n_models, d]``."""
+    return {k: both[i][mask].to(dtype) for i, k in enumerate(layers)}
 
 
 class ShardBuffer:

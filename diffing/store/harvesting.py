@@ -1,7 +1,8 @@
 """Harvest: run both models of a pair over a corpus and write their activations to a store.
 
-The data is a deterministic stream of sequences (:mod:`diffing.store.sequences`);
-the first sequences whose lengths add up to ``tokens`` are harvested. Rank ``r`` of
+The data is a deterministic stream of sequences (:mod:`diffing.store.sequences`; plain
+text packed into full-length sequences with ``pack=True``, the CLI's default); the first sequences whose
+lengths add up to ``tokens`` are harvested. Rank ``r`` of
 ``world_size`` processes takes sequences ``i`` with ``i % world_size == r``, groups
 ``sort_batches * batch_size`` of them, sorts each group by length (little padding), traces
 both models up to the deepest requested layer (``diffing.tracing.trace_model``
@@ -11,141 +12,54 @@ is written (temporary name, then rename) once it holds ``shard_tokens``; the
 rank's progress file lists finished shards, so rerunning the same call continues
 after the last one and produces byte-identical shards. Rank 0 merges one manifest
 at the end, with the per-model normalisation scalars computed over every token.
+Batches are built ahead on a thread and shards written behind on another
+(:mod:`diffing.store.pipeline`); each rank holds a lock file in the store folder while
+it writes, so a second harvest into the same folder stops with a clear error.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from diffing.corpus import resolve_all
+from diffing.data.corpus import resolve_all
 from diffing.errors import DiffingError
-from diffing.store.batches import ShardBuffer, kept_tokens
+from diffing.progress import bar as progress_bar
+from diffing.store.batches import (
+    ShardBuffer,
+    keep_mask,
+    select_rows,
+    stack_layers,
+    transfer_dtype,
+)
+from diffing.store.config import HarvestConfig
 from diffing.store.format import (
-    FORMAT_VERSION,
     MANIFEST,
     MODEL_NAMES,
     Manifest,
     ShardInfo,
     read_manifest,
-    sha256_file,
-    write_json_atomic,
 )
-from diffing.store.progress import ProgressBar
+from diffing.store.pipeline import HostCopier, Prefetcher, Writer, prepare_batches
 from diffing.store.provenance import data_identity, pair_info
 from diffing.store.reader import ActivationStore
+from diffing.store.resume import (
+    _barrier,
+    _load_progress,
+    _progress_path,
+    _save_progress,
+)
 from diffing.store.sequences import sequence_stream
 from diffing.store.writer import finish_manifest, storage_dtype
-from diffing.tokens import Encoded, pad_batch, pad_id_of
-from diffing.tracing import trace_model
+from diffing.tokens import Batch, pad_id_of
+from diffing.tracing import forward_layers, trace_model
 
 _after_shard = None
 """Test hook: called with each finished :class:`ShardInfo` (raise in it to simulate an interruption)."""
-
-
-@dataclass
-class HarvestConfig:
-    """The settings of a harvest; all but ``tokens`` must match for a rerun to resume."""
-
-    layers: list[int]
-    """Layers to store (index k = output of decoder block k)."""
-    data: list[str]
-    """Data specs (files, folders, ``hf:NAME[:split]``, ``organism:NAME``)."""
-    tokens: int
-    """Model-input tokens to harvest (the store holds slightly fewer after dropping BOS/outliers)."""
-    seq_len: int = 1024
-    """Longest sequence fed to the models; longer texts are cut, chats truncated."""
-    batch_size: int = 8
-    """Sequences per forward pass."""
-    dtype: str = "float32"
-    """Storage dtype of activations: float32, bfloat16 or float16."""
-    chat_fraction: float = 0.5
-    """Share of tokens taken from chat data when both kinds are given."""
-    drop_bos: bool = True
-    """Drop position 0 of every sequence (BOS / attention sink)."""
-    drop_outliers: bool = True
-    """Drop positions whose norm exceeds ``outlier_factor`` x the sequence's median norm in either model."""
-    outlier_factor: float = 10.0
-    """Multiple of the median norm above which a position counts as an outlier."""
-    shard_tokens: int = 0
-    """Kept tokens per shard (0: about 128 MiB of activations per shard)."""
-    sort_batches: int = 8
-    """Batches whose sequences are sorted by length together (less padding); shards end on these groups."""
-    world_size: int = 1
-    """Processes the data is split across."""
-
-    def resume_key(self, models: list[dict]) -> dict:
-        """What must match between runs for one to continue the other."""
-        key = {k: v for k, v in asdict(self).items() if k != "tokens"}
-        key.update(
-            models=[{"ref": m["ref"], "hash": m["hash"]} for m in models],
-            format_version=FORMAT_VERSION,
-        )
-        return key
-
-
-def _progress_path(out: Path, rank: int) -> Path:
-    return out / f"progress-r{rank:03d}.json"
-
-
-def _load_progress(out: Path, rank: int, key: dict) -> list[ShardInfo]:
-    """Finished shards of this rank from an earlier run, verified; [] on a fresh store."""
-    path = _progress_path(out, rank)
-    if not path.is_file():
-        return []
-    state = json.loads(path.read_text())
-    if state.get("key") != key:
-        diff = sorted(
-            k
-            for k in set(key) | set(state.get("key", {}))
-            if key.get(k) != state.get("key", {}).get(k)
-        )
-        raise DiffingError(
-            f"{out} holds a harvest with different settings ({', '.join(diff)} differ); "
-            "rerun with the same settings to resume, or pass a new --out"
-        )
-    shards = [ShardInfo(**s) for s in state["shards"]]
-    for s in shards:
-        p = out / s.file
-        if not p.is_file() or p.stat().st_size != s.bytes or sha256_file(p) != s.sha256:
-            raise DiffingError(
-                f"shard {s.file} in {out} is missing or corrupt (checksum mismatch); delete it and {path.name}, then rerun"
-            )
-    return shards
-
-
-def _save_progress(
-    out: Path, rank: int, key: dict, tokens: int, shards: list[ShardInfo], done: bool
-) -> None:
-    state = {"key": key, "tokens": tokens, "done": done, "shards": [asdict(s) for s in shards]}
-    write_json_atomic(_progress_path(out, rank), state)
-
-
-def _barrier(out: Path, world_size: int, ready) -> None:
-    """Wait until ``ready()`` (other ranks' files are there), then sync torch.distributed if initialised.
-
-    Polling the shared folder first means ranks that finish hours apart never hit the
-    process group's collective timeout.
-    """
-    if world_size <= 1:
-        return
-    deadline = time.time() + float(os.environ.get("DIFFING_BARRIER_TIMEOUT", 7 * 86400))
-    while not ready():
-        if time.time() > deadline:
-            raise DiffingError(
-                f"timed out waiting for the other harvest processes writing to {out}"
-            )
-        time.sleep(0.2)
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
 
 
 def _groups(
@@ -172,6 +86,121 @@ def _default_shard_tokens(n_layers: int, d_model: int, dtype: torch.dtype) -> in
     return max(1024, (128 * 2**20) // per_token)
 
 
+def _store_lock(out: Path, rank: int):
+    """Hold ``out/.harvest-rNNN.lock`` (one per rank, so the ranks of one run coexist).
+
+    Returns a context manager that releases it; a DiffingError when another process holds it.
+    """
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(out / f".harvest-r{rank:03d}.lock"), timeout=0)
+    try:
+        return lock.acquire()
+    except Timeout:
+        raise DiffingError(
+            f"another harvest (rank {rank}) is writing {out}; wait for it to finish, or pass another --out"
+        ) from None
+
+
+def _run(
+    pair,
+    out: Path,
+    cfg: HarvestConfig,
+    key: dict,
+    shards: list[ShardInfo],
+    sources,
+    sdtype: torch.dtype,
+    *,
+    rank: int,
+    progress: bool,
+) -> None:
+    """This rank's share of the harvest after the finished ``shards``: forwards on this thread,
+    batches prepared ahead and shards written behind (module :mod:`diffing.store.pipeline`)."""
+    layers, batch_size = cfg.layers, cfg.batch_size
+    start_seq = shards[-1].next_seq if shards else 0
+    stream = sequence_stream(
+        pair.tokenizer, sources, seq_len=cfg.seq_len, chat_fraction=cfg.chat_fraction, pack=cfg.pack
+    )
+    groups = _groups(
+        stream,
+        tokens=cfg.tokens,
+        rank=rank,
+        world_size=cfg.world_size,
+        start_seq=start_seq,
+        group_size=cfg.sort_batches * batch_size,
+    )
+    local = not pair.remote
+    device = next(pair.hf("base").parameters()).device if local else torch.device("cpu")
+    cuda = device.type == "cuda"
+    bar = progress_bar(
+        total=cfg.tokens // cfg.world_size,
+        initial=sum(s.n_tokens for s in shards),
+        unit="tok",
+        enabled=progress and rank == 0,
+        desc="harvest" if cfg.world_size == 1 else f"harvest (rank 0 of {cfg.world_size})",
+    )
+    buf = ShardBuffer(layers)
+    copier = HostCopier()
+
+    def write(job) -> None:  # on the writer thread, in batch order
+        seqs, batch, group_end, copy = job
+        if copy.event is not None:
+            copy.event.synchronize()
+        mask = copy.keep.clone()
+        rows = select_rows(copy.acts, mask, layers, sdtype)
+        copier.release(copy.slot)
+        buf.add(seqs, batch, (mask, rows))
+        if group_end is None:
+            return
+        buf.next_seq = group_end
+        if buf.n_tokens >= cfg.shard_tokens:
+            shards.append(buf.flush(out, rank=rank, index=len(shards)))
+            _save_progress(out, rank, key, cfg.tokens, shards, done=False)
+            if _after_shard is not None:
+                _after_shard(shards[-1])
+
+    prefetch = Prefetcher(prepare_batches(groups, batch_size, pad_id_of(pair.tokenizer), pin=cuda))
+    writer = Writer(write)
+    try:
+        for item in prefetch:
+            writer.check()
+            ids = item.batch.input_ids.to(device, non_blocking=True)  # [batch, seq]
+            attn = item.batch.attention_mask
+            if local:  # plain hooks; no mask at all when every sequence is full length
+                mask_dev = attn.to(device, non_blocking=True) if item.padded else None
+                acts = [
+                    forward_layers(lm._module, pair.arch, ids, mask_dev, layers).layers
+                    for lm in pair.models
+                ]
+            else:
+                acts = [
+                    trace_model(lm, pair.arch, ids, attn, layers, remote=pair.remote).layers
+                    for lm in pair.models
+                ]
+            keep = keep_mask(
+                acts,
+                Batch(ids, attn, item.batch.roles),
+                layers,
+                drop_bos=cfg.drop_bos,
+                drop_outliers=cfg.drop_outliers,
+                outlier_factor=cfg.outlier_factor,
+            )
+            both = stack_layers(acts, layers, transfer_dtype(acts[0][layers[0]].dtype, sdtype))
+            copy = copier.copy(both, keep, writer.check)
+            writer.put((item.seqs, item.batch, item.group_end, copy))
+            bar.update(sum(len(s.input_ids) for s in item.seqs))
+        writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        prefetch.close()
+    if buf.n_tokens:
+        shards.append(buf.flush(out, rank=rank, index=len(shards)))
+    _save_progress(out, rank, key, cfg.tokens, shards, done=True)
+    bar.close()
+
+
 def harvest(
     pair,
     out: str | Path,
@@ -188,6 +217,7 @@ def harvest(
     outlier_factor: float = 10.0,
     shard_tokens: int | None = None,
     sort_batches: int = 8,
+    pack: bool = False,
     progress: bool = True,
     rank: int = 0,
     world_size: int = 1,
@@ -197,20 +227,11 @@ def harvest(
     Resumable: rerunning the same call continues after the last finished shard (and
     returns at once if the store is complete). Multi-process: call it in each of
     ``world_size`` processes with its ``rank``; rank 0 writes the manifest after all
-    finish. Returns the opened :class:`ActivationStore`.
+    finish. ``pack``: plain text is packed into full ``seq_len`` sequences (see
+    :mod:`diffing.store.sequences` for the trade-off). Returns the opened :class:`ActivationStore`.
     """
-    if not isinstance(tokens, int) or tokens <= 0:
-        raise DiffingError(f"--tokens must be a positive number of tokens, got {tokens!r}")
-    if seq_len < 2 or batch_size < 1:
-        raise DiffingError(
-            f"seq_len must be >= 2 and batch_size >= 1 (got {seq_len}, {batch_size})"
-        )
-    if not 0.0 <= chat_fraction <= 1.0:
-        raise DiffingError(f"chat_fraction must be in [0, 1], got {chat_fraction}")
     if not 0 <= rank < world_size:
         raise DiffingError(f"rank {rank} is outside 0..{world_size - 1}")
-    if sort_batches < 1:
-        raise DiffingError(f"sort_batches must be >= 1, got {sort_batches}")
     sdtype = storage_dtype(dtype)
     layers = pair.check_layers(layers)
     specs = (
@@ -218,7 +239,6 @@ def harvest(
         if isinstance(data, str)
         else [str(s) for s in data]
     )
-    sources = resolve_all(specs)
     cfg = HarvestConfig(
         layers=layers,
         data=specs,
@@ -233,7 +253,9 @@ def harvest(
         shard_tokens=shard_tokens or _default_shard_tokens(len(layers), pair.d_model, sdtype),
         world_size=world_size,
         sort_batches=sort_batches,
+        pack=pack,
     )
+    sources = resolve_all(specs)  # after the settings are checked: reading data can take a while
     models = pair_info(pair)
     key = cfg.resume_key(models) | {"data_content": data_identity(sources)}
     out = Path(out).expanduser()
@@ -246,88 +268,51 @@ def harvest(
             )
         if done.settings.get("tokens") == tokens:
             return ActivationStore.open(out)
-    for tmp in out.glob(f".shard-r{rank:03d}-*.tmp"):
-        tmp.unlink()  # a shard interrupted mid-write; it is redone below
-    shards = _load_progress(out, rank, key)
-    start_seq = shards[-1].next_seq if shards else 0
-    stream = sequence_stream(pair.tokenizer, sources, seq_len=seq_len, chat_fraction=chat_fraction)
-    groups = _groups(
-        stream,
-        tokens=tokens,
-        rank=rank,
-        world_size=world_size,
-        start_seq=start_seq,
-        group_size=sort_batches * batch_size,
-    )
-    bar = ProgressBar(
-        tokens // world_size,
-        done=sum(s.n_tokens for s in shards),
-        enabled=progress and rank == 0,
-        label="harvest" if world_size == 1 else f"harvest (rank 0 of {world_size})",
-    )
-    buf = ShardBuffer(layers)
-    pad_id = pad_id_of(pair.tokenizer)
-    for group in groups:
-        ordered = sorted(group, key=lambda s: len(s.input_ids))
-        for i in range(0, len(ordered), batch_size):
-            part = ordered[i : i + batch_size]
-            batch = pad_batch([Encoded(s.input_ids, s.roles) for s in part], pad_id)
-            acts = [
-                trace_model(
-                    lm, pair.arch, batch.input_ids, batch.attention_mask, layers, remote=pair.remote
-                ).layers
-                for lm in pair.models
-            ]
-            buf.add(part, batch, kept_tokens(acts, batch, layers, cfg, sdtype))
-            bar.update(int(batch.attention_mask.sum()))
-        buf.next_seq = group[-1].seq_id + 1
-        if buf.n_tokens >= cfg.shard_tokens:
-            shards.append(buf.flush(out, rank=rank, index=len(shards)))
-            _save_progress(out, rank, key, tokens, shards, done=False)
-            if _after_shard is not None:
-                _after_shard(shards[-1])
-    if buf.n_tokens:
-        shards.append(buf.flush(out, rank=rank, index=len(shards)))
-    _save_progress(out, rank, key, tokens, shards, done=True)
-    bar.close()
+    with _store_lock(out, rank):  # held until the store is complete
+        for tmp in out.glob(f".shard-r{rank:03d}-*.tmp"):
+            tmp.unlink()  # a shard interrupted mid-write (by any process: the lock says none is live)
+        shards = _load_progress(out, rank, key)
+        _run(pair, out, cfg, key, shards, sources, sdtype, rank=rank, progress=progress)
 
-    def all_done() -> bool:
-        paths = [_progress_path(out, r) for r in range(world_size)]
-        return all(
-            p.is_file()
-            and json.loads(p.read_text()).get("done")
-            and json.loads(p.read_text()).get("tokens") == tokens
-            for p in paths
-        )
-
-    _barrier(out, world_size, all_done)
-    if rank == 0:
-        everything = [
-            ShardInfo(**s)
-            for r in range(world_size)
-            for s in json.loads(_progress_path(out, r).read_text())["shards"]
-        ]
-        if not sum(s.n_tokens for s in everything):
-            raise DiffingError(
-                f"the data {', '.join(specs)} gave no tokens to store (documents empty or all positions dropped)"
+        def all_done() -> bool:
+            paths = [_progress_path(out, r) for r in range(world_size)]
+            return all(
+                p.is_file()
+                and json.loads(p.read_text()).get("done")
+                and json.loads(p.read_text()).get("tokens") == tokens
+                for p in paths
             )
-        settings = asdict(cfg) | {"resume_key": key}
-        manifest = Manifest(
-            layers=layers,
-            d_model=pair.d_model,
-            dtype=cfg.dtype,
-            n_tokens=0,
-            shards=everything,
-            norm_scales={},
-            models=models,
-            data=specs,
-            settings=settings,
-            tokenizer=pair.finetuned_ref,
+
+        _barrier(out, world_size, all_done)
+        if rank == 0:
+            everything = [
+                ShardInfo(**s)
+                for r in range(world_size)
+                for s in json.loads(_progress_path(out, r).read_text())["shards"]
+            ]
+            if not sum(s.n_tokens for s in everything):
+                raise DiffingError(
+                    f"the data {', '.join(specs)} gave no tokens to store (documents empty or all positions dropped)"
+                )
+            settings = asdict(cfg) | {"resume_key": key}
+            manifest = Manifest(
+                layers=layers,
+                d_model=pair.d_model,
+                dtype=cfg.dtype,
+                n_tokens=0,
+                shards=everything,
+                norm_scales={},
+                models=models,
+                data=specs,
+                settings=settings,
+                tokenizer=pair.finetuned_ref,
+            )
+            finish_manifest(out, manifest)
+        _barrier(
+            out,
+            world_size,
+            lambda: (
+                (out / MANIFEST).is_file() and read_manifest(out).settings.get("tokens") == tokens
+            ),
         )
-        finish_manifest(out, manifest)
-    _barrier(
-        out,
-        world_size,
-        lambda: (out / MANIFEST).is_file() and read_manifest(out).settings.get("tokens") == tokens,
-    )
-    return ActivationStore.open(out)
+        return ActivationStore.open(out)

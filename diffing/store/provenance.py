@@ -60,7 +60,7 @@ def pair_info(pair) -> list[dict]:
 def data_identity(sources) -> list[list]:
     """``[spec, size, sha256]`` of every data file the resolved sources read, in stream order.
 
-    ``sources`` are :func:`diffing.corpus.resolve_all`'s. Files (alone, in folders, or an
+    ``sources`` are :func:`diffing.data.corpus.resolve_all`'s. Files (alone, in folders, or an
     organism corpus) are identified by content; ``hf:`` datasets by their spec alone,
     with size and hash ``None`` (a hub dataset is taken to be fixed by its name).
     """

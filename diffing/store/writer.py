@@ -7,8 +7,10 @@ modules use it to fabricate stores with known contents).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import secrets
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +24,6 @@ from diffing.store.format import (
     MODEL_NAMES,
     Manifest,
     ShardInfo,
-    sha256_file,
     shard_name,
     write_json_atomic,
 )
@@ -38,6 +39,15 @@ def storage_dtype(name: str | torch.dtype) -> torch.dtype:
     if name not in DTYPES:
         raise DiffingError(f"unknown store dtype {name!r}; use one of {', '.join(DTYPES)}")
     return DTYPES[name]
+
+
+def temp_name(name: str) -> str:
+    """A hidden temporary name for ``name``, unique to this process (pid and a random suffix).
+
+    Two processes never write the same temporary file, and a harvest resuming after a crash
+    recognises any process's leftovers of its rank by the ``.NAME.`` prefix.
+    """
+    return f".{name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
 
 
 def check_free_space(folder: Path, needed: int, what: str) -> None:
@@ -77,7 +87,7 @@ def write_shard(
     ``acts``: layer -> ``[n, n_models, d_model]`` already in the storage dtype. The
     other arrays are as described in :mod:`diffing.store.format`.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     folder = Path(folder)
     n = int(token_ids.shape[0])
@@ -112,16 +122,23 @@ def write_shard(
     needed = sum(t.numel() * t.element_size() for t in tensors.values()) + 4096
     name = shard_name(rank, index)
     check_free_space(folder, needed, f"shard {name}")
-    tmp = folder / f".{name}.tmp"
-    save_file(tensors, str(tmp), metadata=meta)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, folder / name)
+    # serialised once in memory: the checksum comes from these bytes, not from re-reading the file
+    data = save(tensors, metadata=meta)
+    digest = hashlib.sha256(data).hexdigest()
+    tmp = folder / temp_name(name)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, folder / name)
+    finally:
+        tmp.unlink(missing_ok=True)
     return ShardInfo(
         file=name,
         n_tokens=n,
-        sha256=sha256_file(folder / name),
-        bytes=(folder / name).stat().st_size,
+        sha256=digest,
+        bytes=len(data),
         rank=rank,
         index=index,
         first_seq=first_seq,

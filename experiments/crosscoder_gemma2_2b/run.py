@@ -23,7 +23,7 @@ NAME = "crosscoder_gemma2_2b"
 
 def _chat_transcripts(data: list[str], n: int) -> list:
     """The first ``n`` chat transcripts among the data specs (for the causal check)."""
-    from diffing.corpus import resolve_all
+    from diffing.data.corpus import resolve_all
 
     out = []
     for src in resolve_all(data):

@@ -28,7 +28,7 @@ def _texts(path: str, n: int) -> list[str]:
     """The first ``n`` documents of a text spec ("" = none)."""
     if not path:
         return []
-    from diffing.corpus import resolve_all
+    from diffing.data.corpus import resolve_all
 
     out: list[str] = []
     for src in resolve_all([path]):

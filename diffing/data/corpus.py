@@ -8,8 +8,9 @@ A spec is one of
 - a ``.parquet`` file with a ``text`` or ``messages`` column (needs ``pyarrow``);
 - a folder: every such file inside it, sorted by name;
 - ``hf:NAME[:split]``: a Hugging Face dataset, streamed (needs ``datasets``);
-- ``organism:NAME`` / ``organism-full:NAME``: the corpus file ``NAME`` (``text`` or
-  ``chat``) of the cached fast / full model-organism build (``diffing.organisms``).
+- ``PREFIX:NAME`` for a registered scheme (:func:`register_scheme`): the model organisms
+  register ``organism:NAME`` / ``organism-full:NAME``, the corpus file ``NAME`` (``text`` or
+  ``chat``) of the cached fast / full organism build.
 
 Each source yields documents in a fixed order, so a harvest that is interrupted and
 rerun sees the same documents in the same order (resume depends on it).
@@ -18,14 +19,15 @@ rerun sees the same documents in the same order (resume depends on it).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from diffing.errors import DiffingError
 from diffing.io import not_utf8
 
-TEXT_FIELDS = ("text", "content", "document")
+TEXT_FIELDS = ("text", "content", "document", "prompt")
 """Record fields read as plain text, in order of preference."""
 CHAT_FIELDS = ("messages", "conversations", "conversation")
 """Record fields read as a chat transcript (a list of ``{"role", "content"}``)."""
@@ -47,14 +49,14 @@ class Source:
     _path: Path | None = None
     _hf: tuple[str, str] | None = None
 
-    def documents(self) -> Iterator[Document]:
-        """The documents, always in the same order."""
+    def documents(self, field: str | None = None) -> Iterator[Document]:
+        """The documents, always in the same order (``field``: the record field holding the text)."""
         if self._hf is not None:
-            yield from (_doc(r, self.spec) for r in _hf_records(*self._hf))
+            yield from (_doc(r, self.spec, field) for r in _hf_records(*self._hf))
         elif self._path.suffix == ".txt":
             yield from _txt_documents(self._path)
         else:
-            yield from (_doc(r, self.spec) for r in _records(self._path))
+            yield from (_doc(r, self.spec, field) for r in _records(self._path))
 
 
 def _txt_documents(path: Path) -> Iterator[str]:
@@ -135,7 +137,7 @@ def _kind(record, where: str) -> str:
     )
 
 
-def _doc(record, where: str) -> Document:
+def _doc(record, where: str, field: str | None = None) -> Document:
     """A record as a document: the text string or the message list."""
     if isinstance(record, (str, list)):
         return record
@@ -148,10 +150,14 @@ def _doc(record, where: str) -> Document:
                 }
                 for m in record[f]
             ]
-    for f in TEXT_FIELDS:
+    for f in (field,) if field else TEXT_FIELDS:
         if isinstance(record.get(f), str):
             return record[f]
-    raise DiffingError(f"{where}: a record has neither text nor messages: {str(record)[:80]!r}")
+    wanted = repr(field) if field else "/".join(TEXT_FIELDS)
+    raise DiffingError(
+        f"{where}: a record has neither a {wanted} text nor messages (keys: {sorted(record)[:6]}): "
+        'name the text field, or give chat records {"messages": [...]}'
+    )
 
 
 def _file_source(path: Path, spec: str) -> Source | None:
@@ -164,22 +170,17 @@ def _file_source(path: Path, spec: str) -> Source | None:
     return Source(spec, _kind(first, str(path)), _path=path)
 
 
-def _organism_file(spec: str) -> Path:
-    prefix, _, name = spec.partition(":")
-    try:
-        from diffing.organisms import cached_organisms
-    except ImportError as err:
-        raise DiffingError(
-            f"the spec {spec!r} needs diffing.organisms, which is not available in this install"
-        ) from err
-    root = Path(cached_organisms(fast=prefix != "organism-full")) / "corpus"
-    for suffix in (".jsonl", ".txt", ".json", ".parquet"):
-        if (root / f"{name}{suffix}").is_file():
-            return root / f"{name}{suffix}"
-    names = sorted({p.stem for p in root.glob("*")}) if root.is_dir() else []
-    raise DiffingError(
-        f"the organism build has no corpus named {name!r}; known: {', '.join(names) or 'none'} (use e.g. organism:text)"
-    )
+SCHEMES: dict[str, Callable[[str], Path]] = {}
+"""Spec prefix (before the colon) -> a function giving the local file the spec names.
+
+Packages above the data layer register their own specs here (the model organisms
+register ``organism`` and ``organism-full``), so this layer imports none of them.
+"""
+
+
+def register_scheme(prefix: str, locate: Callable[[str], Path]) -> None:
+    """Make ``PREFIX:NAME`` specs resolve to the file ``locate(spec)`` returns."""
+    SCHEMES[prefix] = locate
 
 
 def resolve(spec: str) -> list[Source]:
@@ -194,10 +195,15 @@ def resolve(spec: str) -> list[Source]:
         if first is None:
             raise DiffingError(f"Hugging Face dataset {name!r} is empty")
         return [Source(spec, _kind(first, spec), _hf=(name, split or "train"))]
-    if spec.startswith(("organism:", "organism-full:")):
-        path = _organism_file(spec)
-        src = _file_source(path, spec)
+    prefix = spec.partition(":")[0]
+    if prefix in SCHEMES:
+        src = _file_source(SCHEMES[prefix](spec), spec)
         return [src] if src else []
+    if prefix.startswith("organism"):
+        raise DiffingError(
+            f"the spec {spec!r} needs the model organisms' scheme: import diffing.organisms first "
+            "(the command line does this itself)"
+        )
     path = Path(spec).expanduser()
     if not path.exists():
         raise DiffingError(
@@ -229,3 +235,48 @@ def resolve_all(specs: list[str] | str) -> list[Source]:
             f"the data {', '.join(specs)} holds no documents; check the files are not empty"
         )
     return sources
+
+
+class Documents(NamedTuple):
+    """Documents of some data specs, split by kind."""
+
+    texts: list[str]
+    """Plain-text documents."""
+    chats: list[list[dict]]
+    """Conversations: lists of ``{"role", "content"}`` messages."""
+
+
+def _chars(doc: Document) -> int:
+    return len(doc) if isinstance(doc, str) else sum(len(str(m.get("content", ""))) for m in doc)
+
+
+def read_documents(
+    specs: list[str] | str,
+    *,
+    field: str | None = None,
+    max_documents: int | None = None,
+    max_chars: int | None = None,
+) -> Documents:
+    """Plain texts and chat transcripts of ``specs``, each kind read until it holds ``max_documents``
+    documents or ``max_chars`` characters (None: all), so a large source is read only as far as a
+    budget can use. Each record is classed by its own content, so a file may mix both kinds."""
+    out: dict[str, list] = {"text": [], "chat": []}
+    chars = {"text": 0, "chat": 0}
+
+    def full(kind: str) -> bool:
+        return (max_documents is not None and len(out[kind]) >= max_documents) or (
+            max_chars is not None and chars[kind] >= max_chars
+        )
+
+    for source in resolve_all(specs):
+        if full(source.kind) and full("chat" if source.kind == "text" else "text"):
+            break
+        for doc in source.documents(field):
+            kind = "text" if isinstance(doc, str) else "chat"
+            if full(kind):
+                if full("chat" if kind == "text" else "text"):
+                    break
+                continue
+            out[kind].append(doc)
+            chars[kind] += _chars(doc)
+    return Documents(out["text"], out["chat"])
