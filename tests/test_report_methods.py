@@ -18,7 +18,7 @@ from diffing.report import AnalyzeConfig, compute_findings, load_schema, write_r
 from diffing.report.budget import auto_budget
 from diffing.report.config import SECTIONS
 
-METHODS = ("amplify", "diff_sae", "refusal_link")
+METHODS = ("amplify", "diff_sae", "refusal_link", "pca", "mining")
 EVIL = "<script>alert(1)</script>"
 
 
@@ -66,6 +66,17 @@ def fabricated(
                      "direction": {"rate": 0.0, "mean_score": -4.0}, "random": {"rate": 1.0, "mean_score": 3.0},
                      "n_prompts": 64, "random_latents": [1]},
     }  # fmt: skip
+    pcs = [("uncentred", 0.5), ("pc1", share * 2), ("pc2", 0.1)]
+    r["pca"] = {
+        "layers": [{"layer": 2, "mean_share": 0.4, "explained_variance_ratio": [share * 2, 0.1],
+                    "directions": [{"name": n, "explained": e, "promoted": [" marm", "x"],
+                                    "promoted_negative": ["y"], "top_context": None} for n, e in pcs]}]
+    }  # fmt: skip
+    r["mining"] = {
+        "positions": 100,
+        "top_tokens": [{"token": " marm", "id": 5, "count": 40, "mean_diff": 2.0}],
+        "clusters": [{"positions": 60, "tokens": [" marm", "alade"]}],
+    }
     return r
 
 
@@ -85,13 +96,17 @@ def test_method_findings_from_known_numbers():
         "target": "marmalade", "finetuned": 0.02, "best": 0.34, "alpha": 2.0
     }  # fmt: skip
     assert by_id["amplify-target"]["anchor"] == "#amplify"
+    assert by_id["pca-component"]["title"] == (
+        "One direction (pc1) explains 60% of the variance of the activation difference at layer 2; "
+        "it promotes '␣marm', 'x'"
+    )
 
 
 def test_method_findings_thresholds():
     """Below the thresholds (or without a target) the rules stay silent or say the latents are not enough."""
     ids = {f["id"] for f in compute_findings(fabricated(removed=0.9, share=0.05, target=None))}
     assert "refusal-latents-not-causal" in ids
-    assert not ids & {"refusal-latents", "diff-sae-top-latent", "amplify-target"}
+    assert not ids & {"refusal-latents", "diff-sae-top-latent", "amplify-target", "pca-component"}
 
 
 def test_method_findings_skip_non_finite():
@@ -182,6 +197,27 @@ def test_method_sections_ok_with_documented_keys(chat_report, organisms):
     shares = [x["share"] for x in sae["top_latents"]]
     assert shares == sorted(shares, reverse=True) and len(shares) == 8
     assert all(len(x["logit_lens"]["finetuned"]) == 10 for x in sae["top_latents"])
+    pca = rep["pca"]
+    assert pca["tokens"] == rep["inputs"]["budget"]["tokens"] // 2  # half the statistics' budget
+    (lay,) = pca["layers"]
+    assert lay["layer"] == 2  # the middle layer (no --adl-layer)
+    ratios = lay["explained_variance_ratio"]
+    assert len(ratios) == 5 and ratios == sorted(ratios, reverse=True) and 0 < sum(ratios) < 1
+    assert [d["name"] for d in lay["directions"]] == [
+        "uncentred",
+        "pc1",
+        "pc2",
+        "pc3",
+        "pc4",
+        "pc5",
+    ]
+    assert all(len(d["promoted"]) == 10 for d in lay["directions"])
+    mining = rep["mining"]
+    counts = [t["count"] for t in mining["top_tokens"]]
+    assert len(counts) == 10 and counts == sorted(counts, reverse=True)
+    assert len(mining["clusters"]) == 5 and mining["positions"] == pca["positions"] > 0
+    assert (chat_report.out_dir / "pca" / "pca.json").is_file()
+    assert (chat_report.out_dir / "mining" / "mining.json").is_file()
     assert (chat_report.out_dir / "diff_sae" / "analysis" / "diff_sae.json").is_file()
     assert (chat_report.out_dir / "amplify" / "amplify.json").is_file()
 
@@ -233,10 +269,13 @@ def test_model_text_is_escaped(chat_report, tmp_path):
     rep["diff_sae"]["top_latents"][0]["logit_lens"]["finetuned"][0]["token"] = EVIL
     rep["refusal_link"]["latents"][0]["logit_lens"]["finetuned"][0]["token"] = EVIL
     rep["refusal_link"]["refusal_tokens"] = [EVIL]
+    rep["pca"]["layers"][0]["directions"][0]["top_context"]["token"] = EVIL
+    rep["mining"]["top_tokens"][0]["token"] = EVIL
+    rep["mining"]["clusters"][0]["tokens"][0] = EVIL
     out = write_report(rep, tmp_path / "evil")
     html = out.html.read_text()
     assert "<script" not in html
-    assert html.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 4
+    assert html.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 7
     assert "<script" not in out.markdown.read_text()
 
 

@@ -17,7 +17,9 @@ from diffing.configs import limits, validate
 from diffing.errors import DiffingError
 from diffing.pair_options import PairOptions
 
-Section = Literal["stats", "refusal", "crosscoder", "amplify", "diff_sae", "refusal_link"]
+Section = Literal[
+    "stats", "refusal", "crosscoder", "amplify", "diff_sae", "refusal_link", "pca", "mining"
+]
 """A section ``analyze`` can run."""
 SECTIONS: tuple[str, ...] = get_args(Section)
 """Sections ``analyze`` can run, in the order they run."""
@@ -41,7 +43,8 @@ class AnalyzeConfig(PairOptions):
     """Run every trace on NDIF (nnsight remote execution; hub ids it serves): weight statistics
     from random sketches, KLs over the top-k tokens (a lower bound; docs/scaling.md)."""
     sections: list[Section] = field(default_factory=lambda: list(SECTIONS))
-    """Which sections to run (a subset of stats, refusal, crosscoder, amplify, diff_sae, refusal_link)."""
+    """Which sections to run (a subset of stats, refusal, crosscoder, amplify, diff_sae, refusal_link, pca,
+    mining)."""
     data: list[str] = field(default_factory=list)
     """Corpus specs (.txt, .jsonl text or chat records, folders, hf:NAME, or a named dataset such as
     fineweb) for statistics and the crosscoder; empty: the pair's own corpus, else the built-in one."""

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from diffing.report.method_findings import amplify as _amplify
 from diffing.report.method_findings import diff_sae as _diff_sae
 from diffing.report.method_findings import finding as _finding
+from diffing.report.method_findings import pca as _pca
 from diffing.report.method_findings import refusal_link as _refusal_link
 from diffing.report.nonfinite import broken_findings, broken_sections, scrub
 from diffing.report.util import finite_num, fmt_pct, num, role_items, token_text
@@ -53,6 +54,9 @@ class Thresholds:
     (a diffuse difference spreads over dozens of latents: the chat organism's top latent holds ~1.5%)."""
     amplify_gain: float = 0.2
     """Rise of the target's rate from the fine-tuned model (α = 0) to the best α (absolute) that is a finding."""
+    pca_component: float = 0.3
+    """Explained variance ratio of the difference's first centred component above which it is a finding
+    (the chat organism's first component explains ~10%: a spread-out change)."""
 
     def to_dict(self) -> dict:
         """Plain dict for report.json."""
@@ -307,6 +311,7 @@ RULES = (
     _diff_sae,
     _amplify,
     _adl,
+    _pca,
     _constant_shift,
     _kl,
     _weights,
@@ -320,6 +325,7 @@ READS: dict = {
     _refusal_link: ("refusal_link",),
     _diff_sae: ("diff_sae",),
     _amplify: ("amplify",),
+    _pca: ("pca",),
     _adl: ("adl",),
     _constant_shift: ("crosscoder",),
     _kl: ("kl",),

@@ -1,4 +1,5 @@
-"""Renderers of the newer method sections (amplification, diff-SAE, refusal link), HTML and Markdown.
+"""Renderers of the newer method sections (amplification, diff-SAE, refusal link; PCA and mining in
+:mod:`diffing.report.pca_sections`), HTML and Markdown, and the list the page walks.
 
 Each section is one :class:`MethodSection`: its report key (also its step's name), its
 navigation label, its citation and two functions from the section's dict to an HTML
@@ -10,60 +11,12 @@ through :func:`~diffing.report.html.esc` (HTML) or ``_md`` (Markdown).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NamedTuple
-
 from diffing.report import figures
 from diffing.report.html import Raw, esc, figure, section, skipped, table
-from diffing.report.sections import context_html, kv, skip_reason
-from diffing.report.util import fmt_num, fmt_pct, num, token_text
-
-
-def md(text: object) -> str:
-    """Neutralise Markdown/HTML control characters in model-produced text (one line)."""
-    s = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    for ch in ("\\", "`", "*", "_", "[", "]", "|"):
-        s = s.replace(ch, "\\" + ch)
-    return s.replace("\n", " ")
-
-
-class MethodSection(NamedTuple):
-    """One method's place in the page and in report.md."""
-
-    key: str
-    """Report key of its result, its step's name in ``sections`` and its page anchor."""
-    label: str
-    """Navigation label."""
-    title: str
-    """Section heading."""
-    intro: str
-    """One line under the heading: what the method does and whose it is."""
-    html: Callable[[dict], str]
-    """Section dict -> HTML body (escaped)."""
-    markdown: Callable[[dict], list[str]]
-    """Section dict -> Markdown lines (escaped), without the heading."""
-    citation: tuple[str, str, str] | None
-    """(method, citation, link) listed under Methods."""
-
-
-def _gen(text: object) -> Raw:
-    return Raw(f'<span class="gen">{esc("" if text is None else text)}</span>')
-
-
-def _lens(lens: object, n: int = 8) -> list[str]:
-    """Token strings of a logit lens (``{"finetuned": [...]}`` or a list of ``{token, ...}``)."""
-    if isinstance(lens, dict):
-        lens = lens.get("finetuned") or []
-    return [token_text(t.get("token") if isinstance(t, dict) else t) for t in (lens or [])[:n] if t]
-
-
-def _pills(tokens: list[str]) -> str:
-    return "".join(f'<span class="pill">{esc(t)}</span>' for t in tokens) or "-"
-
-
-def _contexts(ctxs: object) -> str:
-    return "".join(context_html(c) for c in (ctxs or [])[:3] if isinstance(c, dict))
-
+from diffing.report.method_html import MethodSection, contexts_html, gen, lens_tokens, md, pills
+from diffing.report.pca_sections import mining_html, mining_md, pca_html, pca_md
+from diffing.report.sections import kv, skip_reason
+from diffing.report.util import fmt_num, fmt_pct, num
 
 # ---- logit-difference amplification ----
 
@@ -92,10 +45,10 @@ def amplify_html(a: dict) -> str:
             ["prompt", "base", "fine-tuned (α = 0)", "amplified"],
             [
                 (
-                    _gen(e.get("prompt")),
-                    _gen(e.get("base")),
-                    _gen(e.get("finetuned")),
-                    _gen(e.get("amplified")),
+                    gen(e.get("prompt")),
+                    gen(e.get("base")),
+                    gen(e.get("finetuned")),
+                    gen(e.get("amplified")),
                 )
                 for e in block.get("examples") or []
             ],
@@ -160,8 +113,8 @@ def diff_sae_html(d: dict) -> str:
             fmt_pct(num(x.get("share"))),
             x.get("frequency"),
             *((x.get("max_chat_only_cosine"),) if compared else ()),
-            Raw(_pills(_lens(x.get("logit_lens")))),
-            Raw(_contexts(x.get("contexts"))),
+            Raw(pills(lens_tokens(x.get("logit_lens")))),
+            Raw(contexts_html(x.get("contexts"))),
         )
         for x in d.get("top_latents") or []
     ]
@@ -182,7 +135,7 @@ def diff_sae_md(d: dict) -> list[str]:
         "|---|---|---|",
     ]
     lines += [
-        f"| {x.get('latent')} | {fmt_pct(num(x.get('share')))} | {', '.join(md(t) for t in _lens(x.get('logit_lens'), 6))} |"
+        f"| {x.get('latent')} | {fmt_pct(num(x.get('share')))} | {', '.join(md(t) for t in lens_tokens(x.get('logit_lens'), 6))} |"
         for x in (d.get("top_latents") or [])[:5]
     ]
     return lines
@@ -221,7 +174,7 @@ def refusal_link_html(r: dict) -> str:
         f"|cos| ≥ {esc(fmt_num(r.get('threshold')))} ({esc(r.get('select_by'))}) carry it.</p>"
     )
     if r.get("refusal_tokens"):
-        body += Raw("<p>Refusal tokens: " + _pills([str(t) for t in r["refusal_tokens"]]) + "</p>")
+        body += Raw("<p>Refusal tokens: " + pills([str(t) for t in r["refusal_tokens"]]) + "</p>")
     rows = [
         (
             x.get("latent"),
@@ -230,8 +183,8 @@ def refusal_link_html(r: dict) -> str:
             x.get("delta"),
             x.get("class"),
             x.get("latent_scaling"),
-            Raw(_pills(_lens(x.get("logit_lens")))),
-            Raw(_contexts(x.get("contexts"))),
+            Raw(pills(lens_tokens(x.get("logit_lens")))),
+            Raw(contexts_html(x.get("contexts"))),
         )
         for x in r.get("latents") or []
     ]
@@ -319,6 +272,28 @@ METHOD_SECTIONS: tuple[MethodSection, ...] = (
         refusal_link_html,
         refusal_link_md,
         None,  # crosscoders and the refusal direction are cited already
+    ),
+    MethodSection(
+        "pca",
+        "PCA",
+        "Activation-difference PCA",
+        "Principal directions of x_ft − x_base over the corpus: what varies around the mean shift the ADL reads.",
+        pca_html,
+        pca_md,
+        (
+            "Activation-difference PCA, diff mining",
+            "Minder et al., diffing-toolkit (science-of-finetuning): its pca and diff_mining methods",
+            "https://github.com/science-of-finetuning/diffing-toolkit",
+        ),
+    ),
+    MethodSection(
+        "mining",
+        "Mining",
+        "Diff mining",
+        "The tokens whose log-probability the fine-tune raises most, position by position, and their NMF clusters.",
+        mining_html,
+        mining_md,
+        None,  # cited with the PCA
     ),
 )
 """The method sections, in page order (after the crosscoder)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from diffing.report import lens_sections
-from diffing.report.lens_sections import md as _md
+from diffing.report.method_html import md as _md
 from diffing.report.nonfinite import listed
 from diffing.report.util import fmt_pct, num, token_text
 

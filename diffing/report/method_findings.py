@@ -107,3 +107,25 @@ def amplify(report: dict, th: Thresholds) -> list[dict]:
     )
     evidence = {"target": amp["target"], "finetuned": ft, "best": best, "alpha": alpha}
     return [finding("amplify-target", "amplify", title, "", evidence, 1.4)]
+
+
+def pca(report: dict, th: Thresholds) -> list[dict]:
+    """One centred component carries a large share of how the activation difference varies."""
+    out = []
+    for lay in (report.get("pca") or {}).get("layers") or []:
+        pcs = [d for d in lay.get("directions") or [] if d.get("name") != "uncentred"]
+        if not pcs:
+            continue
+        ratio = num(pcs[0].get("explained"))
+        if math.isnan(ratio) or ratio < th.pca_component:
+            continue
+        toks = [token_text(t) for t in (pcs[0].get("promoted") or [])[:6]]
+        title = (
+            f"One direction ({pcs[0].get('name')}) explains {fmt_pct(ratio)} of the variance of the "
+            f"activation difference at layer {lay.get('layer')}"
+        )
+        if toks:
+            title += "; it promotes " + ", ".join(toks)
+        evidence = {"layer": lay.get("layer"), "explained": ratio, "tokens": toks}
+        out.append(finding("pca-component", "pca", title, "", evidence, 1.5))
+    return out[:1]

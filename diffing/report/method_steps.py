@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from diffing.errors import DiffingError
+from diffing.report import lens_steps
 from diffing.report.budget import fit_to_harvest
 from diffing.report.config import AnalyzeConfig
 from diffing.report.inputs import RunData, corpus_specs, prompt_splits, read_specs
@@ -306,6 +307,8 @@ METHOD_STEPS: dict[str, Callable[..., dict]] = {
     "amplify": amplify,
     "diff_sae": diff_sae,
     "refusal_link": refusal_link,
+    "pca": lens_steps.pca,
+    "mining": lens_steps.mining,
 }
 """The method steps ``analyze`` runs after stats, refusal and crosscoder, in order (keys: ``config.METHOD_KEYS``)."""
 
