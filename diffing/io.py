@@ -16,7 +16,7 @@ import dataclasses
 import json
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -223,6 +223,77 @@ def check_out_dir(path: str | Path, flag: str = "--out") -> Path:
                 )
             break
     return p
+
+
+def folder_lock(folder: str | Path, name: str, what: str):
+    """Hold ``folder/.NAME.lock`` while a process writes ``folder``; a DiffingError naming ``what``
+    when another process holds it. Returns the acquired lock (a context manager that releases it)."""
+    from filelock import FileLock, Timeout
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder / f".{name}.lock"), timeout=0)
+    try:
+        return lock.acquire()
+    except Timeout:
+        raise DiffingError(
+            f"another {what} is writing {folder}; wait for it to finish, or choose another --out"
+        ) from None
+
+
+OUT_MARKER = ".diffing-output.json"
+"""File in an output folder naming the command whose results it holds."""
+RESULT_FILES = {
+    "manifest.json": "harvest",
+    "stats.json": "stats",
+    "report.json": "analyze",
+    "crosscoder.safetensors": "crosscoder train",
+    "direction.safetensors": "refusal extract",
+    "organism.json": "organism build",
+    "config.json": "a model checkpoint",
+}
+"""Files whose presence says which command's results (or what) a folder holds, for folders
+written before output folders were marked."""
+
+
+def claim_out_dir(
+    path: str | Path, command: str, *, inputs: Iterable[str | Path] = (), force: bool = False
+) -> Path:
+    """Make ``path`` the output folder of ``command``, or say why it must not be.
+
+    Refused unless ``force``: a folder that is one of the run's ``inputs`` or lies inside one
+    (the run would write over what it reads: a model, a store), and a folder holding another
+    command's results (its marker, or files such as ``manifest.json`` or a model's
+    ``config.json``). A folder of the same command is fine: reruns resume or refresh it.
+    """
+    out = check_out_dir(path)
+    here = out.resolve()
+    for ref in inputs:
+        src = Path(str(ref)).expanduser()
+        if not src.exists():  # a hub id, a named dataset
+            continue
+        src = src.resolve()
+        if not force and (here == src or (src.is_dir() and src in here.parents)):
+            raise DiffingError(
+                f"--out {path} is {'an input' if here == src else 'inside an input'} of this run ({ref}); "
+                "writing there would overwrite what the run reads: choose another --out (or pass --force)"
+            )
+    owner = None
+    if (out / OUT_MARKER).is_file():
+        try:
+            owner = json.loads((out / OUT_MARKER).read_text()).get("command")
+        except (OSError, ValueError):
+            owner = None
+    elif out.is_dir():
+        owner = next((who for name, who in RESULT_FILES.items() if (out / name).exists()), None)
+    if owner is not None and owner != command and not force:
+        raise DiffingError(
+            f"--out {path} holds the results of {owner if ' ' in owner or owner.startswith('a ') else 'diffing ' + owner}; "
+            "choose another --out, or pass --force to write into it anyway"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / OUT_MARKER, {"command": command})
+    return out
 
 
 def not_utf8(path: str | Path, err: UnicodeDecodeError) -> DiffingError:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from diffing.cli.common import add_pair_args, out_dir
+from diffing.cli.common import add_out_arg, add_pair_args
 from diffing.cli.options import add_options, config_from_args
 from diffing.lens.amplify_config import AmplifyConfig
 
@@ -26,7 +26,7 @@ def register(sub) -> argparse.ArgumentParser:
         "into --out.",
     )
     add_pair_args(p)
-    p.add_argument("--out", type=out_dir, required=True, help="output folder")
+    add_out_arg(p, "amplify", "output folder")
     p.add_argument(
         "--prompts",
         default=None,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from diffing.cli.common import device, out_dir, token_count
+from diffing.cli.common import add_out_arg, device, out_dir, token_count
 from diffing.cli.options import add_options
 from diffing.report.config import CLI_FLAGS, CLI_POSITIONALS, AnalyzeConfig
 
@@ -29,10 +29,11 @@ def register(sub) -> None:
         flags=CLI_FLAGS,
         types={"device": device, "tokens": token_count},
     )
-    p.add_argument(
-        "--out",
-        type=out_dir,
-        help="output folder (default: the --config file's folder, else ./report)",
+    add_out_arg(
+        p,
+        "analyze",
+        "output folder (default: the --config file's folder, else ./report)",
+        required=False,
     )
     p.add_argument(
         "--config", help="run.toml written by an earlier analyze; flags given here override it"

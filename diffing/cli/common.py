@@ -150,6 +150,21 @@ def add_pair_args(p: argparse.ArgumentParser) -> None:
                 types={"device": device}, suppress=False)  # fmt: skip
 
 
+def add_out_arg(
+    p: argparse.ArgumentParser, command: str, help: str, *, required: bool = True
+) -> None:
+    """``--out`` (checked: not a file) and ``--force``; before the handler runs, the folder is claimed
+    for ``command`` (``diffing.io.claim_out_dir``): never an input of the run nor another command's
+    results unless ``--force``."""
+    p.add_argument("--out", type=out_dir, required=required, help=help)
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="write into --out even if it is an input of the run or holds another command's results",
+    )
+    p.set_defaults(claim_out=command)
+
+
 def add_remote_arg(p: argparse.ArgumentParser, what: str) -> None:
     """``--remote``: run every trace of the command on NDIF (nnsight remote execution)."""
     p.add_argument(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from diffing.cli.common import add_remote_arg, integer, out_dir, positive_int
+from diffing.cli.common import add_out_arg, add_remote_arg, integer, positive_int
 from diffing.cli.options import add_options, config_from_args
 from diffing.crosscoder.analysis_config import AnalysisConfig, ScalingThresholds
 
@@ -26,7 +26,7 @@ def add_analyze(actions) -> argparse.ArgumentParser:
     )
     p.add_argument("crosscoder", help="crosscoder folder (ours, or dictionary_learning layout)")
     p.add_argument("--store", required=True, help="the activation store it was trained on")
-    p.add_argument("--out", type=out_dir, required=True, help="output folder")
+    add_out_arg(p, "crosscoder analyze", "output folder")
     p.add_argument(
         "--top",
         type=positive_int,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from diffing.cli.common import device, out_dir
+from diffing.cli.common import add_out_arg, device
 from diffing.cli.options import add_options, config_from_args
 from diffing.crosscoder.extra_config import DiffSAEConfig, RefusalLinkConfig
 
@@ -38,7 +38,7 @@ def add_diff_sae(actions) -> argparse.ArgumentParser:
         "metrics.json), diff_sae.json and diff_sae.png into --out; --resume continues a stopped training.",
     )
     p.add_argument("store", help="activation store folder (from `diffing harvest`)")
-    p.add_argument("--out", type=out_dir, required=True, help="output folder")
+    add_out_arg(p, "crosscoder diff-sae", "output folder")
     p.add_argument(
         "--crosscoder", default=None, help="a crosscoder of the same layer to compare with"
     )
@@ -117,7 +117,7 @@ def add_refusal_link(actions) -> argparse.ArgumentParser:
     p.add_argument(
         "--store", required=True, help="the activation store the crosscoder was trained on"
     )
-    p.add_argument("--out", type=out_dir, required=True, help="output folder")
+    add_out_arg(p, "crosscoder refusal-link", "output folder")
     p.add_argument(
         "--harmful", default=None, help="harmful prompts (.txt/.jsonl/.json/.csv) for the ablation"
     )

@@ -11,10 +11,10 @@ import argparse
 import os
 
 from diffing.cli.common import (
+    add_out_arg,
     add_pair_args,
     add_remote_arg,
     load_pair_from_args,
-    out_dir,
     print_json,
     token_count,
 )
@@ -47,12 +47,7 @@ def register(sub) -> None:
         types={"tokens": token_count},
         title="harvest (fields of HarvestConfig)",
     )
-    p.add_argument(
-        "--out",
-        type=out_dir,
-        required=True,
-        help="store folder (created; an unfinished one is resumed)",
-    )
+    add_out_arg(p, "harvest", "store folder (created; an unfinished one is resumed)")
     add_remote_arg(p, "both models")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=run_harvest)

@@ -9,22 +9,23 @@ from __future__ import annotations
 import argparse
 import sys
 
-from diffing.cli.common import add_pair_args, out_dir
+from diffing.cli.common import add_out_arg, add_pair_args
 from diffing.cli.options import add_options, config_from_args
 from diffing.lens.config import LensDataConfig, MiningConfig, PCAConfig
 
 
-def _add_data_args(p: argparse.ArgumentParser) -> None:
+def _add_data_args(p: argparse.ArgumentParser, name: str) -> None:
     """``--data SPEC`` (repeatable) and ``--out DIR``, shared by every lens action."""
     p.add_argument(
         "--data",
-        action="append",
+        nargs="+",
+        action="extend",
         required=True,
         metavar="SPEC",
         help="data, repeatable: .txt (one document a line), .jsonl/.json/.parquet with text or chat "
         '({"messages": [...]}) records, a folder of them, hf:NAME[:split] or organism:text / organism:chat',
     )
-    p.add_argument("--out", type=out_dir, required=True, help="output folder")
+    add_out_arg(p, f"lens {name}", "output folder")
 
 
 def add_pca(actions) -> argparse.ArgumentParser:
@@ -39,7 +40,7 @@ def add_pca(actions) -> argparse.ArgumentParser:
         "pca.safetensors and PNG figures into --out (docs/lens.md).",
     )
     add_pair_args(p)
-    _add_data_args(p)
+    _add_data_args(p, "pca")
     add_options(p, PCAConfig, title="PCA")
     p.set_defaults(handler=run_pca)
     return p
@@ -55,7 +56,7 @@ def add_mine(actions) -> argparse.ArgumentParser:
         "positions where they rise. Writes mining.json and a PNG figure into --out (docs/lens.md).",
     )
     add_pair_args(p)
-    _add_data_args(p)
+    _add_data_args(p, "mine")
     add_options(p, MiningConfig, title="mining")
     p.set_defaults(handler=run_mine)
     return p

@@ -19,6 +19,7 @@ from typing import NoReturn
 
 import diffing
 from diffing.errors import DiffingError
+from diffing.io import claim_out_dir
 
 COMMAND_MODULES = (
     "inspect",
@@ -83,6 +84,18 @@ def _setup_output(quiet: bool) -> None:
     logging.getLogger("diffing").setLevel(logging.WARNING if quiet else logging.INFO)
 
 
+def _input_paths(args: argparse.Namespace) -> list[str]:
+    """Every argument value of the run that names an existing file or folder, except its output."""
+    found = []
+    for name, value in vars(args).items():
+        if name in ("out", "claim_out", "handler"):
+            continue
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, str) and v and os.path.exists(os.path.expanduser(v)):
+                found.append(v)
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``diffing`` console script."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -100,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args.command is None else 2
     _setup_output(args.quiet)
     try:
+        if getattr(args, "claim_out", None) and getattr(args, "out", None):
+            claim_out_dir(args.out, args.claim_out, inputs=_input_paths(args), force=args.force)
         return int(args.handler(args) or 0)
     except DiffingError as err:
         if args.debug:

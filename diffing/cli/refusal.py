@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from diffing.cli.common import (
+    add_out_arg,
     add_pair_args,
     add_remote_arg,
     device,
@@ -95,11 +96,10 @@ def register(sub) -> None:
     add_remote_arg(p, "the model")
     _prompt_args(p)
     _select_args(p)
-    p.add_argument(
-        "--out",
-        type=out_dir,
-        required=True,
-        help="output folder (direction.safetensors, candidates.json, scores.png, test_eval.json)",
+    add_out_arg(
+        p,
+        "refusal extract",
+        "output folder (direction.safetensors, candidates.json, scores.png, test_eval.json)",
     )
     p.set_defaults(handler=run_extract)
 
@@ -130,11 +130,8 @@ def register(sub) -> None:
         default=1.0,
         help="with --direction: ablation / addition strength, finite (default 1)",
     )
-    p.add_argument(
-        "--out",
-        type=out_dir,
-        required=True,
-        help="output folder for eval.json and eval.md (not the direction's folder)",
+    add_out_arg(
+        p, "refusal eval", "output folder for eval.json and eval.md (not the direction's folder)"
     )
     p.set_defaults(handler=run_eval)
 
@@ -173,9 +170,7 @@ def register(sub) -> None:
     add_remote_arg(p, "both models")
     _prompt_args(p)
     _select_args(p)
-    p.add_argument(
-        "--out", type=out_dir, required=True, help="output folder (compare.json, both directions)"
-    )
+    add_out_arg(p, "refusal compare", "output folder (compare.json, both directions)")
     p.set_defaults(handler=run_compare)
     group.set_defaults(handler=lambda args: group.print_help() or 2)
 

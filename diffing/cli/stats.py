@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from diffing.cli.common import add_pair_args, add_remote_arg, integer, out_dir, token_count
+from diffing.cli.common import add_out_arg, add_pair_args, add_remote_arg, integer, token_count
 from diffing.cli.options import add_options
 from diffing.stats.config import StatsConfig
 
@@ -22,9 +22,7 @@ def register(sub) -> None:
         "Activation Difference Lens. Writes DIR/stats.json (fields: docs/stats.md) and PNG figures.",
     )
     add_pair_args(p)
-    p.add_argument(
-        "--out", type=out_dir, required=True, help="output folder for stats.json and the figures"
-    )
+    add_out_arg(p, "stats", "output folder for stats.json and the figures")
     p.add_argument(
         "--data",
         nargs="+",

@@ -79,7 +79,7 @@ def check_out(out: Path | None, cfg: CrossCoderConfig, *, resume: bool, force: b
         return "train"
     if not out.is_dir():
         raise DiffingError(f"--out {out} is a file; give a folder")
-    entries = {p.name for p in out.iterdir()}
+    entries = {p.name for p in out.iterdir() if not p.name.startswith(".")}  # locks, markers
     if force:
         if not resume:  # start over: an old checkpoint would otherwise be refused below
             shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)

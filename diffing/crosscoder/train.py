@@ -13,6 +13,7 @@ rank streams a disjoint part of the data (see :mod:`diffing.crosscoder.distribut
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import shutil
@@ -41,6 +42,7 @@ from diffing.crosscoder.train_metrics import (
     warnings_for,
 )
 from diffing.errors import DiffingError
+from diffing.io import folder_lock
 from diffing.progress import bar as progress_bar
 from diffing.schedule import lr_at
 
@@ -100,10 +102,15 @@ def train_crosscoder(
     device = check_device(device or "cpu")
     info = ddp.setup(device)
     try:
-        return _train(
-            source, cfg or CrossCoderConfig(), out, resume, pair, spliced_texts, device,
-            max_steps, progress, info, crosscoder, force,
-        )  # fmt: skip
+        with contextlib.ExitStack() as stack:
+            if out is not None:  # a second run into the same folder is refused, not interleaved
+                stack.enter_context(
+                    folder_lock(out, f"train-r{info.rank:03d}", "crosscoder training")
+                )
+            return _train(
+                source, cfg or CrossCoderConfig(), out, resume, pair, spliced_texts, device,
+                max_steps, progress, info, crosscoder, force,
+            )  # fmt: skip
     finally:
         ddp.teardown(info)
 

@@ -28,6 +28,7 @@ import torch
 
 from diffing.data.corpus import resolve_all
 from diffing.errors import DiffingError
+from diffing.io import folder_lock
 from diffing.progress import bar as progress_bar
 from diffing.store.batches import (
     ShardBuffer,
@@ -87,19 +88,8 @@ def _default_shard_tokens(n_layers: int, d_model: int, dtype: torch.dtype) -> in
 
 
 def _store_lock(out: Path, rank: int):
-    """Hold ``out/.harvest-rNNN.lock`` (one per rank, so the ranks of one run coexist).
-
-    Returns a context manager that releases it; a DiffingError when another process holds it.
-    """
-    from filelock import FileLock, Timeout
-
-    lock = FileLock(str(out / f".harvest-r{rank:03d}.lock"), timeout=0)
-    try:
-        return lock.acquire()
-    except Timeout:
-        raise DiffingError(
-            f"another harvest (rank {rank}) is writing {out}; wait for it to finish, or pass another --out"
-        ) from None
+    """Hold ``out/.harvest-rNNN.lock`` (one per rank, so the ranks of one run coexist)."""
+    return folder_lock(out, f"harvest-r{rank:03d}", f"harvest (rank {rank})")
 
 
 def _run(
