@@ -1,7 +1,7 @@
 """``analyze``: run every section on a pair and write index.html, report.json, report.md and run.toml.
 
 Each step (weights, stats, refusal, crosscoder, then the method steps of
-``report.method_steps``: amplify, diff_sae, refusal_link) runs inside its own guard: a step
+``report.method_steps``: amplify, diff_sae, refusal_link, pca, mining) runs inside its own guard: a step
 that was not asked for (or whose method module is not installed) is recorded as
 skipped, one that raises (a user-fixable DiffingError or a bug) as failed, each
 with its reason, and the other sections still render. With no data flags every
