@@ -181,7 +181,7 @@ def diff_sae(
     dcfg = DiffSAEConfig(
         layer=layer,
         dict_size=latents,
-        k=min(32, max(1, latents // 8)),
+        k=min(32, max(1, latents // 8)),  # the SAE default, kept sparse in a small dictionary
         steps=steps,
         batch_size=max(32, min(512, store.n_tokens // 4)),  # the crosscoder step's batch
         seed=cfg.seed,
@@ -207,7 +207,8 @@ def diff_sae(
 
 
 def refusal_direction_at(pair, cfg: AnalyzeConfig, report: dict, layer: int):
-    """``(direction [d], block, position, prompts)``: the fine-tuned model's difference in means at store ``layer``.
+    """``(unit direction [d], info, held-out harmful prompts, refusal tokens)`` at store ``layer``: the fine-tuned
+    model's difference in means there (``info``: block, position, norm, source).
 
     Store layer ``L`` (the residual stream leaving block ``L``) is the input of block
     ``L + 1``, the refusal package's layer. The candidate is taken at the position the
