@@ -108,7 +108,7 @@ def amplify(
         max_new_tokens=data.budget.amplify_tokens,
         target=cfg.amplify_target,
         seed=cfg.seed,
-        batch_size=max(1, len(prompts)),
+        batch_size=max(1, min(len(prompts), data.budget.transcript_batch)),  # the generation batch
     )
     progress(
         f"amplify: {len(prompts)} prompts x α {', '.join(f'{a:g}' for a in acfg.alphas)}, "
