@@ -182,7 +182,7 @@ def refusal_link_html(r: dict) -> str:
             x.get("cos_finetuned"),
             x.get("delta"),
             x.get("class"),
-            x.get("latent_scaling") or "-",  # computed for chat-only latents only
+            x.get("latent_scaling") or "-",  # computed for chat- and base-only latents only
             Raw(pills(lens_tokens(x.get("logit_lens")))),
             Raw(contexts_html(x.get("contexts"))),
         )
