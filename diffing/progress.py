@@ -17,9 +17,19 @@ QUIET_ENV = "DIFFING_QUIET"
 """Environment variable that turns every bar off (any non-empty value but ``0``)."""
 
 
+_quiet_run = False
+"""Set by the command line's ``--quiet`` for the command it runs (see :func:`set_quiet`)."""
+
+
+def set_quiet(value: bool) -> None:
+    """Turn every bar off (or back on) for what runs next in this process; ``diffing --quiet`` does."""
+    global _quiet_run
+    _quiet_run = bool(value)
+
+
 def quiet() -> bool:
-    """Whether bars are turned off for the whole process."""
-    return os.environ.get(QUIET_ENV, "") not in ("", "0")
+    """Whether bars are turned off: ``--quiet`` on the command line, or ``DIFFING_QUIET`` set."""
+    return _quiet_run or os.environ.get(QUIET_ENV, "") not in ("", "0")
 
 
 def bar(

@@ -116,3 +116,22 @@ def test_the_python_api_checks_the_same_limits():
     with pytest.raises(DiffingError, match="Toy.scale must be a finite number"):
         Toy(scale=float("nan"))
     assert Toy(steps=1, lr=1e-3).steps == 1
+
+
+@pytest.mark.parametrize(
+    "package",
+    ["diffing.crosscoder", "diffing.refusal", "diffing.report", "diffing.stats", "diffing.store",
+     "diffing.lens"],
+)  # fmt: skip
+def test_lazy_exports_never_shadow_a_submodule(package):
+    """A lazily exported name equal to a submodule's name would resolve to the module once the
+    submodule is imported anywhere: every export must resolve to what it names, always."""
+    import importlib
+    import pkgutil
+
+    pkg = importlib.import_module(package)
+    modules = {m.name for m in pkgutil.iter_modules(pkg.__path__)}
+    clash = sorted(set(pkg.__all__) & modules)
+    assert not clash, f"{package} exports names of its own submodules: {clash}"
+    for name in pkg.__all__:
+        assert not type(getattr(pkg, name)).__name__ == "module", name

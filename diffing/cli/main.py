@@ -70,10 +70,9 @@ def _setup_output(quiet: bool) -> None:
     """Messages through ``logging`` on stderr; ``--quiet`` silences them and every progress bar."""
     import logging
 
-    from diffing.progress import QUIET_ENV
+    from diffing.progress import set_quiet
 
-    if quiet:
-        os.environ[QUIET_ENV] = "1"
+    set_quiet(quiet)  # for this command only: a later call in the same process starts afresh
     logging.basicConfig(
         level=logging.WARNING if quiet else logging.INFO,
         format="diffing: %(message)s",

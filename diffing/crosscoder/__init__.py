@@ -31,7 +31,6 @@ _EXPORTS = {
     "RefusalLinkConfig": "diffing.crosscoder.extra_config",
     "train_diff_sae": "diffing.crosscoder.diff_sae",
     "analyze_diff_sae": "diffing.crosscoder.diff_sae_analysis",
-    "refusal_link": "diffing.crosscoder.refusal_link",
 }
 
 __getattr__ = lazy_exports(__name__, _EXPORTS)
@@ -71,5 +70,4 @@ __all__ = [
     "RefusalLinkConfig",
     "train_diff_sae",
     "analyze_diff_sae",
-    "refusal_link",
 ]
