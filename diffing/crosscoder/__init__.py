@@ -10,9 +10,6 @@ decoder-bias shift no latent carries),
 ``refusal_link`` (which latents carry a refusal direction, and ablating them).
 """
 
-import sys
-import types
-
 from diffing.lazy import lazy_exports
 
 # Public names and the module each lives in. They load on first use, so that the
@@ -34,26 +31,6 @@ _EXPORTS = {
 }
 
 __getattr__ = lazy_exports(__name__, _EXPORTS)
-
-
-class _Package(types.ModuleType):
-    """This package, keeping ``refusal_link`` the function once its submodule of the same name is imported.
-
-    Importing a submodule sets it as an attribute of its package, which would shadow the lazily
-    exported function of that name (``from diffing.crosscoder import refusal_link`` would give the module).
-    """
-
-    def __setattr__(self, name: str, value) -> None:
-        if (
-            isinstance(value, types.ModuleType)
-            and value.__name__ == f"{__name__}.{name}"
-            and name in _EXPORTS
-        ):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
 
 
 __all__ = [
