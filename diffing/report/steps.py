@@ -27,19 +27,10 @@ def _bars(progress: Progress) -> bool:
 
 
 def load_pair(cfg: AnalyzeConfig):
-    """Load the pair a config names."""
-    from diffing.models import ModelPair
+    """Load the pair a config names (its PairOptions fields, and where traces run)."""
+    from diffing.pair_options import load_pair as load
 
-    return ModelPair.load(
-        cfg.base,
-        cfg.finetuned,
-        adapter=cfg.adapter,
-        dtype=cfg.dtype,
-        device=cfg.device,
-        trust_remote_code=cfg.trust_remote_code,
-        allow_pickle=cfg.allow_pickle,
-        remote=cfg.remote,
-    )
+    return load(cfg, remote=cfg.remote)
 
 
 def describe_pair(pair) -> dict:
