@@ -26,10 +26,8 @@ class Thresholds:
     """Where a measure starts to count as a substantial change (documented in docs/report.md)."""
 
     kl_mean: float = 0.1
-    """Mean next-token KL(fine-tuned || base) in nats per token; below it the outputs count as unchanged.
-
-    Calibrated on the built-in organisms (docs/report.md): the ``null`` control (LoRA on more of the
-    base's own text) measures ~0.07, the narrow ``quirk`` fine-tune ~0.34."""
+    """Mean next-token KL(fine-tuned || base) in nats per token; below it the outputs count as unchanged
+    (calibration on two organism seeds: docs/report.md)."""
     weight_change: float = 0.01
     """Largest relative weight change ``||W_f - W_b|| / ||W_b||``; below it the weights count as unchanged."""
     activation_cosine: float = 0.95
@@ -46,17 +44,17 @@ class Thresholds:
     """How many ADL-promoted tokens a finding lists."""
     constant_shift: float = 0.2
     """Share of the activation difference's energy at the crosscoder's layer that is one constant
-    vector (``decoder_bias.constant_fraction``) above which the shift is a finding. Measured on the
-    organisms at the quirk's trace layer: ``quirk`` 0.41, ``null`` 0.05, ``chat`` 0.03."""
+    vector (``decoder_bias.constant_fraction``) above which the shift is a finding (calibration:
+    docs/report.md)."""
 
     diff_sae_share: float = 0.1
     """Share of the activation difference one diff-SAE latent carries above which its logit lens is a finding
-    (a diffuse difference spreads over dozens of latents: the chat organism's top latent holds ~1.5%)."""
+    (a diffuse difference spreads over dozens of latents; calibration: docs/report.md)."""
     amplify_gain: float = 0.2
     """Rise of the target's rate from the fine-tuned model (α = 0) to the best α (absolute) that is a finding."""
     pca_component: float = 0.3
     """Explained variance ratio of the difference's first centred component above which it is a finding
-    (the chat organism's first component explains ~10%: a spread-out change)."""
+    (a spread-out change stays well below it; calibration: docs/report.md)."""
 
     def to_dict(self) -> dict:
         """Plain dict for report.json."""
