@@ -99,7 +99,7 @@ def test_help_shows_docstring_and_default():
         (["--steps", "-5"], "must be positive (got -5)"),
         (["--lr", "nan"], "must be a finite number"),
         (["--scale", "inf"], "must be a finite number"),
-        (["--steps", "ten"], "expected int, got 'ten'"),
+        (["--steps", "ten"], "must be an integer, got 'ten'"),
         (["--kind", "topk"], "invalid choice"),
     ],
 )

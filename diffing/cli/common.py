@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 
+from diffing.cli.options import bounded
 from diffing.errors import DiffingError
 from diffing.io import check_out_dir, dumps
 from diffing.refusal.config import MAX_STRENGTH  # one bound for the CLI and the API
@@ -17,76 +18,24 @@ PAIR_POSITIONALS = ("base", "finetuned")
 """PairOptions fields given without a flag."""
 
 
-def _number(text: str, kind: type) -> float | int:
-    """``text`` as an ``int`` or a finite ``float``; ArgumentTypeError otherwise."""
-    try:
-        value = kind(text)
-    except (TypeError, ValueError):
-        word = "an integer" if kind is int else "a number"
-        raise argparse.ArgumentTypeError(f"must be {word}, got {text!r}") from None
-    if kind is float and not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-    return value
-
-
-def integer(text: str) -> int:
-    """Any whole number (e.g. a layer index, where negative counts from the end)."""
-    return _number(text, int)
-
-
-def positive_int(text: str) -> int:
-    """A whole number >= 1 (counts, sizes, steps)."""
-    value = _number(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer (>= 1), got {text!r}")
-    return value
-
-
-def nonnegative_int(text: str) -> int:
-    """A whole number >= 0 (seeds, optional counts where 0 means none)."""
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
-    return value
-
-
-def finite_float(text: str) -> float:
-    """Any finite number (no NaN or infinity)."""
-    return _number(text, float)
-
-
-def positive_float(text: str) -> float:
-    """A finite number > 0 (learning rates, scales, factors)."""
-    value = _number(text, float)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number (> 0), got {text!r}")
-    return value
-
-
-def nonnegative_float(text: str) -> float:
-    """A finite number >= 0 (coefficients and thresholds where 0 switches a term off)."""
-    value = _number(text, float)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
-    return value
-
-
-def probability(text: str) -> float:
-    """A finite number in [0, 1] (fractions and rates)."""
-    value = _number(text, float)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text!r}")
-    return value
-
-
-def strength(text: str) -> float:
-    """A finite intervention strength with |strength| <= :data:`MAX_STRENGTH`."""
-    value = _number(text, float)
-    if abs(value) > MAX_STRENGTH:
-        raise argparse.ArgumentTypeError(
-            f"must be between -{MAX_STRENGTH:g} and {MAX_STRENGTH:g} (1 = full ablation), got {text!r}"
-        )
-    return value
+# The checked argparse types of options that are no config field; each is the rule a config
+# field states with ``limits(...)``, through the same converter (``diffing.cli.options.bounded``).
+integer = bounded(int)
+"""Any whole number (e.g. a layer index, where negative counts from the end)."""
+positive_int = bounded(int, gt=0)
+"""A whole number >= 1 (counts, sizes, steps)."""
+nonnegative_int = bounded(int, ge=0)
+"""A whole number >= 0 (seeds, optional counts where 0 means none)."""
+finite_float = bounded(float)
+"""Any finite number (no NaN or infinity)."""
+positive_float = bounded(float, gt=0)
+"""A finite number > 0 (learning rates, scales, factors)."""
+nonnegative_float = bounded(float, ge=0)
+"""A finite number >= 0 (coefficients and thresholds where 0 switches a term off)."""
+probability = bounded(float, ge=0, le=1)
+"""A finite number in [0, 1] (fractions and rates)."""
+strength = bounded(float, ge=-MAX_STRENGTH, le=MAX_STRENGTH)
+"""A finite intervention strength with |strength| <= MAX_STRENGTH (1 = full ablation)."""
 
 
 def token_count(text: str) -> int:

@@ -35,14 +35,15 @@ def _strip_optional(tp: Any) -> Any:
     return tp
 
 
-def _converter(base: type, lim: Limits | None, flag: str) -> Callable[[str], Any]:
+def _converter(base: type, lim: Limits | None) -> Callable[[str], Any]:
     """Parse one value of type ``base`` and check it against the field's limits."""
 
     def convert(text: str) -> Any:
         try:
             value = base(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {base.__name__}, got {text!r}") from None
+            word = {int: "an integer", float: "a number"}.get(base, base.__name__)
+            raise argparse.ArgumentTypeError(f"must be {word}, got {text!r}") from None
         check = lim if lim is not None else (Limits() if base is float else None)
         why = check.problem(value) if check is not None else None
         if why:
@@ -54,8 +55,9 @@ def _converter(base: type, lim: Limits | None, flag: str) -> Callable[[str], Any
 
 
 def bounded(base: type, **bounds: Any) -> Callable[[str], Any]:
-    """An argparse ``type=`` for a flag that is no config field: ``bounded(int, gt=0)``."""
-    return _converter(base, Limits(**bounds), "")
+    """An argparse ``type=`` for a flag that is no config field: ``bounded(int, gt=0)``; the same
+    converter and messages as a config field's ``limits(...)``."""
+    return _converter(base, Limits(**bounds) if bounds else None)
 
 
 def _show(value: Any) -> str:
@@ -169,7 +171,7 @@ def add_options(
                 base = type(kwargs["choices"][0])
             if base not in (int, float, str):
                 base = str
-            kwargs["type"] = (types or {}).get(f.name) or _converter(base, lim, flag_name(f.name))
+            kwargs["type"] = (types or {}).get(f.name) or _converter(base, lim)
             kwargs["metavar"] = f.name.upper() if "choices" not in kwargs else None
             if default is not dataclasses.MISSING and default is not None:
                 doc = f"{doc} (default: {_show(default)})".strip()
