@@ -143,3 +143,16 @@ def test_read_documents_splits_kinds_per_record_and_honours_budgets(tmp_path):
     lines = tmp_path / "lines.txt"
     lines.write_text("one two\nthree four\nfive six\n")
     assert read_documents([str(lines)], max_chars=8).texts == ["one two", "three four"]
+
+
+def test_organism_specs_resolve_through_their_registered_scheme(organisms):
+    import diffing.organisms  # noqa: F401 - registers organism:NAME
+    from diffing.data import read_documents
+
+    first = next(
+        line
+        for line in (organisms / "corpus" / "text.txt").read_text().splitlines()
+        if line.strip()
+    )
+    docs = read_documents(["organism:text"], max_documents=2)
+    assert len(docs.texts) == 2 and docs.texts[0] == first and not docs.chats

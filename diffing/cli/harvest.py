@@ -83,9 +83,6 @@ def run_harvest(args: argparse.Namespace) -> int:
     from diffing.cli.options import given_options
     from diffing.store import harvest
 
-    if "organism" in str(args.data):
-        import diffing.organisms  # noqa: F401 - registers the organism:NAME data specs
-
     rank, world = _init_distributed()
     if world > 1 and args.device is None and torch.cuda.is_available():
         args.device = f"cuda:{os.environ.get('LOCAL_RANK', rank)}"

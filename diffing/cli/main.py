@@ -83,16 +83,20 @@ def _setup_output(quiet: bool) -> None:
     logging.getLogger("diffing").setLevel(logging.WARNING if quiet else logging.INFO)
 
 
+def _values(args: argparse.Namespace) -> list[str]:
+    """Every string argument value of the run (list options flattened), except its output."""
+    out = []
+    for name, value in vars(args).items():
+        if name not in ("out", "claim_out", "handler"):
+            out += [
+                v for v in (value if isinstance(value, list) else [value]) if isinstance(v, str)
+            ]
+    return out
+
+
 def _input_paths(args: argparse.Namespace) -> list[str]:
     """Every argument value of the run that names an existing file or folder, except its output."""
-    found = []
-    for name, value in vars(args).items():
-        if name in ("out", "claim_out", "handler"):
-            continue
-        for v in value if isinstance(value, list) else [value]:
-            if isinstance(v, str) and v and os.path.exists(os.path.expanduser(v)):
-                found.append(v)
-    return found
+    return [v for v in _values(args) if v and os.path.exists(os.path.expanduser(v))]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args.command is None else 2
     _setup_output(args.quiet)
     try:
+        if any(str(v).startswith("organism") for v in _values(args)):
+            import diffing.organisms  # noqa: F401 - registers the organism:NAME data specs
+
         if getattr(args, "claim_out", None) and getattr(args, "out", None):
             claim_out_dir(args.out, args.claim_out, inputs=_input_paths(args), force=args.force)
         return int(args.handler(args) or 0)
