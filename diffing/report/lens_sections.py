@@ -1,61 +1,37 @@
-"""Renderers of the newer method sections (amplification, diff-SAE, refusal link; PCA and mining in
-:mod:`diffing.report.pca_sections`), HTML and Markdown, and the list the page walks.
+"""The newer method sections (amplification, diff-SAE, refusal link; PCA and mining in
+:mod:`diffing.report.pca_sections`): their templates' values, their Markdown, and the list the page walks.
 
 Each section is one :class:`MethodSection`: its report key (also its step's name), its
-navigation label, its citation and two functions from the section's dict to an HTML
-fragment and to Markdown lines. :data:`METHOD_SECTIONS` is the list the page
-(:mod:`diffing.report.render`) and report.md (:mod:`diffing.report.markdown`) walk, so a
-new method adds one renderer pair and one entry. Every model-produced string goes
-through :func:`~diffing.report.html.esc` (HTML) or ``_md`` (Markdown).
+navigation label, its citation, the template holding its HTML macro, a view from the section's
+dict to what that macro renders, and its Markdown lines. :data:`METHOD_SECTIONS` is the list
+the page (:mod:`diffing.report.render`) and report.md (:mod:`diffing.report.markdown`) walk,
+so a new method adds a macro, a view, a Markdown function and one entry. The templates
+escape every model-produced string; the Markdown goes through ``md``.
 """
 
 from __future__ import annotations
 
 from diffing.report import figures
-from diffing.report.html import Raw, esc, figure, section, skipped, table
-from diffing.report.method_html import MethodSection, contexts_html, gen, lens_tokens, md, pills
-from diffing.report.pca_sections import mining_html, mining_md, pca_html, pca_md
-from diffing.report.sections import kv, skip_reason
-from diffing.report.util import fmt_num, fmt_pct, num
+from diffing.report.html import is_numeric
+from diffing.report.method_html import MethodSection, lens_tokens, md, pct
+from diffing.report.pca_sections import mining_md, mining_view, pca_md, pca_view
+from diffing.report.sections import contexts_view, skip_reason
+from diffing.report.util import fmt_num
 
 # ---- logit-difference amplification ----
 
 
-def amplify_html(a: dict) -> str:
+def amplify_view(a: dict) -> dict:
     """Rates per setting, then per α a few prompts with base / fine-tuned / amplified completions."""
-    body = Raw(
-        f"<p>Generated from <code>{esc(a.get('formula', ''))}</code>: {esc(a.get('summary', ''))}.</p>"
-    )
     rates = a.get("rates") or []
-    if a.get("target") is not None:
-        body += table(
-            ["model", "α", "rate", "completions"],
-            [
-                (r.get("model"), r.get("alpha"), fmt_pct(num(r.get("rate"))), r.get("n"))
-                for r in rates
-            ],
-        )
-        body += figure(
-            figures.amplify_rates(rates), f"Completions containing {a['target']!r}, against α"
-        )
-    for block in a.get("by_alpha") or []:
-        rate = "" if block.get("rate") is None else f" (target rate {fmt_pct(num(block['rate']))})"
-        body += Raw(f"<h3>α = {esc(fmt_num(block.get('alpha')))}{esc(rate)}</h3>")
-        body += table(
-            ["prompt", "base", "fine-tuned (α = 0)", "amplified"],
-            [
-                (
-                    gen(e.get("prompt")),
-                    gen(e.get("base")),
-                    gen(e.get("finetuned")),
-                    gen(e.get("amplified")),
-                )
-                for e in block.get("examples") or []
-            ],
-        )
-    for note in a.get("notes") or []:
-        body += Raw(f'<p class="muted">{esc(note)}</p>')
-    return body
+    has_target = a.get("target") is not None
+    return {
+        "a": a,
+        "rates": rates,
+        "target_repr": repr(a.get("target")),
+        "figure": figures.amplify_rates(rates) if has_target else None,
+        "blocks": a.get("by_alpha") or [],
+    }
 
 
 def amplify_md(a: dict) -> list[str]:
@@ -80,49 +56,18 @@ def amplify_md(a: dict) -> list[str]:
 # ---- diff-SAE ----
 
 
-def diff_sae_html(d: dict) -> str:
+def diff_sae_view(d: dict) -> dict:
     """Headline numbers, the comparison with the crosscoder's chat-only latents, the top latents."""
-    body = kv(
-        d,
-        [
-            "layer",
-            "n_latents",
-            "steps",
-            "fvu",
-            "l0",
-            "dead_fraction",
-            "latents_for_half_the_difference",
-        ],
-    )
     comp = d.get("comparison")
-    compared = bool(comp) and num(comp.get("chat_only_latents"), 0.0) > 0
-    if compared:
-        body += Raw(
-            f"<p>Of the crosscoder's {esc(comp.get('chat_only_latents'))} chat-only latents, "
-            f"{esc(comp.get('matched'))} diff-SAE latents match one with |cos| ≥ {esc(fmt_num(comp.get('match_cosine')))}.</p>"
-        )
-    elif comp:
-        body += Raw('<p class="muted">The crosscoder has no chat-only latents to compare with.</p>')
-    else:
-        body += Raw(
-            '<p class="muted">No crosscoder ran, so no comparison with its chat-only latents.</p>'
-        )
-    rows = [
-        (
-            x.get("latent"),
-            fmt_pct(num(x.get("share"))),
-            x.get("frequency"),
-            *((x.get("max_chat_only_cosine"),) if compared else ()),
-            Raw(pills(lens_tokens(x.get("logit_lens")))),
-            Raw(contexts_html(x.get("contexts"))),
-        )
-        for x in d.get("top_latents") or []
-    ]
-    cols = ["latent", "share", "frequency", *(["max |cos| chat-only"] if compared else [])]
-    body += Raw("<h3>Latents carrying the most of the difference</h3>") + table(
-        [*cols, "logit lens (fine-tuned)", "top contexts"], rows
-    )
-    return body
+    chat_only = (comp or {}).get("chat_only_latents")
+    return {
+        "d": d,
+        "compared": bool(comp) and is_numeric(chat_only) and chat_only > 0,
+        "latents": [
+            (x, lens_tokens(x.get("logit_lens")), contexts_view(x.get("contexts")))
+            for x in d.get("top_latents") or []
+        ],
+    }
 
 
 def diff_sae_md(d: dict) -> list[str]:
@@ -135,7 +80,7 @@ def diff_sae_md(d: dict) -> list[str]:
         "|---|---|---|",
     ]
     lines += [
-        f"| {x.get('latent')} | {fmt_pct(num(x.get('share')))} | {', '.join(md(t) for t in lens_tokens(x.get('logit_lens'), 6))} |"
+        f"| {x.get('latent')} | {pct(x.get('share'))} | {', '.join(md(t) for t in lens_tokens(x.get('logit_lens'), 6))} |"
         for x in (d.get("top_latents") or [])[:5]
     ]
     return lines
@@ -153,71 +98,19 @@ ABLATIONS = (
 """Rows of the ablation comparison: (key, label)."""
 
 
-def _ablation_rows(ab: dict) -> list[tuple]:
-    return [
-        (
-            label,
-            fmt_pct(num((ab.get(k) or {}).get("rate"))),
-            num((ab.get(k) or {}).get("mean_score")),
-        )
-        for k, label in ABLATIONS
-        if k in ab
-    ]
-
-
-def refusal_link_html(r: dict) -> str:
+def refusal_link_view(r: dict) -> dict:
     """The refusal latents (|cos|, Δ, Latent Scaling flag, lens, contexts) and the ablation comparison."""
-    direction = r.get("direction") or {}
-    body = Raw(
-        f"<p>Refusal direction at the crosscoder's layer {esc(r.get('layer'))} (input of block "
-        f"{esc(direction.get('block'))}, position {esc(direction.get('position'))}); latents with "
-        f"|cos| ≥ {esc(fmt_num(r.get('threshold')))} ({esc(r.get('select_by'))}) carry it.</p>"
-    )
-    if r.get("refusal_tokens"):
-        body += Raw("<p>Refusal tokens: " + pills([str(t) for t in r["refusal_tokens"]]) + "</p>")
-    rows = [
-        (
-            x.get("latent"),
-            x.get("cos_difference"),
-            x.get("cos_finetuned"),
-            x.get("delta"),
-            x.get("class"),
-            x.get("latent_scaling") or "-",  # computed for chat- and base-only latents only
-            Raw(pills(lens_tokens(x.get("logit_lens")))),
-            Raw(contexts_html(x.get("contexts"))),
-        )
-        for x in r.get("latents") or []
-    ]
-    if rows:
-        body += Raw("<h3>Refusal latents</h3>") + table(
-            [
-                "latent",
-                "cos(d_f − d_b, r)",
-                "cos(d_f, r)",
-                "Δ",
-                "class",
-                "Latent Scaling",
-                "logit lens",
-                "top contexts",
-            ],
-            rows,
-        )
-    else:
-        best = r.get("best") or {}
-        body += Raw(
-            f"<p>No latent reaches the threshold; the closest is latent {esc(best.get('latent'))} "
-            f"(cos {esc(fmt_num(best.get('cos_difference')))}).</p>"
-        )
     ab = r.get("ablation") or {}
-    if ab:
-        body += Raw(f"<h3>Refusal on {esc(ab.get('n_prompts'))} harmful prompts</h3>") + table(
-            ["intervention at the layer", "refusal rate", "mean refusal score"], _ablation_rows(ab)
-        )
-        body += figure(
-            figures.refusal_ablation(ab, list(ABLATIONS)),
-            "Harmful refusal rate with the refusal latents removed, the direction ablated, random latents removed",
-        )
-    return body
+    return {
+        "r": r,
+        "latents": [
+            (x, lens_tokens(x.get("logit_lens")), contexts_view(x.get("contexts")))
+            for x in r.get("latents") or []
+        ],
+        "ablation": ab,
+        "ablation_rows": [(label, ab.get(k) or {}) for k, label in ABLATIONS if k in ab],
+        "figure": figures.refusal_ablation(ab, list(ABLATIONS)) if ab else None,
+    }
 
 
 def refusal_link_md(r: dict) -> list[str]:
@@ -237,7 +130,11 @@ def refusal_link_md(r: dict) -> list[str]:
     ab = r.get("ablation") or {}
     if ab:
         lines += ["| intervention | refusal rate |", "|---|---|"]
-        lines += [f"| {label} | {rate} |" for label, rate, _ in _ablation_rows(ab)]
+        lines += [
+            f"| {label} | {pct((ab.get(k) or {}).get('rate'))} |"
+            for k, label in ABLATIONS
+            if k in ab
+        ]
     return lines
 
 
@@ -247,7 +144,8 @@ METHOD_SECTIONS: tuple[MethodSection, ...] = (
         "Amplification",
         "Logit-difference amplification",
         "Generating from logits_ft + α (logits_ft − logits_base) makes behaviours the fine-tune introduced frequent (Aranguri & McGrath 2025).",
-        amplify_html,
+        "lens.html.j2",
+        amplify_view,
         amplify_md,
         (
             "Logit-difference amplification",
@@ -260,7 +158,8 @@ METHOD_SECTIONS: tuple[MethodSection, ...] = (
         "Diff-SAE",
         "Diff-SAE",
         "A BatchTopK sparse autoencoder trained on the activation differences x_ft − x_base.",
-        diff_sae_html,
+        "lens.html.j2",
+        diff_sae_view,
         diff_sae_md,
         None,  # BatchTopK SAEs are cited already
     ),
@@ -269,7 +168,8 @@ METHOD_SECTIONS: tuple[MethodSection, ...] = (
         "Refusal latents",
         "Crosscoder latents vs the refusal direction",
         "Which crosscoder latents' decoders point along the refusal direction, and does removing them stop refusal?",
-        refusal_link_html,
+        "lens.html.j2",
+        refusal_link_view,
         refusal_link_md,
         None,  # crosscoders and the refusal direction are cited already
     ),
@@ -278,7 +178,8 @@ METHOD_SECTIONS: tuple[MethodSection, ...] = (
         "PCA",
         "Activation-difference PCA",
         "Principal directions of x_ft − x_base over the corpus: what varies around the mean shift the ADL reads.",
-        pca_html,
+        "pca.html.j2",
+        pca_view,
         pca_md,
         (
             "Activation-difference PCA, diff mining",
@@ -291,20 +192,13 @@ METHOD_SECTIONS: tuple[MethodSection, ...] = (
         "Mining",
         "Diff mining",
         "The tokens whose log-probability the fine-tune raises most, position by position, and their NMF clusters.",
-        mining_html,
+        "pca.html.j2",
+        mining_view,
         mining_md,
         None,  # cited with the PCA
     ),
 )
 """The method sections, in page order (after the crosscoder)."""
-
-
-def render(report: dict, spec: MethodSection) -> Raw:
-    """One method section of the page (its skip notice when its step did not run)."""
-    reason = skip_reason(report, spec.key)
-    if reason:
-        return section(spec.key, spec.title, skipped(reason))
-    return section(spec.key, spec.title, Raw(spec.html(report[spec.key])), intro=spec.intro)
 
 
 def render_markdown(report: dict) -> list[str]:

@@ -1,16 +1,15 @@
-"""Building blocks of the method sections' renderers: escaping for Markdown, token pills, contexts.
+"""What every method section shares: its place in the page and report.md, Markdown escaping, lenses.
 
-Every model-produced string goes through :func:`~diffing.report.html.esc` (HTML) or
-:func:`md` (Markdown) here.
+The HTML of a method section is a macro in a template (``templates/lens.html.j2``,
+``templates/pca.html.j2``), autoescaped; its Markdown goes through :func:`md` here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from diffing.report.html import Raw, esc
-from diffing.report.sections import context_html
+from diffing.report.html import pct_filter
 from diffing.report.util import token_text
 
 
@@ -20,6 +19,11 @@ def md(text: object) -> str:
     for ch in ("\\", "`", "*", "_", "[", "]", "|"):
         s = s.replace(ch, "\\" + ch)
     return s.replace("\n", " ")
+
+
+def pct(value: Any) -> str:
+    """A fraction as a percentage for report.md ('n/a' when absent or not a number)."""
+    return pct_filter(value)
 
 
 class MethodSection(NamedTuple):
@@ -33,17 +37,14 @@ class MethodSection(NamedTuple):
     """Section heading."""
     intro: str
     """One line under the heading: what the method does and whose it is."""
-    html: Callable[[dict], str]
-    """Section dict -> HTML body (escaped)."""
+    template: str
+    """The template file holding its HTML macro (named like ``key``)."""
+    view: Callable[[dict], dict]
+    """Section dict -> what its macro renders (figures, derived values)."""
     markdown: Callable[[dict], list[str]]
     """Section dict -> Markdown lines (escaped), without the heading."""
     citation: tuple[str, str, str] | None
     """(method, citation, link) listed under Methods."""
-
-
-def gen(text: object) -> Raw:
-    """A generated text in the monospace generation style, escaped."""
-    return Raw(f'<span class="gen">{esc("" if text is None else text)}</span>')
 
 
 def lens_tokens(lens: object, n: int = 8) -> list[str]:
@@ -51,13 +52,3 @@ def lens_tokens(lens: object, n: int = 8) -> list[str]:
     if isinstance(lens, dict):
         lens = lens.get("finetuned") or []
     return [token_text(t.get("token") if isinstance(t, dict) else t) for t in (lens or [])[:n] if t]
-
-
-def pills(tokens: list[str]) -> str:
-    """Tokens as escaped pills ("-" when there are none)."""
-    return "".join(f'<span class="pill">{esc(t)}</span>' for t in tokens) or "-"
-
-
-def contexts_html(ctxs: object) -> str:
-    """The first three activating contexts, highlighted."""
-    return "".join(context_html(c) for c in (ctxs or [])[:3] if isinstance(c, dict))

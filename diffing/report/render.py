@@ -1,9 +1,12 @@
-"""Assemble the page (index.html) from the section renderers, plus methods and reproduction."""
+"""Assemble the page (index.html): every section's values, in page order, rendered by page.html.j2."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
 from diffing.report import lens_sections, method_sections, sections
-from diffing.report.html import Raw, esc, page, section, table
+from diffing.report.html import render
 
 CITATIONS: tuple[tuple[str, str, str], ...] = (
     (
@@ -51,56 +54,102 @@ NAV = (
 """The page's navigation bar: (anchor, label)."""
 
 
-def methods(report: dict) -> Raw:
-    """What each section measures, the thresholds behind the findings, and citations."""
-    items = "".join(
-        f"<li>{esc(m)}: {esc(c)}" + (f' (<a href="{esc(u)}">{esc(u)}</a>)' if u else "") + "</li>"
-        for m, c, u in CITATIONS
-    )
-    th = report.get("thresholds") or {}
-    body = Raw(
-        "<p>Weights: relative Frobenius change per tensor. Activations: mean cosine and norm of the mean "
-        "difference per layer and token role. KL: per-token KL(p_f || p_b). ADL: mean activation difference "
-        "on plain text read through the logit lens. Refusal: difference-in-means directions, directional "
-        "ablation and activation addition. Crosscoder: relative decoder norm Δ and Latent Scaling ν. "
-        "Amplification: completions from logits pushed along the fine-tuned minus base logits. "
-        "Diff-SAE: a sparse dictionary of x_ft − x_base. Refusal latents: cosine of crosscoder "
-        "decoders with the refusal direction, and refusal with those latents removed.</p>"
-        f"<ul>{items}</ul><h3>Finding thresholds</h3>"
-    )
-    body += table(["threshold", "value"], [(k, v) for k, v in th.items()])
-    return section("methods", "Methods and citations", body)
+class Block(NamedTuple):
+    """One section of the page, as the page template renders it."""
+
+    anchor: str
+    """Its ``id`` (what the summary and the navigation link to)."""
+    title: str
+    """Its heading."""
+    intro: str
+    """One line under the heading ("" for none)."""
+    reason: str | None
+    """Why it did not run (shown instead of its body), or None."""
+    template: str
+    """The template file holding its macro."""
+    macro: str
+    """The macro that renders its body from ``values``."""
+    values: Any
+    """What the macro renders (the section's view); None when the section did not run."""
 
 
-def reproduce(report: dict) -> Raw:
-    """The exact command, the run config and the package versions."""
-    rep = report.get("reproduce") or {}
-    versions = rep.get("versions") or {}
-    body = Raw(f"<p>Command:</p><pre>{esc(rep.get('command', ''))}</pre>")
-    body += Raw(
-        f"<p>Or, from the saved config: <code>{esc(rep.get('config_command', ''))}</code></p>"
+CORE: tuple[tuple[str, str, str, Callable[[dict], dict]], ...] = (
+    ("weights", "Weight changes", "", sections.weights),
+    ("activations", "Activation changes by layer and token role", "", sections.activations),
+    (
+        "kl",
+        "KL hot spots",
+        "KL(p_f || p_b) of the next-token distributions, per token, in nats.",
+        sections.kl,
+    ),
+    (
+        "adl",
+        "Activation Difference Lens",
+        "Mean x_f - x_b over the first positions of plain text, read through the fine-tuned logit lens.",
+        sections.adl,
+    ),
+    (
+        "refusal",
+        "Refusal",
+        "Difference-in-means refusal directions (Arditi et al. 2024): ablation and addition.",
+        method_sections.refusal,
+    ),
+)
+"""The sections that may be skipped, before the crosscoder: (anchor, title, intro, view)."""
+
+
+def _block(report: dict, anchor: str, title: str, intro: str, template: str, view) -> Block:
+    """A section that ran (its view's values, its intro: a view may give its own) or its skip notice."""
+    reason = sections.skip_reason(report, anchor)
+    if reason:
+        return Block(anchor, title, "", reason, template, anchor, None)
+    values = view(report)
+    return Block(anchor, title, values.get("intro", intro), None, template, anchor, values)
+
+
+def blocks(report: dict) -> list[Block]:
+    """Every section of the page, in order."""
+    top = int((report.get("config") or {}).get("top_latents") or 8)
+    core = "core.html.j2"
+    out = [
+        Block(
+            "summary", "Summary: what changed", "", None, core, "summary", sections.summary(report)
+        ),
+        Block("setup", "Models and setup", "", None, core, "setup", sections.setup(report)),
+    ]
+    for anchor, title, intro, view in CORE:
+        template = "methods.html.j2" if anchor == "refusal" else core
+        out.append(_block(report, anchor, title, intro, template, view))
+    out.append(
+        _block(
+            report,
+            "crosscoder",
+            "Crosscoder",
+            "BatchTopK/L1 crosscoder on both models' activations (Minder et al. 2025).",
+            "methods.html.j2",
+            lambda r: method_sections.crosscoder(r, top=top),
+        )
     )
-    body += table(["package", "version"], [(k, str(v)) for k, v in versions.items()])
-    return section("reproduce", "Reproduce", body)
+    for m in lens_sections.METHOD_SECTIONS:
+        out.append(
+            _block(report, m.key, m.title, m.intro, m.template, lambda r, m=m: m.view(r[m.key]))
+        )
+    return out
 
 
 def render_html(report: dict) -> str:
     """The complete, self-contained index.html for a report dict."""
     m = report.get("models") or {}
-    subtitle = f"{m.get('base', '?')} → {m.get('finetuned', '?')} · {report.get('created', '')}"
-    body = [
-        sections.summary(report),
-        sections.setup(report),
-        sections.weights(report),
-        sections.activations(report),
-        sections.kl(report),
-        sections.adl(report),
-        method_sections.refusal(report),
-        method_sections.crosscoder(
-            report, top=int((report.get("config") or {}).get("top_latents") or 8)
-        ),
-        *(lens_sections.render(report, m) for m in lens_sections.METHOD_SECTIONS),
-        methods(report),
-        reproduce(report),
-    ]
-    return page("What did fine-tuning change?", subtitle, NAV, body)
+    return render(
+        "page.html.j2",
+        title="What did fine-tuning change?",
+        subtitle=f"{m.get('base', '?')} → {m.get('finetuned', '?')} · {report.get('created', '')}",
+        nav=NAV,
+        blocks=blocks(report),
+        citations=CITATIONS,
+        thresholds=report.get("thresholds") or {},
+        reproduce=report.get("reproduce") or {},
+        versions=[
+            (k, str(v)) for k, v in ((report.get("reproduce") or {}).get("versions") or {}).items()
+        ],
+    )
