@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from diffing.report import lens_sections
 from diffing.report.method_html import md as _md
+from diffing.report.method_html import pct
 from diffing.report.nonfinite import listed
-from diffing.report.util import fmt_pct, num, token_text
+from diffing.report.util import token_text
 
 
 def render_markdown(report: dict) -> str:
@@ -39,10 +40,7 @@ def render_markdown(report: dict) -> str:
     mods = (report.get("weights") or {}).get("modules") or []
     if mods:
         lines += ["", "## Largest weight changes", "", "| module | relative change |", "|---|---|"]
-        lines += [
-            f"| {_md(x.get('name'))} | {fmt_pct(num(x.get('relative_change')))} |"
-            for x in mods[:10]
-        ]
+        lines += [f"| {_md(x.get('name'))} | {pct(x.get('relative_change'))} |" for x in mods[:10]]
     adl = report.get("adl") or {}
     if adl.get("promoted_tokens"):
         toks = ", ".join(_md(token_text(t.get("token"))) for t in adl["promoted_tokens"][:10])
@@ -63,9 +61,7 @@ def render_markdown(report: dict) -> str:
         ]
         for split, v in rates.items():
             if isinstance(v, dict):
-                cells = " | ".join(
-                    fmt_pct(num(v.get(k))) for k in ("baseline", "ablation", "addition")
-                )
+                cells = " | ".join(pct(v.get(k)) for k in ("baseline", "ablation", "addition"))
                 lines.append(f"| {split} | {cells} |")
     lines += lens_sections.render_markdown(report)
     rep = report.get("reproduce") or {}
