@@ -12,7 +12,6 @@ and the style sheet is inlined: the page is one self-contained file.
 from __future__ import annotations
 
 import base64
-import math
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -60,12 +59,6 @@ def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def alpha(value: Any, peak: float) -> str:
-    """A highlight's background alpha: the activation over the peak, clipped to [0, 1], two decimals."""
-    a = float(value) if is_numeric(value) and math.isfinite(value) else 0.0
-    return f"{min(1.0, max(0.0, a / peak)):.2f}"
-
-
 @lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
     """The one environment: package templates, autoescaping on for every template, the filters."""
@@ -85,7 +78,7 @@ def environment() -> jinja2.Environment:
     )
     env.filters.update(num=num_filter, pct=pct_filter, tok=tok_filter, data_uri=data_uri)
     env.tests.update(numeric=is_numeric, present=_present)
-    env.globals.update(alpha=alpha, kv_items=kv_items)
+    env.globals["kv_items"] = kv_items
     return env
 
 
