@@ -93,8 +93,12 @@ def _latent(lat: dict) -> dict:
     }
 
 
-def crosscoder(report: dict, top: int = 8) -> dict:
-    """Class counts, Latent Scaling verdicts, causal check, decoder bias, Δ and ν figures, top latents."""
+def crosscoder(report: dict, top: int | None = None) -> dict:
+    """Class counts, Latent Scaling verdicts, causal check, decoder bias, Δ and ν figures, top latents.
+
+    ``top`` latents get a card (default: the run's ``top_latents``, else 8).
+    """
+    top = top or int((report.get("config") or {}).get("top_latents") or 8)
     c = report["crosscoder"]
     summ, lats = c.get("summary") or {}, c.get("latents") or []
     flags = summ.get("latent_scaling") or {}

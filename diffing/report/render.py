@@ -73,68 +73,87 @@ class Block(NamedTuple):
     """What the macro renders (the section's view); None when the section did not run."""
 
 
-CORE: tuple[tuple[str, str, str, Callable[[dict], dict]], ...] = (
-    ("weights", "Weight changes", "", sections.weights),
-    ("activations", "Activation changes by layer and token role", "", sections.activations),
-    (
+class PageSection(NamedTuple):
+    """A section of the page that reads the whole report and may have been skipped."""
+
+    anchor: str
+    """Its ``id``; also its macro's name and the report key whose step decides whether it ran."""
+    title: str
+    """Its heading."""
+    intro: str
+    """One line under the heading ("" for none; a view may give its own under ``"intro"``)."""
+    template: str
+    """The template file holding its macro."""
+    view: Callable[[dict], dict]
+    """Report dict -> what its macro renders."""
+
+
+CORE = "core.html.j2"
+"""Macros of the summary, setup, weights, activations, KL and ADL sections."""
+
+METHODS = "methods.html.j2"
+"""Macros of the refusal and crosscoder sections."""
+
+PAGE_SECTIONS: tuple[PageSection, ...] = (
+    PageSection("weights", "Weight changes", "", CORE, sections.weights),
+    PageSection(
+        "activations", "Activation changes by layer and token role", "", CORE, sections.activations
+    ),
+    PageSection(
         "kl",
         "KL hot spots",
         "KL(p_f || p_b) of the next-token distributions, per token, in nats.",
+        CORE,
         sections.kl,
     ),
-    (
+    PageSection(
         "adl",
         "Activation Difference Lens",
         "Mean x_f - x_b over the first positions of plain text, read through the fine-tuned logit lens.",
+        CORE,
         sections.adl,
     ),
-    (
+    PageSection(
         "refusal",
         "Refusal",
         "Difference-in-means refusal directions (Arditi et al. 2024): ablation and addition.",
+        METHODS,
         method_sections.refusal,
     ),
+    PageSection(
+        "crosscoder",
+        "Crosscoder",
+        "BatchTopK/L1 crosscoder on both models' activations (Minder et al. 2025).",
+        METHODS,
+        method_sections.crosscoder,
+    ),
+    *(
+        PageSection(m.key, m.title, m.intro, m.template, lambda r, m=m: m.view(r[m.key]))
+        for m in lens_sections.METHOD_SECTIONS
+    ),
 )
-"""The sections that may be skipped, before the crosscoder: (anchor, title, intro, view)."""
+"""The sections between the setup and the methods, in page order."""
 
 
-def _block(report: dict, anchor: str, title: str, intro: str, template: str, view) -> Block:
-    """A section that ran (its view's values, its intro: a view may give its own) or its skip notice."""
-    reason = sections.skip_reason(report, anchor)
+def _block(report: dict, spec: PageSection) -> Block:
+    """A section that ran (with its view's values) or its skip notice."""
+    reason = sections.skip_reason(report, spec.anchor)
     if reason:
-        return Block(anchor, title, "", reason, template, anchor, None)
-    values = view(report)
-    return Block(anchor, title, values.get("intro", intro), None, template, anchor, values)
+        return Block(spec.anchor, spec.title, "", reason, spec.template, spec.anchor, None)
+    values = spec.view(report)
+    intro = values.get("intro", spec.intro)
+    return Block(spec.anchor, spec.title, intro, None, spec.template, spec.anchor, values)
 
 
 def blocks(report: dict) -> list[Block]:
-    """Every section of the page, in order."""
-    top = int((report.get("config") or {}).get("top_latents") or 8)
-    core = "core.html.j2"
-    out = [
+    """Every section of the page before Methods and Reproduce, in order."""
+    return [
         Block(
-            "summary", "Summary: what changed", "", None, core, "summary", sections.summary(report)
+            "summary", "Summary: what changed", "", None, CORE, "summary", sections.summary(report)
         ),
-        Block("setup", "Models and setup", "", None, core, "setup", sections.setup(report)),
+        Block("setup", "Models and setup", "", None, CORE, "setup", sections.setup(report)),
+        *(_block(report, spec) for spec in PAGE_SECTIONS),
     ]
-    for anchor, title, intro, view in CORE:
-        template = "methods.html.j2" if anchor == "refusal" else core
-        out.append(_block(report, anchor, title, intro, template, view))
-    out.append(
-        _block(
-            report,
-            "crosscoder",
-            "Crosscoder",
-            "BatchTopK/L1 crosscoder on both models' activations (Minder et al. 2025).",
-            "methods.html.j2",
-            lambda r: method_sections.crosscoder(r, top=top),
-        )
-    )
-    for m in lens_sections.METHOD_SECTIONS:
-        out.append(
-            _block(report, m.key, m.title, m.intro, m.template, lambda r, m=m: m.view(r[m.key]))
-        )
-    return out
 
 
 def render_html(report: dict) -> str:
