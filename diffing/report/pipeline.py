@@ -51,7 +51,7 @@ class Report(NamedTuple):
     html: Path
     """``index.html``: the self-contained page."""
     json: Path
-    """``report.json``: every number, validated against ``diffing/report/schema.json``."""
+    """``report.json``: every number, validated against its typed results (``diffing/report/schema.json``)."""
     markdown: Path
     """``report.md``: the findings as Markdown."""
     config: Path
@@ -148,24 +148,25 @@ def write_report(
     *,
     command: str | None = None,
 ) -> Report:
-    """Compute the findings, validate, and write index.html, report.json, report.md and run.toml."""
+    """Validate, compute the findings, and write index.html, report.json, report.md and run.toml.
+
+    The report dict is read into its typed results (:class:`~diffing.report.results.ReportResults`)
+    here, once: a section that does not match its model stops the write with a
+    :class:`DiffingError` naming the path, and the findings read the validated sections.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg = cfg or AnalyzeConfig.from_dict(report.get("config") or {})
     report = jsonable(report)
-    th = Thresholds(
-        **{
-            k: v
-            for k, v in (report.get("thresholds") or {}).items()
-            if k in Thresholds.__dataclass_fields__
-        }
-    )
-    report["findings"] = compute_findings(report, th)
     rep = report.setdefault("reproduce", {})
     rep["command"] = command or command_line(cfg, out)
     rep["config_command"] = f"diffing analyze --config {shlex.quote(str(out / 'run.toml'))}"
     rep.setdefault("versions", versions())
-    validate_report(report)
+    report.setdefault("thresholds", Thresholds().to_dict())
+    report["findings"] = []  # computed below, from the validated sections
+    results = validate_report(report)
+    report["findings"] = compute_findings(report, results.thresholds, results=results)
+    validate_report(report)  # the findings too: at most five, each linking to a section
     paths = {name: out / name for name in ("index.html", "report.json", "report.md", "run.toml")}
     # everything is rendered before anything is written, so a failure leaves the old report whole
     texts = {
