@@ -158,7 +158,7 @@ class ReportResults(BaseModel):
     created: str
     """UTC time stamp of the run."""
     models: Models
-    """The two models compared."""
+    """The base and fine-tuned models: names, family, shapes, sizes."""
     inputs: Inputs
     """What the steps read."""
     sections: dict[str, SectionStatus]
@@ -192,7 +192,7 @@ class ReportResults(BaseModel):
     config: ConfigRecord
     """The run config."""
     reproduce: Reproduce
-    """How to make this report again."""
+    """The command that makes this report again, and the package versions."""
     non_finite: list[str] | None = None
     """Present only when some statistic was NaN or infinite: the JSON path of each (its value is null)."""
 
