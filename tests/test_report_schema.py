@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -41,6 +43,14 @@ def test_every_result_key_has_a_model_and_every_field_a_description():
             if not prop.get("description"):
                 missing.append(f"{name}.{key}")
     assert not missing, missing
+
+
+def test_docs_list_every_top_level_key():
+    """docs/report.md's key table and the models name the same top-level keys."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "report.md").read_text()
+    table = text.split("## report.json keys")[1].split("\n## ")[0]
+    documented = {m.group(1) for m in re.finditer(r"^\| `([a-z_]+)", table, re.M)}
+    assert documented == set(load_schema()["properties"])
 
 
 def _minimal() -> dict:

@@ -16,9 +16,12 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic.json_schema import GenerateJsonSchema
+
+if TYPE_CHECKING:
+    from diffing.report.results import ReportResults
 
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
 """Where the schema lives inside the package."""
@@ -61,7 +64,7 @@ def load_schema() -> dict:
     return json.loads(SCHEMA_PATH.read_text())
 
 
-def validate_report(report: dict):
+def validate_report(report: dict) -> ReportResults:
     """``report`` as typed :class:`~diffing.report.results.ReportResults`, or a :class:`DiffingError` naming
     the first path that does not match (a report.json read back, or a report dict about to be written)."""
     from diffing.report.results import validate_results
