@@ -13,9 +13,10 @@ model reads as absent, so one malformed section never breaks the summary).
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from diffing.errors import DiffingError
 from diffing.report.budget import Budget
@@ -224,16 +225,25 @@ def validate_results(report: dict[str, Any]) -> ReportResults:
 
 
 def read_sections(report: dict[str, Any]) -> ReportResults:
-    """The section results of a report dict, each validated on its own; one that does not match reads as None.
+    """A report dict as :class:`ReportResults`, each top-level key validated on its own; one that does not
+    match (or is missing) reads as None.
 
     For the findings, which must work on any report dict (a partial one built by hand, an
-    older report.json): the top-level keys other than the sections are not checked.
+    older report.json): a malformed section is absent rather than an error.
     """
-    sections: dict[str, Any] = {}
-    for key, model in SECTION_MODELS.items():
+    values: dict[str, Any] = {}
+    for key in ReportResults.model_fields:
         value = report.get(key)
         try:
-            sections[key] = None if value is None else model.model_validate(value)
+            values[key] = None if value is None else _adapter(key).validate_python(value)
         except ValidationError:
-            sections[key] = None
-    return ReportResults.model_construct(**sections)
+            values[key] = None
+    return ReportResults.model_construct(**values)
+
+
+@cache
+def _adapter(key: str) -> TypeAdapter:
+    """The validator of one top-level key of :class:`ReportResults` (its annotation, with the model's config)."""
+    field = ReportResults.model_fields[key]
+    model = SECTION_MODELS.get(key)
+    return TypeAdapter(model if model is not None else field.annotation)
