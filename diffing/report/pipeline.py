@@ -34,6 +34,7 @@ from diffing.report.findings import Thresholds, compute_findings
 from diffing.report.inputs import RunData, prompt_source
 from diffing.report.markdown import render_markdown
 from diffing.report.render import render_html
+from diffing.report.results import SectionStatus
 from diffing.report.schema import validate_report
 from diffing.report.util import SkipSection, jsonable
 
@@ -137,7 +138,8 @@ def run_step(
         status, reason = "failed", f"{type(err).__name__}: {err}"
         progress("".join(traceback.format_exception_only(type(err), err)).strip())
     seconds = time.perf_counter() - t0
-    report["sections"][name] = {"status": status, "reason": reason, "seconds": round(seconds, 2)}
+    record = SectionStatus(status=status, reason=reason, seconds=round(seconds, 2))
+    report["sections"][name] = record.model_dump()
     progress(f"{name}: {status} in {seconds:.1f} s" + (f" ({reason})" if reason else ""))
 
 
@@ -256,11 +258,10 @@ def analyze(
                 progress,
             )
         else:
-            report["sections"][name] = {
-                "status": "skipped",
-                "reason": "not requested (--sections)",
-                "seconds": 0.0,
-            }
+            skipped = SectionStatus(
+                status="skipped", reason="not requested (--sections)", seconds=0.0
+            )
+            report["sections"][name] = skipped.model_dump()
     if data.resolved is not None:  # what the data-reading steps ran on
         report["inputs"].update(data.resolved.report)
     if "refusal" in cfg.sections:  # recorded even when the step failed: it says what was tried

@@ -70,6 +70,25 @@ class Models(Result):
     """What the loader noticed (integrity checks, adapters)."""
 
 
+class Transcripts(Result):
+    """The chat transcripts the fine-tuned model wrote itself (the corpus had none)."""
+
+    prompts: str
+    """Where the prompts came from."""
+    count: int
+    """Transcripts written (or read from the cache)."""
+    format: str
+    """``chat``, or ``plain text`` for a model without a chat template."""
+    max_new_tokens: int | None = None
+    """Longest answer, in tokens."""
+    cache_file: str | None = None
+    """The cache file they are kept in."""
+    reused_cache: bool | None = None
+    """Whether the cache was reused rather than generated."""
+    note: str | None = None
+    """A caveat (for instance, answers cut at the token limit)."""
+
+
 class Inputs(Result):
     """What the steps read: data sources, prompt sets and the budget."""
 
@@ -81,7 +100,7 @@ class Inputs(Result):
     """The corpus specs (files, folders, ``hf:`` specs, named datasets)."""
     corpus_documents: dict[str, int] | None = None
     """Documents read ``{texts, chats}``."""
-    transcripts: str | None = None
+    transcripts: Transcripts | str | None = None
     """The chat transcripts the fine-tuned model wrote itself, or why none were generated."""
     stats_tokens: TokenCounts | None = None
     """Tokens the statistics read."""
@@ -102,10 +121,10 @@ class SectionStatus(Result):
 
     status: Literal["ok", "skipped", "failed"]
     """ok; skipped (not asked for, or its method is not installed); failed (the step raised)."""
-    seconds: float
-    """Wall time of the step."""
     reason: str | None = None
     """Why it was skipped or failed (None when ok)."""
+    seconds: float
+    """Wall time of the step."""
 
 
 class Finding(Result):
