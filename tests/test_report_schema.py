@@ -17,7 +17,13 @@ import jsonschema
 import pytest
 
 from diffing.errors import DiffingError
-from diffing.report import AnalyzeConfig, load_schema, validate_report, write_report
+from diffing.report import (
+    AnalyzeConfig,
+    compute_findings,
+    load_schema,
+    validate_report,
+    write_report,
+)
 from diffing.report.config import SECTIONS
 from diffing.report.pipeline import RESULT_KEYS, empty_report
 from diffing.report.results import SECTION_MODELS, ReportResults, read_sections
@@ -108,6 +114,18 @@ def test_read_sections_drops_only_the_malformed_section():
     )
     assert typed.kl is None and typed.adl is None
     assert typed.weights.modules[0].name == "w" and typed.weights.modules[0].relative_change == 0.5
+
+
+def test_findings_skip_only_a_malformed_section():
+    """A hand-built report with one malformed section: that section gives no finding, the others still do."""
+    r = {"weights": {"modules": [{"name": "w", "relative_change": 0.3}]}, "kl": {"mean": "high"}}
+    found = compute_findings(r)
+    assert [f["id"] for f in found] == ["weights-top-module"]
+    assert found[0]["evidence"] == {
+        "module": "w",
+        "relative_change": 0.3,
+        "modules_above_threshold": 1,
+    }
 
 
 @pytest.fixture(scope="module")
