@@ -95,6 +95,20 @@ def test_write_report_refuses_a_wrong_section_before_writing(tmp_path):
     assert not (tmp_path / "out" / "report.json").exists()
 
 
+def test_write_report_reads_its_thresholds_typed(tmp_path):
+    """The thresholds recorded in the report (not the defaults) decide the findings."""
+    r = _minimal()
+    r["sections"] = {"stats": {"status": "ok", "reason": None, "seconds": 1.0}}
+    r["kl"] = {"mean": 0.5, "by_role": {}}
+    assert [f["id"] for f in write_report(copy.deepcopy(r), tmp_path / "a").findings] == [
+        "kl-hot-role"
+    ]
+    r["thresholds"]["kl_mean"] = 0.6
+    rep = write_report(r, tmp_path / "b")
+    assert [f["id"] for f in rep.findings] == ["no-substantial-change"]
+    assert validate_report(rep.data).thresholds.kl_mean == 0.6
+
+
 def test_non_finite_values_validate_and_read_back():
     """A NaN statistic is a float while the report is built and null in report.json: both validate."""
     from diffing.io import dumps
