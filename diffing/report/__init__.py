@@ -4,7 +4,8 @@
 steps (weights, statistics, refusal, crosscoder), each guarded so a failing step is
 shown as skipped; ``write_report`` renders a report dict (useful with fabricated
 section results); ``demo`` runs ``analyze`` on the built-in organism pair.
-Keys of report.json: docs/report.md; schema: ``diffing/report/schema.json``.
+Keys of report.json: docs/report.md; typed as ``ReportResults`` (``report/results*.py``), from
+which ``diffing/report/schema.json`` is generated (``python -m diffing.report.schema``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from diffing.lazy import lazy_exports
 _EXPORTS = {
     "AnalyzeConfig": "diffing.report.config",
     "Report": "diffing.report.pipeline",
+    "ReportResults": "diffing.report.results",
     "Thresholds": "diffing.report.findings",
     "analyze": "diffing.report.pipeline",
     "compute_findings": "diffing.report.findings",
@@ -31,6 +33,7 @@ __getattr__ = lazy_exports(__name__, _EXPORTS)
 __all__ = [
     "AnalyzeConfig",
     "Report",
+    "ReportResults",
     "Thresholds",
     "analyze",
     "compute_findings",

@@ -1,7 +1,9 @@
 """The report's figures, drawn with matplotlib from the numbers in report.json.
 
 Each function takes a section's numbers and returns PNG bytes (or None when there
-is nothing to draw), so the page embeds exactly what report.json holds. Drawing
+is nothing to draw), so the page embeds exactly what report.json holds. The numbers
+are validated section data (:mod:`diffing.report.results`): a statistic is a float or
+None (not measured, drawn as a gap), a role breakdown is a dict keyed by role. Drawing
 uses the non-interactive Agg backend and never opens a window.
 """
 
@@ -11,7 +13,8 @@ import io
 import math
 import warnings
 
-from diffing.report.util import num, role_items, token_text
+from diffing.report.results_common import or_nan
+from diffing.report.util import token_text
 
 
 def _plt():
@@ -47,13 +50,13 @@ def _integer_x(ax) -> None:
 
 def weights_bar(modules: list[dict], top: int = 15) -> bytes | None:
     """Horizontal bars of the ``top`` largest relative weight changes."""
-    modules = [m for m in modules if math.isfinite(num(m.get("relative_change")))][:top]
+    modules = [m for m in modules if math.isfinite(or_nan(m.get("relative_change")))][:top]
     if not modules:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 0.28 * len(modules) + 0.8))
     names = [_label(m.get("name")) for m in modules][::-1]
-    ax.barh(names, [num(m.get("relative_change")) for m in modules][::-1], color="#3056d3")
+    ax.barh(names, [m["relative_change"] for m in modules][::-1], color="#3056d3")
     ax.set_xlabel("relative change ||W_f - W_b|| / ||W_b||")
     return _png(fig)
 
@@ -65,15 +68,13 @@ def activations_by_layer(layers: list[dict]) -> bytes | None:
     plt = _plt()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3))
     xs = [e.get("layer") for e in layers]
-    a1.plot(xs, [num(e.get("cosine")) for e in layers], "o-", color="black", label="all")
-    a2.plot(xs, [num(e.get("mean_diff_norm")) for e in layers], "o-", color="black", label="all")
-    roles = sorted({r for e in layers for r, _ in role_items(e.get("by_role"))})
+    a1.plot(xs, [or_nan(e.get("cosine")) for e in layers], "o-", color="black", label="all")
+    a2.plot(xs, [or_nan(e.get("mean_diff_norm")) for e in layers], "o-", color="black", label="all")
+    roles = sorted({r for e in layers for r in e.get("by_role") or {}})
     for role in roles:
-        vals = [dict(role_items(e.get("by_role"))).get(role) for e in layers]
-        a1.plot(xs, [num(v, float("nan"), "cosine") for v in vals], ".--", label=_label(role))
-        a2.plot(
-            xs, [num(v, float("nan"), "mean_diff_norm") for v in vals], ".--", label=_label(role)
-        )
+        vals = [(e.get("by_role") or {}).get(role) or {} for e in layers]
+        a1.plot(xs, [or_nan(v.get("cosine")) for v in vals], ".--", label=_label(role))
+        a2.plot(xs, [or_nan(v.get("mean_diff_norm")) for v in vals], ".--", label=_label(role))
     a1.set(xlabel="layer", ylabel="mean cosine(x_b, x_f)")
     a2.set(xlabel="layer", ylabel="||mean(x_f - x_b)||")
     a1.legend(fontsize=7)
@@ -85,7 +86,7 @@ def activations_by_layer(layers: list[dict]) -> bytes | None:
 
 def kl_by_role(kl: dict) -> bytes | None:
     """Bars of the mean KL per token role."""
-    items = [(r, num(v, float("nan"), "mean")) for r, v in role_items(kl.get("by_role"))]
+    items = [(r, or_nan(v.get("mean"))) for r, v in (kl.get("by_role") or {}).items()]
     items = [(r, v) for r, v in items if math.isfinite(v)]
     if not items:
         return None
@@ -104,20 +105,15 @@ def token_scores(tokens: list[dict], title: str, color: str) -> bytes | None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(4.2, 0.25 * len(tokens) + 0.8))
     ys = list(range(len(tokens)))[::-1]  # positions, not labels: two tokens may decode alike
-    ax.barh(ys, [num(t.get("score")) for t in tokens], color=color)
+    ax.barh(ys, [or_nan(t.get("score")) for t in tokens], color=color)
     ax.set_yticks(ys, [_label(token_text(t.get("token"))) for t in tokens])
     ax.set_title(title)
     return _png(fig)
 
 
-def cosine_by_layer(cosines) -> bytes | None:
-    """Cosine between the base and fine-tuned refusal directions at each layer."""
-    if isinstance(cosines, dict):
-        pairs = sorted((int(k), num(v)) for k, v in cosines.items())
-    else:
-        pairs = [(i, num(v, float("nan"), "cosine")) for i, v in enumerate(cosines or [])]
-        if cosines and isinstance(cosines[0], dict) and "layer" in cosines[0]:
-            pairs = [(int(v["layer"]), num(v, float("nan"), "cosine")) for v in cosines]
+def cosine_by_layer(cosines: list[float | None] | None) -> bytes | None:
+    """Cosine between the base and fine-tuned refusal directions at each layer (list index = layer)."""
+    pairs = [(i, or_nan(v)) for i, v in enumerate(cosines or [])]
     if not pairs:
         return None
     plt = _plt()
@@ -163,7 +159,7 @@ def deltas_to_histogram(deltas: list[float], bins: int = 20) -> tuple[list[float
 
 def nu_scatter(latents: list[dict]) -> bytes | None:
     """Latent Scaling ν_ε vs ν_r of the latents that have both."""
-    pts = [(num(x.get("nu_error")), num(x.get("nu_reconstruction"))) for x in latents]
+    pts = [(or_nan(x.get("nu_error")), or_nan(x.get("nu_reconstruction"))) for x in latents]
     pts = [p for p in pts if math.isfinite(p[0]) and math.isfinite(p[1])]
     if not pts:
         return None
@@ -177,16 +173,16 @@ def nu_scatter(latents: list[dict]) -> bytes | None:
 def amplify_rates(rates: list[dict]) -> bytes | None:
     """The target's rate against α (the fine-tuned model at α = 0), the base alone as a dashed line."""
     pts = [
-        (num(r.get("alpha")), num(r.get("rate")))
+        (or_nan(r.get("alpha")), or_nan(r.get("rate")))
         for r in rates
-        if r.get("model") != "base" and math.isfinite(num(r.get("rate")))
+        if r.get("model") != "base" and math.isfinite(or_nan(r.get("rate")))
     ]
     if not pts:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 2.6))
     ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color="#3056d3", label="amplified")
-    base = [num(r.get("rate")) for r in rates if r.get("model") == "base"]
+    base = [or_nan(r.get("rate")) for r in rates if r.get("model") == "base"]
     if base and math.isfinite(base[0]):
         ax.axhline(base[0], color="#8c8c8c", ls="--", lw=1, label="base alone")
         ax.legend(fontsize=8)
@@ -196,7 +192,9 @@ def amplify_rates(rates: list[dict]) -> bytes | None:
 
 def refusal_ablation(ablation: dict, labels: list[tuple[str, str]]) -> bytes | None:
     """Bars of the harmful refusal rate under each intervention of ``labels`` ``[(key, label)]``."""
-    bars = [(lab, num((ablation.get(k) or {}).get("rate"))) for k, lab in labels if k in ablation]
+    bars = [
+        (lab, or_nan((ablation.get(k) or {}).get("rate"))) for k, lab in labels if k in ablation
+    ]
     bars = [b for b in bars if math.isfinite(b[1])]
     if not bars:
         return None

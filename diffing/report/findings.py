@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from diffing.report.method_findings import amplify as _amplify
 from diffing.report.method_findings import diff_sae as _diff_sae
@@ -18,7 +19,12 @@ from diffing.report.method_findings import finding as _finding
 from diffing.report.method_findings import pca as _pca
 from diffing.report.method_findings import refusal_link as _refusal_link
 from diffing.report.nonfinite import broken_findings, broken_sections, scrub
-from diffing.report.util import finite_num, fmt_pct, num, role_items, token_text
+from diffing.report.results_common import finite, finite_or, or_nan, value_or
+from diffing.report.util import fmt_pct, token_text
+
+if TYPE_CHECKING:
+    from diffing.report.results import ReportResults
+    from diffing.report.results_crosscoder import CrosscoderLatent
 
 
 @dataclass
@@ -61,118 +67,96 @@ class Thresholds:
         return asdict(self)
 
 
-def _weights(report: dict, th: Thresholds) -> list[dict]:
-    modules = (report.get("weights") or {}).get("modules") or []
+def _weights(r: ReportResults, th: Thresholds) -> list[dict]:
+    modules = r.weights.modules if r.weights else []
     if not modules:
         return []
-    top = max(modules, key=lambda m: finite_num(m.get("relative_change"), 0.0))
-    rel = finite_num(top.get("relative_change"), 0.0)
+    top = max(modules, key=lambda m: finite_or(m.relative_change, 0.0))
+    rel = finite_or(top.relative_change, 0.0)
     if rel < th.weight_change:
         return []
-    n = sum(1 for m in modules if finite_num(m.get("relative_change"), 0.0) >= th.weight_change)
+    n = sum(1 for m in modules if finite_or(m.relative_change, 0.0) >= th.weight_change)
     detail = f"{n} of {len(modules)} changed tensors moved by at least {fmt_pct(th.weight_change)}."
-    if top.get("effective_rank") is not None:
-        detail += f" The top one's change has effective rank {top['effective_rank']}."
+    if top.effective_rank is not None:
+        detail += f" The top one's change has effective rank {top.effective_rank}."
     return [
         _finding(
             "weights-top-module",
             "weights",
-            f"Fine-tuning changed {top.get('name')} most (relative change {fmt_pct(rel)})",
+            f"Fine-tuning changed {top.name} most (relative change {fmt_pct(rel)})",
             detail,
-            {"module": top.get("name"), "relative_change": rel, "modules_above_threshold": n},
+            {"module": top.name, "relative_change": rel, "modules_above_threshold": n},
             2.0,
         )
     ]
 
 
-def _activations(report: dict, th: Thresholds) -> list[dict]:
-    layers = (report.get("activations") or {}).get("layers") or []
-    scored = [(1.0 - num(entry.get("cosine"), 1.0), entry) for entry in layers]
-    if not scored:
+def _activations(r: ReportResults, th: Thresholds) -> list[dict]:
+    layers = r.activations.layers if r.activations else []
+    if not layers:
         return []
-    gap, entry = max(scored, key=lambda s: s[0])
+    # a layer without a cosine counts as unchanged
+    gap, entry = max(((1.0 - value_or(e.cosine, 1.0), e) for e in layers), key=lambda s: s[0])
     if 1.0 - gap >= th.activation_cosine:
         return []
-    layer = entry.get("layer")
-    roles = [(r, 1.0 - num(v, 1.0, "cosine")) for r, v in role_items(entry.get("by_role"))]
-    roles = [(r, g) for r, g in roles if not math.isnan(g)]
-    title = f"Activations diverge most at layer {layer} (mean cosine {1.0 - gap:.3f})"
-    evidence = {
-        "layer": layer,
-        "cosine": 1.0 - gap,
-        "mean_diff_norm": num(entry.get("mean_diff_norm")),
-    }
+    roles = [(role, 1.0 - value_or(s.cosine, 1.0)) for role, s in entry.by_role.items()]
+    roles = [(role, g) for role, g in roles if not math.isnan(g)]
+    title = f"Activations diverge most at layer {entry.layer} (mean cosine {1.0 - gap:.3f})"
+    evidence = {"layer": entry.layer, "cosine": 1.0 - gap, "mean_diff_norm": entry.mean_diff_norm}
     detail = (
-        "Per layer: "
-        + ", ".join(f"L{e.get('layer')} {num(e.get('cosine')):.3f}" for e in layers[:12])
-        + "."
+        "Per layer: " + ", ".join(f"L{e.layer} {or_nan(e.cosine):.3f}" for e in layers[:12]) + "."
     )
     if roles:
-        role, rgap = max(roles, key=lambda r: r[1])
-        title = (
-            f"Activations diverge most at layer {layer} on {role} tokens (cosine {1.0 - rgap:.3f})"
-        )
+        role, rgap = max(roles, key=lambda x: x[1])
+        title = f"Activations diverge most at layer {entry.layer} on {role} tokens (cosine {1.0 - rgap:.3f})"
         evidence.update(role=role, role_cosine=1.0 - rgap)
     return [_finding("activations-peak", "activations", title, detail, evidence, 3.0)]
 
 
-def _kl(report: dict, th: Thresholds) -> list[dict]:
-    kl = report.get("kl") or {}
-    mean = num(kl.get("mean"))
-    if math.isnan(mean) or mean < th.kl_mean:
+def _kl(r: ReportResults, th: Thresholds) -> list[dict]:
+    kl = r.kl
+    if kl is None or not finite(kl.mean) or kl.mean < th.kl_mean:
         return []
-    roles = [(r, num(v, float("nan"), "mean")) for r, v in role_items(kl.get("by_role"))]
-    roles = [(r, v) for r, v in roles if not math.isnan(v)]
+    mean = kl.mean
+    roles = [(role, s.mean) for role, s in kl.by_role.items() if finite(s.mean)]
     evidence = {"mean": mean}
     title = f"Next-token distributions changed: mean KL {mean:.3g} nats/token"
     if roles:
-        role, value = max(roles, key=lambda r: r[1])
+        role, value = max(roles, key=lambda x: x[1])
         title = f"Largest KL on {role} tokens ({value:.3g} nats/token vs {mean:.3g} overall)"
         evidence.update(role=role, role_mean=value)
-    tops = kl.get("top_contexts") or []
     detail = "By role: " + ", ".join(f"{r} {v:.3g}" for r, v in roles) + "." if roles else ""
-    if tops and isinstance(tops[0], dict):
-        t = tops[0]
-        where = token_text(t.get("token", ""))
-        detail += f" Hottest token: {where} (KL {num(t.get('kl')):.3g})."
+    if kl.top_contexts:
+        t = kl.top_contexts[0]
+        detail += f" Hottest token: {token_text(t.token or '')} (KL {or_nan(t.kl):.3g})."
     return [_finding("kl-hot-role", "kl", title, detail.strip(), evidence, 2.5)]
 
 
-def _adl(report: dict, th: Thresholds) -> list[dict]:
-    adl = report.get("adl") or {}
-    promoted = adl.get("promoted_tokens") or []
-    if not promoted:
+def _adl(r: ReportResults, th: Thresholds) -> list[dict]:
+    adl = r.adl
+    if adl is None or not adl.promoted_tokens:
         return []
-    toks = [token_text(p.get("token", "")) for p in promoted[: th.adl_tokens]]
-    suppressed = [token_text(p.get("token", "")) for p in (adl.get("suppressed_tokens") or [])[:5]]
-    detail = f"Mean activation difference on plain text at layer {adl.get('layer')}, read through the fine-tuned logit lens."
+    promoted = adl.promoted_tokens[: th.adl_tokens]
+    toks = [token_text(p.token) for p in promoted]
+    suppressed = [token_text(p.token) for p in adl.suppressed_tokens[:5]]
+    detail = f"Mean activation difference on plain text at layer {adl.layer}, read through the fine-tuned logit lens."
     if suppressed:
         detail += " Suppressed: " + ", ".join(suppressed) + "."
+    evidence = {"layer": adl.layer, "tokens": toks, "scores": [p.score for p in promoted]}
     return [
-        _finding(
-            "adl-promoted",
-            "adl",
-            "ADL promotes: " + ", ".join(toks),
-            detail,
-            {
-                "layer": adl.get("layer"),
-                "tokens": toks,
-                "scores": [num(p.get("score")) for p in promoted[: th.adl_tokens]],
-            },
-            1.5,
-        )
+        _finding("adl-promoted", "adl", "ADL promotes: " + ", ".join(toks), detail, evidence, 1.5)
     ]
 
 
-def _refusal(report: dict, th: Thresholds) -> list[dict]:
-    ref = report.get("refusal") or {}
-    rates = (ref.get("refusal_rate") or {}).get("harmful") or {}
-    before, after = num(rates.get("baseline")), num(rates.get("ablation"))
-    if math.isnan(before) or math.isnan(after) or before < th.refusal_present:
+def _refusal(r: ReportResults, th: Thresholds) -> list[dict]:
+    ref = r.refusal
+    if ref is None:
         return []
-    sel = ref.get("selected") or {}
-    layer, pos = sel.get("layer"), sel.get("position")
-    kl = num(ref.get("kl_harmless"), float("nan"), "ablation")
+    before, after = ref.refusal_rate.harmful.baseline, ref.refusal_rate.harmful.ablation
+    if not finite(before) or not finite(after) or before < th.refusal_present:
+        return []
+    layer, pos = ref.selected.layer, ref.selected.position
+    kl = ref.kl_harmless.ablation if ref.kl_harmless else None
     evidence = {
         "layer": layer,
         "position": pos,
@@ -180,13 +164,12 @@ def _refusal(report: dict, th: Thresholds) -> list[dict]:
         "harmful_ablation": after,
         "kl_harmless": kl,
     }
-    kl_txt = f", KL {kl:.3g} nats on harmless prompts" if not math.isnan(kl) else ""
-    harmless = (ref.get("refusal_rate") or {}).get("harmless") or {}
-    induced = num(harmless.get("addition"))
+    kl_txt = f", KL {kl:.3g} nats on harmless prompts" if finite(kl) else ""
+    harmless = ref.refusal_rate.harmless
     detail = f"Direction chosen at layer {layer}, position {pos}."
-    if not math.isnan(induced):
-        detail += f" Adding it makes the model refuse {fmt_pct(induced)} of harmless prompts (from {fmt_pct(num(harmless.get('baseline'), 0.0))})."
-        evidence["harmless_addition"] = induced
+    if finite(harmless.addition):
+        detail += f" Adding it makes the model refuse {fmt_pct(harmless.addition)} of harmless prompts (from {fmt_pct(value_or(harmless.baseline, 0.0))})."
+        evidence["harmless_addition"] = harmless.addition
     if before - after >= th.refusal_drop:
         title = (
             f"Refusal is carried by a direction at layer {layer}: ablating it cuts harmful refusals "
@@ -197,31 +180,29 @@ def _refusal(report: dict, th: Thresholds) -> list[dict]:
     return [_finding("refusal-not-one-direction", "refusal", title, detail, evidence, 1.0)]
 
 
-def _crosscoder(report: dict, th: Thresholds) -> list[dict]:
-    cc = report.get("crosscoder") or {}
-    latents = cc.get("latents") or []
-    summary = cc.get("summary") or {}
-    if not latents and not summary:
+def _crosscoder(r: ReportResults, th: Thresholds) -> list[dict]:
+    cc = r.crosscoder
+    if cc is None:
         return []
+    # a latent without a Δ is not chat-only; without a flag, both Latent Scaling ratios decide
     chat_only = [
-        x
-        for x in latents
-        if x.get("class") == "chat_only" or num(x.get("delta"), 0.5) > th.chat_only
+        x for x in cc.latents if x.class_ == "chat_only" or value_or(x.delta, 0.5) > th.chat_only
     ]
 
-    def genuine(x: dict) -> bool:
-        if x.get("flag") is not None:
-            return x["flag"] == "genuine"
+    def genuine(x: CrosscoderLatent) -> bool:
+        if x.flag is not None:
+            return x.flag == "genuine"
         return (
-            num(x.get("nu_error"), 1.0) < th.genuine_nu
-            and num(x.get("nu_reconstruction"), 1.0) < th.genuine_nu
+            value_or(x.nu_error, 1.0) < th.genuine_nu
+            and value_or(x.nu_reconstruction, 1.0) < th.genuine_nu
         )
 
     real = [x for x in chat_only if genuine(x)]
-    classes = summary.get("classes") or summary.get("counts") or {}
-    n_chat = int(num(classes.get("chat_only"), len(chat_only)))
-    flags = (summary.get("latent_scaling") or {}).get("chat_only") or {}
-    n_genuine = int(num(flags.get("genuine"), len(real)))
+    summary = cc.summary
+    classes = summary.classes or summary.counts or {}
+    n_chat = classes.get("chat_only", len(chat_only))
+    flags = (summary.latent_scaling or {}).get("chat_only") or {}
+    n_genuine = flags.get("genuine", len(real))
     if n_chat == 0:
         return []
     title = f"{n_genuine} genuine chat-only latents (of {n_chat} with Δ > {th.chat_only})"
@@ -229,26 +210,26 @@ def _crosscoder(report: dict, th: Thresholds) -> list[dict]:
     detail = ""
     best = (real or chat_only)[:1]
     if best:
-        lens = [
-            token_text(t.get("token", t) if isinstance(t, dict) else t)
-            for t in (best[0].get("logit_lens") or [])[:6]
-        ]
-        evidence["top_latent"] = best[0].get("index")
+        lens = [token_text(t.token) for t in best[0].logit_lens[:6]]
+        evidence["top_latent"] = best[0].index
         if lens:
-            title += f"; latent {best[0].get('index')} promotes " + ", ".join(lens)
+            title += f"; latent {best[0].index} promotes " + ", ".join(lens)
             evidence["top_latent_tokens"] = lens
-        detail = f"Latent {best[0].get('index')}: Δ {num(best[0].get('delta')):.2f}."
+        detail = f"Latent {best[0].index}: Δ {or_nan(best[0].delta):.2f}."
     return [_finding("crosscoder-chat-only", "crosscoder", title, detail, evidence, 1.2)]
 
 
-def _constant_shift(report: dict, th: Thresholds) -> list[dict]:
+def _constant_shift(r: ReportResults, th: Thresholds) -> list[dict]:
     """Fine-tuning added one vector on every token: the crosscoder keeps it in its decoder biases."""
-    bias = ((report.get("crosscoder") or {}).get("summary") or {}).get("decoder_bias") or {}
-    share = num(bias.get("constant_fraction"))
-    if math.isnan(share) or share < th.constant_shift:
+    bias = r.crosscoder.summary.decoder_bias if r.crosscoder else None
+    if (
+        bias is None
+        or not finite(bias.constant_fraction)
+        or bias.constant_fraction < th.constant_shift
+    ):
         return []
-    lens = (bias.get("logit_lens") or {}).get("finetuned") or []
-    toks = [token_text(t.get("token", "")) for t in lens[:6]]
+    share = bias.constant_fraction
+    toks = [token_text(t.token) for t in (bias.logit_lens.finetuned if bias.logit_lens else [])[:6]]
     title = (
         f"{fmt_pct(share)} of the activation difference is one constant shift, carried by no latent"
     )
@@ -256,20 +237,20 @@ def _constant_shift(report: dict, th: Thresholds) -> list[dict]:
         title += "; it promotes " + ", ".join(toks)
     detail = (
         "The crosscoder's decoder-bias difference (norm "
-        f"{num(bias.get('norm')):.3g}, cosine {num(bias.get('bias_cosine')):.2f} with the mean "
+        f"{or_nan(bias.norm):.3g}, cosine {or_nan(bias.bias_cosine):.2f} with the mean "
         "difference), read through the fine-tuned logit lens. Chat-only latent counts do not see it."
     )
-    evidence = {"constant_fraction": share, "norm": num(bias.get("norm")), "tokens": toks}
+    evidence = {"constant_fraction": share, "norm": bias.norm, "tokens": toks}
     return [_finding("crosscoder-constant-shift", "crosscoder", title, detail, evidence, 1.6)]
 
 
-def _no_change(report: dict, th: Thresholds) -> list[dict]:
+def _no_change(r: ReportResults, th: Thresholds) -> list[dict]:
     """The control finding: every functional measure that ran is below its threshold."""
-    kl = num((report.get("kl") or {}).get("mean"))
-    layers = (report.get("activations") or {}).get("layers") or []
-    min_cos = min((num(e.get("cosine"), 1.0) for e in layers), default=float("nan"))
-    modules = (report.get("weights") or {}).get("modules") or []
-    max_w = max((finite_num(m.get("relative_change"), 0.0) for m in modules), default=0.0)
+    kl = or_nan(r.kl.mean) if r.kl else float("nan")
+    layers = r.activations.layers if r.activations else []
+    min_cos = min((value_or(e.cosine, 1.0) for e in layers), default=float("nan"))
+    modules = r.weights.modules if r.weights else []
+    max_w = max((finite_or(m.relative_change, 0.0) for m in modules), default=0.0)
     measured = {
         "kl_mean": kl,
         "min_activation_cosine": min_cos,
@@ -315,7 +296,7 @@ RULES = (
     _weights,
     _activations,
 )
-"""Finding rules; each reads the report dict and returns zero or more findings."""
+"""Finding rules; each reads the typed report (:class:`~diffing.report.results.ReportResults`) and returns zero or more findings."""
 
 READS: dict = {
     _refusal: ("refusal",),
@@ -334,7 +315,11 @@ READS: dict = {
 
 
 def compute_findings(
-    report: dict, thresholds: Thresholds | None = None, *, limit: int = 5
+    report: dict,
+    thresholds: Thresholds | None = None,
+    *,
+    limit: int = 5,
+    results: ReportResults | None = None,
 ) -> list[dict]:
     """The ``limit`` most important findings of a report dict, most important first.
 
@@ -343,27 +328,25 @@ def compute_findings(
     A "refusal" section finding is only made when the model does refuse. A
     non-finite statistic comes before all of them, and no rule reads a section
     that holds one ("no substantial change" needs every section finite).
+
+    The rules read typed sections: ``results`` when the caller validated the report
+    already (the pipeline), else each section of ``report`` read on its own, one that
+    does not match its model reading as absent (a malformed section never breaks the
+    summary). The non-finite scan reads ``report`` itself (raw NaNs and ``non_finite``).
     """
+    from diffing.report.results import read_sections
+
     th = thresholds or Thresholds()
+    typed = results if results is not None else read_sections(report)
     broken = broken_sections(report)
     found = broken_findings(report)
     for rule in RULES:
         reads = READS.get(rule)
         if broken and (reads is None or any(sec in broken for sec in reads)):
             continue
-        try:
-            found.extend(rule(report, th))
-        except (
-            TypeError,
-            ValueError,
-            KeyError,
-            AttributeError,
-        ):  # a malformed section never breaks the summary
-            continue
-    if any(
-        f["id"] == "no-substantial-change" for f in found
-    ):  # moved weights are in its detail already
-        found = [f for f in found if f["id"] != "weights-top-module"]
+        found.extend(rule(typed, th))
+    if any(f["id"] == "no-substantial-change" for f in found):
+        found = [f for f in found if f["id"] != "weights-top-module"]  # its detail has the weights
     found.sort(key=lambda f: f["priority"])
     out = []
     for f in found[:limit]:

@@ -1,7 +1,7 @@
 """Finding rules of the newer method sections: refusal latents, the diff-SAE, amplification.
 
 Same contract as the rules of :mod:`diffing.report.findings` (which runs them): read
-documented report keys, compare with :class:`~diffing.report.findings.Thresholds`,
+the typed report (:class:`~diffing.report.results.ReportResults`), compare with :class:`~diffing.report.findings.Thresholds`,
 return zero or more findings; a missing or non-finite number gives no finding.
 """
 
@@ -10,10 +10,12 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from diffing.report.util import fmt_pct, num, token_text
+from diffing.report.results_common import or_nan, value_or
+from diffing.report.util import fmt_pct, token_text
 
 if TYPE_CHECKING:
     from diffing.report.findings import Thresholds
+    from diffing.report.results import ReportResults
 
 
 def finding(
@@ -31,19 +33,18 @@ def finding(
     }
 
 
-def refusal_link(report: dict, th: Thresholds) -> list[dict]:
+def refusal_link(r: ReportResults, th: Thresholds) -> list[dict]:
     """Crosscoder latents that carry the refusal direction, and whether removing them stops refusal."""
-    link = report.get("refusal_link") or {}
-    lats = link.get("latents") or []
-    if not lats:
+    link = r.refusal_link
+    if link is None or not link.latents:
         return []
-    top = lats[0]
-    cos = max(abs(num(top.get("cos_difference"), 0.0)), abs(num(top.get("cos_finetuned"), 0.0)))
-    ab = link.get("ablation") or {}
-    clean = num((ab.get("clean") or {}).get("rate"))
-    removed = num((ab.get("latents") or {}).get("rate"))
-    rand = num((ab.get("random") or {}).get("rate"))
-    j, n = top.get("latent"), len(lats)
+    top, lats = link.latents[0], link.latents
+    cos = max(abs(value_or(top.cos_difference, 0.0)), abs(value_or(top.cos_finetuned, 0.0)))
+    ab = link.ablation
+    clean = or_nan(ab.clean.rate) if ab else math.nan
+    removed = or_nan(ab.latents.rate) if ab and ab.latents else math.nan
+    rand = or_nan(ab.random.rate) if ab else math.nan
+    j, n = top.latent, len(lats)
     who = f"latent {j}" + (f" (and {n - 1} more)" if n > 1 else "")
     evidence = {"latent": j, "abs_cosine": cos, "refusal_latents": n, "clean": clean,
                 "latents_removed": removed, "random_removed": rand}  # fmt: skip
@@ -65,36 +66,31 @@ def refusal_link(report: dict, th: Thresholds) -> list[dict]:
     return [finding("refusal-latents-not-causal", "refusal_link", title, detail, evidence, 1.1)]
 
 
-def diff_sae(report: dict, th: Thresholds) -> list[dict]:
+def diff_sae(r: ReportResults, th: Thresholds) -> list[dict]:
     """One diff-SAE latent carries a large share of the activation difference: what it promotes."""
-    top = ((report.get("diff_sae") or {}).get("top_latents") or [None])[0]
-    if not top:
+    sae = r.diff_sae
+    if sae is None or not sae.top_latents:
         return []
-    share = num(top.get("share"))
+    top = sae.top_latents[0]
+    share = or_nan(top.share)
     if math.isnan(share) or share < th.diff_sae_share:
         return []
-    lens = top.get("logit_lens") or {}
-    lens = lens.get("finetuned", []) if isinstance(lens, dict) else lens
-    toks = [token_text(t.get("token", "") if isinstance(t, dict) else t) for t in lens[:6]]
-    title = (
-        f"Diff-SAE latent {top.get('latent')} carries {fmt_pct(share)} of the activation difference"
-    )
+    toks = [token_text(t.token) for t in (top.logit_lens.finetuned if top.logit_lens else [])[:6]]
+    title = f"Diff-SAE latent {top.latent} carries {fmt_pct(share)} of the activation difference"
     if toks:
         title += "; it promotes " + ", ".join(toks)
-    half = (report.get("diff_sae") or {}).get("latents_for_half_the_difference")
-    detail = f"{half} latents carry half of the difference." if half is not None else ""
-    evidence = {"latent": top.get("latent"), "share": share, "tokens": toks}
+    detail = f"{sae.latents_for_half_the_difference} latents carry half of the difference."
+    evidence = {"latent": top.latent, "share": share, "tokens": toks}
     return [finding("diff-sae-top-latent", "diff_sae", title, detail, evidence, 1.3)]
 
 
-def amplify(report: dict, th: Thresholds) -> list[dict]:
+def amplify(r: ReportResults, th: Thresholds) -> list[dict]:
     """Amplification makes the target behaviour much more frequent than the fine-tuned model shows it."""
-    amp = report.get("amplify") or {}
-    if amp.get("target") is None:
+    amp = r.amplify
+    if amp is None or amp.target is None:
         return []
-    rates = amp.get("rates") or []
-    ft = next((num(r.get("rate")) for r in rates if r.get("model") == "finetuned"), float("nan"))
-    amped = [(num(r.get("rate")), r.get("alpha")) for r in rates if r.get("model") == "amplified"]
+    ft = next((or_nan(x.rate) for x in amp.rates if x.model == "finetuned"), math.nan)
+    amped = [(or_nan(x.rate), x.alpha) for x in amp.rates if x.model == "amplified"]
     amped = [x for x in amped if not math.isnan(x[0])]
     if math.isnan(ft) or not amped:
         return []
@@ -102,30 +98,30 @@ def amplify(report: dict, th: Thresholds) -> list[dict]:
     if best - ft < th.amplify_gain:
         return []
     title = (
-        f"Amplifying the logit difference raises {amp['target']!r} from {fmt_pct(ft)} of the fine-tuned "
+        f"Amplifying the logit difference raises {amp.target!r} from {fmt_pct(ft)} of the fine-tuned "
         f"model's completions to {fmt_pct(best)} at α = {alpha:g}"
     )
-    evidence = {"target": amp["target"], "finetuned": ft, "best": best, "alpha": alpha}
+    evidence = {"target": amp.target, "finetuned": ft, "best": best, "alpha": alpha}
     return [finding("amplify-target", "amplify", title, "", evidence, 1.4)]
 
 
-def pca(report: dict, th: Thresholds) -> list[dict]:
+def pca(r: ReportResults, th: Thresholds) -> list[dict]:
     """One centred component carries a large share of how the activation difference varies."""
     out = []
-    for lay in (report.get("pca") or {}).get("layers") or []:
-        pcs = [d for d in lay.get("directions") or [] if d.get("name") != "uncentred"]
+    for lay in r.pca.layers if r.pca else []:
+        pcs = [d for d in lay.directions if d.name != "uncentred"]
         if not pcs:
             continue
-        ratio = num(pcs[0].get("explained"))
+        ratio = or_nan(pcs[0].explained)
         if math.isnan(ratio) or ratio < th.pca_component:
             continue
-        toks = [token_text(t) for t in (pcs[0].get("promoted") or [])[:6]]
+        toks = [token_text(t) for t in pcs[0].promoted[:6]]
         title = (
-            f"One direction ({pcs[0].get('name')}) explains {fmt_pct(ratio)} of the variance of the "
-            f"activation difference at layer {lay.get('layer')}"
+            f"One direction ({pcs[0].name}) explains {fmt_pct(ratio)} of the variance of the "
+            f"activation difference at layer {lay.layer}"
         )
         if toks:
             title += "; it promotes " + ", ".join(toks)
-        evidence = {"layer": lay.get("layer"), "explained": ratio, "tokens": toks}
+        evidence = {"layer": lay.layer, "explained": ratio, "tokens": toks}
         out.append(finding("pca-component", "pca", title, "", evidence, 1.5))
     return out[:1]

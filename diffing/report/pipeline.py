@@ -34,6 +34,7 @@ from diffing.report.findings import Thresholds, compute_findings
 from diffing.report.inputs import RunData, prompt_source
 from diffing.report.markdown import render_markdown
 from diffing.report.render import render_html
+from diffing.report.results import SectionStatus
 from diffing.report.schema import validate_report
 from diffing.report.util import SkipSection, jsonable
 
@@ -51,7 +52,7 @@ class Report(NamedTuple):
     html: Path
     """``index.html``: the self-contained page."""
     json: Path
-    """``report.json``: every number, validated against ``diffing/report/schema.json``."""
+    """``report.json``: every number, validated against its typed results (``diffing/report/schema.json``)."""
     markdown: Path
     """``report.md``: the findings as Markdown."""
     config: Path
@@ -137,7 +138,8 @@ def run_step(
         status, reason = "failed", f"{type(err).__name__}: {err}"
         progress("".join(traceback.format_exception_only(type(err), err)).strip())
     seconds = time.perf_counter() - t0
-    report["sections"][name] = {"status": status, "reason": reason, "seconds": round(seconds, 2)}
+    record = SectionStatus(status=status, reason=reason, seconds=round(seconds, 2))
+    report["sections"][name] = record.model_dump()
     progress(f"{name}: {status} in {seconds:.1f} s" + (f" ({reason})" if reason else ""))
 
 
@@ -148,24 +150,25 @@ def write_report(
     *,
     command: str | None = None,
 ) -> Report:
-    """Compute the findings, validate, and write index.html, report.json, report.md and run.toml."""
+    """Validate, compute the findings, and write index.html, report.json, report.md and run.toml.
+
+    The report dict is read into its typed results (:class:`~diffing.report.results.ReportResults`)
+    here, once: a section that does not match its model stops the write with a
+    :class:`DiffingError` naming the path, and the findings read the validated sections.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg = cfg or AnalyzeConfig.from_dict(report.get("config") or {})
     report = jsonable(report)
-    th = Thresholds(
-        **{
-            k: v
-            for k, v in (report.get("thresholds") or {}).items()
-            if k in Thresholds.__dataclass_fields__
-        }
-    )
-    report["findings"] = compute_findings(report, th)
     rep = report.setdefault("reproduce", {})
     rep["command"] = command or command_line(cfg, out)
     rep["config_command"] = f"diffing analyze --config {shlex.quote(str(out / 'run.toml'))}"
     rep.setdefault("versions", versions())
-    validate_report(report)
+    report.setdefault("thresholds", Thresholds().to_dict())
+    report["findings"] = []  # computed below, from the validated sections
+    results = validate_report(report)
+    report["findings"] = compute_findings(report, results.thresholds, results=results)
+    validate_report(report)  # the findings too: at most five, each linking to a section
     paths = {name: out / name for name in ("index.html", "report.json", "report.md", "run.toml")}
     # everything is rendered before anything is written, so a failure leaves the old report whole
     texts = {
@@ -255,11 +258,10 @@ def analyze(
                 progress,
             )
         else:
-            report["sections"][name] = {
-                "status": "skipped",
-                "reason": "not requested (--sections)",
-                "seconds": 0.0,
-            }
+            skipped = SectionStatus(
+                status="skipped", reason="not requested (--sections)", seconds=0.0
+            )
+            report["sections"][name] = skipped.model_dump()
     if data.resolved is not None:  # what the data-reading steps ran on
         report["inputs"].update(data.resolved.report)
     if "refusal" in cfg.sections:  # recorded even when the step failed: it says what was tried

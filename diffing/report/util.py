@@ -79,12 +79,6 @@ def token_text(token: Any) -> str:
     return f"'{s}'"
 
 
-def finite_num(value: Any, default: float = float("nan"), key: str | None = None) -> float:
-    """Like :func:`num`, but a NaN or infinite number also reads as ``default``: never rank on one."""
-    out = num(value, default, key)
-    return out if math.isfinite(out) else default
-
-
 def jsonable(obj: Any) -> Any:
     """Recursively turn tensors, numpy values, tuples and dataclasses into plain JSON values.
 
