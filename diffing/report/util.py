@@ -17,22 +17,6 @@ class SkipSection(Exception):
     """Raised by a report step that cannot run, with a reason the user should read (not a bug)."""
 
 
-def num(value: Any, default: float = float("nan"), key: str | None = None) -> float:
-    """``value`` as a float; from a dict, its ``key`` entry (or ``mean``); ``default`` when absent."""
-    if isinstance(value, dict):
-        for k in (key, "mean", "value"):
-            if k is not None and k in value:
-                return num(value[k], default)
-        return default
-    if isinstance(value, bool) or value is None:
-        return default
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return default
-    return out
-
-
 def role_items(by_role: Any) -> list[tuple[str, Any]]:
     """``(role, value)`` pairs from a dict keyed by role or a list of ``{"role": ...}`` records."""
     if isinstance(by_role, dict):
@@ -61,9 +45,9 @@ def fmt_num(x: Any, digits: int = 3) -> str:
         return "yes" if x else "no"
     if isinstance(x, float) and not math.isfinite(x):
         return "NaN" if math.isnan(x) else ("inf" if x > 0 else "-inf")
-    v = num(x)
-    if math.isnan(v):
+    if x is None:
         return "-"
+    v = float(x)
     if math.isfinite(v) and v == int(v) and abs(v) < 1e7:  # counts stay whole numbers
         return str(int(v))
     return f"{v:.{digits}g}"
