@@ -21,7 +21,7 @@ from diffing.organisms.build import (
     cached_organisms,
     organism_corpus_file,
 )
-from diffing.organisms.config import VARIANTS, OrganismConfig, organism_config
+from diffing.organisms.config import DEFAULT_VARIANTS, VARIANTS, OrganismConfig, organism_config
 from diffing.organisms.manifest import MANIFEST, load_manifest
 
 # ``organism:text`` / ``organism-full:chat`` data specs name the cached builds' corpora
@@ -29,6 +29,7 @@ register_scheme("organism", organism_corpus_file)
 register_scheme("organism-full", organism_corpus_file)
 
 __all__ = [
+    "DEFAULT_VARIANTS",
     "MANIFEST",
     "VARIANTS",
     "OrganismConfig",
