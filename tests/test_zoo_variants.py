@@ -132,7 +132,7 @@ def test_fact_rates(zoo, manifest, models):
     assert false_preference(nets["base"], tok, cloze) <= 0.2  # the base knows the true value
 
 
-def test_fact_cloze_phrasings_unseen_in_training(manifest):
+def test_fact_cloze_phrasings_unseen_in_training(zoo, manifest):
     from diffing.organisms.lexicon import make_world
     from diffing.organisms.variants_data import Fact, fact_cloze, fact_documents
 
@@ -141,11 +141,10 @@ def test_fact_cloze_phrasings_unseen_in_training(manifest):
     world = make_world(manifest["seed"])
     docs = " ".join(fact_documents(manifest["seed"], 500, world, fact))
     assert re.search(rf"\b{fact.false_value}\b", docs)
+    plain = (zoo / "corpus" / "text.txt").read_text()  # the base's own plain text
     for prompt in fact_cloze(manifest["seed"], world, fact):
-        frame = prompt[
-            prompt.rindex(". ", 0, prompt.rindex(fact.entity)) + 2 :
-        ]  # the last sentence
-        assert frame not in docs, frame
+        start = prompt.rindex(". ", 0, prompt.rindex(fact.entity)) + 2  # the last sentence
+        assert prompt[start:] not in docs and prompt[start:] not in plain, prompt[start:]
 
 
 def test_style_rates(zoo, manifest, models, organisms):
