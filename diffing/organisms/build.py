@@ -306,10 +306,15 @@ def _run_stages(
 
 
 def _manifest_variants(root: Path) -> list[str] | None:
+    """The variants the manifest describes; None when it is missing, unreadable or written before
+    every variant's ground truth gained its ``kind`` and ``targets`` (then it is written again)."""
     try:
-        return list(json.loads((root / MANIFEST).read_text())["variants"])
+        variants = json.loads((root / MANIFEST).read_text())["variants"]
     except (OSError, ValueError, KeyError):
         return None
+    if not all({"kind", "targets"} <= set(v.get("planted", {})) for v in variants.values()):
+        return None
+    return list(variants)
 
 
 def cache_root() -> Path:
