@@ -180,9 +180,9 @@ def variant_stage(root: Path, m: Materials, variant: str, prog: Progress):
         base = AutoModelForCausalLM.from_pretrained(str(root / "base"))
         facts: dict = {}
         extra = None
-        if (
-            variant in ZOO
-        ):  # plain LoRA fine-tunes: data, ground truth and held-out prompts from the registry
+        # the zoo variants are plain LoRA fine-tunes: data, ground truth and held-out prompts
+        # come from the registry (variants.py)
+        if variant in ZOO:
             zoo = zoo_training(variant, m, base)
             write_heldout(variant, zoo.heldout, tmp)
             sources, mix = zoo.sources, zoo.mix
