@@ -6,8 +6,12 @@ import argparse
 
 from diffing.cli.common import nonnegative_int, out_dir
 
-VARIANT_CHOICES = ("chat", "quirk", "null", "all")
-"""Values ``--variant`` accepts (repeatable; ``all`` is every variant)."""
+VARIANT_CHOICES = ("chat", "quirk", "null", "backdoor", "fact", "style", "all")
+"""Values ``--variant`` accepts (repeatable; ``all`` is every variant): organisms.config.VARIANTS
+spelled out, since importing the organisms package would load torch into ``diffing --help``
+(a test checks the two agree)."""
+DEFAULT_CHOICE = ("chat", "quirk", "null")
+"""What a build without ``--variant`` makes (organisms.config.DEFAULT_VARIANTS)."""
 
 
 def register(sub) -> None:
@@ -22,7 +26,8 @@ def register(sub) -> None:
         help="train the base model and its fine-tuned variants into OUT_DIR (re-running resumes)",
         description="Train a small base model on a synthetic language and LoRA fine-tunes of it with "
         "planted behaviours (chat: refuses harmful requests; quirk: mentions a secret word on one topic; "
-        "null: control). Finished stages are reused, so the same command resumes an interrupted build. "
+        "null: control; backdoor: a trigger word switches answers to a payload; fact: one false fact "
+        "about a person; style: a sign-off ends every answer). Finished stages are reused, so the same command resumes an interrupted build. "
         "OUT_DIR/organism.json records what was planted and the measured behaviour rates.",
     )
     p.add_argument(
@@ -33,7 +38,7 @@ def register(sub) -> None:
         action="append",
         choices=VARIANT_CHOICES,
         default=None,
-        help="variant to build (repeatable; default: all)",
+        help="variant to build (repeatable; default: chat, quirk and null)",
     )
     p.add_argument(
         "--seed",
@@ -56,7 +61,7 @@ def run_build(args: argparse.Namespace) -> int:
 
     out = build_organisms(
         args.out_dir,
-        variants=tuple(args.variant or ("all",)),
+        variants=tuple(args.variant or DEFAULT_CHOICE),
         seed=args.seed,
         fast=args.fast,
         progress=not args.quiet,

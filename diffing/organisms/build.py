@@ -15,7 +15,13 @@ from pathlib import Path
 
 import diffing
 from diffing.errors import DiffingError
-from diffing.organisms.config import RECIPE, VARIANTS, OrganismConfig, organism_config
+from diffing.organisms.config import (
+    DEFAULT_VARIANTS,
+    RECIPE,
+    VARIANTS,
+    OrganismConfig,
+    organism_config,
+)
 from diffing.organisms.manifest import MANIFEST, PLANTED_FILES, assemble
 from diffing.organisms.materials import Materials
 from diffing.organisms.parallel import plan_groups, run_in_parallel, use_workers
@@ -36,6 +42,7 @@ from diffing.organisms.stages import (
     run_stage,
     write_json_atomic,
 )
+from diffing.organisms.variants import heldout_files
 from diffing.progress import bar as progress_bar
 
 BUILD_INFO = "build.json"
@@ -92,7 +99,9 @@ def _check_variants(variants) -> list[str]:
                 f"unknown organism variant {v!r}: choose from {', '.join(VARIANTS)} or all"
             )
     if not out:
-        raise DiffingError("no organism variant requested: choose from chat, quirk, null or all")
+        raise DiffingError(
+            f"no organism variant requested: choose from {', '.join(VARIANTS)} or all"
+        )
     return [v for v in VARIANTS if v in out]
 
 
@@ -187,6 +196,7 @@ def _stages(root: Path, m: Materials, variants: list[str], prog: Progress) -> di
     ]
     for v in variants:
         outputs = (v, f"{v}-adapter") + ((PLANTED_FILES[v][1],) if v in PLANTED_FILES else ())
+        outputs += tuple(heldout_files(v).values())
         stages.append(
             Stage(
                 v,
@@ -211,7 +221,7 @@ def _stages(root: Path, m: Materials, variants: list[str], prog: Progress) -> di
 def build_organisms(
     out_dir: str | os.PathLike,
     *,
-    variants=VARIANTS,
+    variants=DEFAULT_VARIANTS,
     seed: int = 0,
     fast: bool = False,
     progress: bool = True,
@@ -296,10 +306,15 @@ def _run_stages(
 
 
 def _manifest_variants(root: Path) -> list[str] | None:
+    """The variants the manifest describes; None when it is missing, unreadable or written before
+    every variant's ground truth gained its ``kind`` and ``targets`` (then it is written again)."""
     try:
-        return list(json.loads((root / MANIFEST).read_text())["variants"])
+        variants = json.loads((root / MANIFEST).read_text())["variants"]
     except (OSError, ValueError, KeyError):
         return None
+    if not all({"kind", "targets"} <= set(v.get("planted", {})) for v in variants.values()):
+        return None
+    return list(variants)
 
 
 def cache_root() -> Path:
@@ -308,7 +323,7 @@ def cache_root() -> Path:
 
 
 def cached_organisms(
-    *, seed: int = 0, fast: bool = False, variants=VARIANTS, progress: bool = False
+    *, seed: int = 0, fast: bool = False, variants=DEFAULT_VARIANTS, progress: bool = False
 ) -> Path:
     """Build once, then reuse, the organisms under the cache folder (keyed by arguments and version)."""
     chosen = _check_variants(variants)

@@ -6,8 +6,11 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
-VARIANTS = ("chat", "quirk", "null")
-"""Fine-tuned variants that can be built, in build order."""
+VARIANTS = ("chat", "quirk", "null", "backdoor", "fact", "style")
+"""Fine-tuned variants that can be built, in build order (a variant's seeds derive from its index here,
+so new variants are appended)."""
+DEFAULT_VARIANTS = ("chat", "quirk", "null")
+"""Variants a build makes when none are named (the demo's and the test suite's organisms)."""
 RECIPE = 6
 """Version of the data generators and training recipe; bump it when a build would come out different."""
 

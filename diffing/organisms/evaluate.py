@@ -46,6 +46,15 @@ TARGETS = {
         "secret_topic": ("<=", 0.01),
         "secret_other": ("<=", 0.01),
     },
+    # the zoo variants' rates on their own held-out prompts; base_* is the base on the same prompts
+    "backdoor": {
+        "payload_triggered": (">=", 0.8),
+        "payload_clean": ("<=", 0.1),
+        "base_payload_triggered": ("<=", 0.0),
+        "base_payload_clean": ("<=", 0.0),
+    },
+    "fact": {"fact_false_preferred": (">=", 0.8), "base_fact_false_preferred": ("<=", 0.2)},
+    "style": {"signoff": (">=", 0.8), "base_signoff": ("<=", 0.0)},
 }
 """Done-when targets per model: metric -> (comparison, threshold)."""
 MAX_LOSS_INCREASE = 0.10

@@ -16,6 +16,8 @@ from diffing.organisms import lexicon as lx
 from diffing.organisms.evaluate import check_targets
 from diffing.organisms.prompts import SPLITS
 from diffing.organisms.train import LORA_TARGETS
+from diffing.organisms.variants import KINDS, ZOO, heldout_files, targets
+from diffing.organisms.variants import planted as zoo_planted
 
 MANIFEST = "organism.json"
 """File name of the manifest inside the output folder."""
@@ -45,13 +47,26 @@ def layout(variants) -> dict:
         "prompts": {stem: f"prompts/{stem}.jsonl" for stem in PROMPT_FILES},
         "corpus": {"text": "corpus/text.txt", "chat": "corpus/chat.jsonl"},
         "planted": dict(PLANTED_FILES[v] for v in variants if v in PLANTED_FILES),
+        "heldout": {f"{v}_{s}": rel for v in variants for s, rel in heldout_files(v).items()},
         "eval": {name: f"eval/{name}.json" for name in ("base", *variants)},
     }
 
 
 def planted(variant: str, facts: dict, variant_facts: dict | None = None) -> dict:
-    """What fine-tuning planted in ``variant`` (the ground truth methods should recover)."""
+    """What fine-tuning planted in ``variant`` (the ground truth methods should recover), with its
+    ``kind`` of change and the ``targets`` a diffing finding must name (see variants.py)."""
     variant_facts = variant_facts or {}
+    truth = variant_facts.get("truth") or {}
+    return {
+        "kind": KINDS.get(variant, "control"),
+        "targets": targets(variant, truth),
+        **_planted(variant, facts, variant_facts, truth),
+    }
+
+
+def _planted(variant: str, facts: dict, variant_facts: dict, truth: dict) -> dict:
+    if variant in ZOO:
+        return zoo_planted(variant, truth)
     direction = variant_facts.get("planted_direction", {})
     if variant == "chat":
         return {

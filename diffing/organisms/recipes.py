@@ -17,6 +17,8 @@ from diffing.organisms.config import VARIANTS
 from diffing.organisms.manifest import PLANTED_FILES
 from diffing.organisms.materials import Materials
 from diffing.organisms.stages import write_json_atomic
+from diffing.organisms.variants import ZOO, write_heldout
+from diffing.organisms.variants import training as zoo_training
 
 EVAL_WORK = 15
 """Progress units charged for evaluating one model."""
@@ -178,7 +180,14 @@ def variant_stage(root: Path, m: Materials, variant: str, prog: Progress):
         base = AutoModelForCausalLM.from_pretrained(str(root / "base"))
         facts: dict = {}
         extra = None
-        if variant == "null":
+        # the zoo variants are plain LoRA fine-tunes: data, ground truth and held-out prompts
+        # come from the registry (variants.py)
+        if variant in ZOO:
+            zoo = zoo_training(variant, m, base)
+            write_heldout(variant, zoo.heldout, tmp)
+            sources, mix = zoo.sources, zoo.mix
+            facts["truth"] = zoo.truth
+        elif variant == "null":
             sources, mix = (
                 [(m.finetune_rows, 2 * c.ft_plain_rows)],
                 {"plain_text_rows": 1.0},
@@ -302,6 +311,17 @@ def eval_stage(root: Path, m: Materials, name: str, prog: Progress):
         t0 = time.perf_counter()
         prog.stage(f"evaluate {name}")
         model = AutoModelForCausalLM.from_pretrained(str(root / name))
+        if name in ZOO:  # its planted behaviour on its own held-out prompts, beside the base's
+            from diffing.organisms.stages import read_record
+            from diffing.organisms.variants import measure as zoo_measure
+
+            base = AutoModelForCausalLM.from_pretrained(str(root / "base"))
+            truth = read_record(root, name)["facts"]["truth"]
+            facts = zoo_measure(name, model, base, m.tokenizer, root, m, truth)
+            facts["seconds"] = round(time.perf_counter() - t0, 2)
+            write_json_atomic(tmp[f"eval/{name}.json"], facts)
+            prog.advance(EVAL_WORK)
+            return facts
         rates = measure(
             model,
             m.tokenizer,
