@@ -189,7 +189,7 @@ def refusal_link(
     if harmful:
         if pair is None:
             raise DiffingError(
-                "the ablation comparison needs the model pair; pass pair= (CLI: --base/--finetuned)"
+                "the ablation comparison needs the model pair; pass `pair`", fields=("pair",)
             )
         ablation = _ablation(cc, pair, list(harmful)[: cfg.max_prompts], layer, norm_scales, direction,
                              chosen, refusal_tokens, score_fn, cfg)  # fmt: skip

@@ -114,7 +114,8 @@ def evaluate(
     tokens = list(cfg.refusal_tokens or direction.refusal_tokens)
     if not tokens:
         raise DiffingError(
-            "no refusal tokens: the direction file has none; give them with --refusal-tokens"
+            "no refusal tokens: the direction file has none; give them with `refusal_tokens`",
+            fields=("refusal_tokens",),
         )
     runs = interventions_for(direction, strength)
     sets = {"harmful": list(harmful), "harmless": list(harmless)}

@@ -109,8 +109,9 @@ def _phrases(
         )
     except DiffingError as err:
         raise DiffingError(
-            f"{err}; a model that no longer refuses cannot show its refusal wording: pass --reference "
-            "with the original model, or --refusal-phrases"
+            f"{err}; a model that no longer refuses cannot show its refusal wording: pass `reference` "
+            "with the original model, or `refusal_phrases`",
+            fields=(*err.fields, "reference", "refusal_phrases"),
         ) from err
     return phrases, who
 
@@ -159,7 +160,8 @@ def compare_behaviour(
         if v_model != v_ref:
             raise DiffingError(
                 f"the model has a vocabulary of {v_model} tokens and the reference {v_ref}: KL needs the same "
-                "tokenizer; give as --reference the model this one was made from"
+                "tokenizer; give as `reference` the model this one was made from",
+                fields=("reference",),
             )
     phrases, source = _phrases(model, reference, cfg.refusal_phrases or refusal_phrases, cfg)
     tokens = _tokens(model, reference, cfg.refusal_tokens or refusal_tokens, cfg)

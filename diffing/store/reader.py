@@ -155,10 +155,13 @@ class ActivationStore:
         if layer is None:
             if len(self._m.layers) == 1:
                 return self._m.layers[0]
-            raise DiffingError(f"the store holds layers {self._m.layers}; pick one with layer=...")
+            raise DiffingError(
+                f"the store holds layers {self._m.layers}; pick one with `layer`", fields=("layer",)
+            )
         if int(layer) not in self._m.layers:
             raise DiffingError(
-                f"layer {layer} is not in the store (it holds {self._m.layers}); harvest it with --layers"
+                f"layer {layer} is not in the store (it holds {self._m.layers}); harvest it (`layers`)",
+                fields=("layers",),
             )
         return int(layer)
 
