@@ -127,18 +127,7 @@ def resolve_config(source, cfg: CrossCoderConfig) -> CrossCoderConfig:
             raise DiffingError(
                 f"the activation store {source.path} is empty; harvest some tokens first"
             )
-        layer = cfg.layer
-        if layer is None:
-            if len(source.layers) != 1:
-                raise DiffingError(
-                    f"the store holds layers {source.layers}; pick one with `layer`",
-                    fields=("layer",),
-                )
-            layer = source.layers[0]
-        if layer not in source.layers:
-            raise DiffingError(
-                f"layer {layer} is not in the store (it holds {source.layers}); pick one of those"
-            )
+        layer = source.layer_of(cfg.layer)
         man = source.manifest
         prov = {
             k: man[k]
