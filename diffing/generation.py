@@ -241,3 +241,17 @@ def greedy_answers(
         if progress is not None:
             progress(len(answers), len(prompts))
     return Generated(answers, tokens, chat)
+
+
+__all__ = [
+    "Generated",
+    "cut_at_eos",
+    "eos_ids_of",
+    "generate_ids",
+    "greedy_answers",
+    "has_chat_template",
+    "left_pad",
+    "module_input_device",
+    "prompt_ids",
+    "prompt_text",
+]

@@ -27,7 +27,7 @@ FIELD_FLAGS = {
 
 
 def cli_message(err: DiffingError) -> str:
-    """``err``'s message with each setting it names (```field```, ```field=True```) shown as its flag.
+    """``err``'s message with each setting it names (`field`, `field=True`) shown as its flag.
 
     The library names config fields and arguments, as a Python user types them; the
     command line prints the flag that sets each one (:func:`diffing.configs.flag_name`,

@@ -20,7 +20,7 @@ import torch
 from diffing.lens.config import MiningConfig
 from diffing.lens.data import batches, encode_corpus, positions_mask
 from diffing.lens.nmf import nmf
-from diffing.tracing import trace_model
+from diffing.tracing import trace_pair
 
 
 class MiningResult(NamedTuple):
@@ -47,20 +47,9 @@ class MiningResult(NamedTuple):
 
 def _log_diff(pair, batch) -> torch.Tensor:
     """``[batch, seq, vocab]`` ``log p_ft - log p_base`` of the next token (float32)."""
-    b, f = (
-        trace_model(
-            lm,
-            pair.arch,
-            batch.input_ids,
-            batch.attention_mask,
-            [0],
-            logits=True,
-            remote=pair.remote,
-        )  # fmt: skip
-        for lm in pair.models
-    )
-    lf = torch.log_softmax(f.logits.float(), -1)
-    return lf - torch.log_softmax(b.logits.float().to(lf.device), -1)
+    acts = trace_pair(pair, batch, [0], logits=True)
+    lf = torch.log_softmax(acts.finetuned_logits.float(), -1)
+    return lf - torch.log_softmax(acts.base_logits.float().to(lf.device), -1)
 
 
 @torch.no_grad()
