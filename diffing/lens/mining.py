@@ -68,10 +68,9 @@ def diff_mining(
     count, raised, total = (torch.zeros(vocab, dtype=torch.float64) for _ in range(3))
     rows_ids, rows_vals, where = [], [], []  # per kept position: top-k ids / values, (doc, pos)
     n_pos = 0
-    n_batches = -(-len(docs) // cfg.batch_size)
-    for i, batch in enumerate(batches(docs, cfg.batch_size, pair.tokenizer)):
-        if progress is not None:
-            progress(f"lens mine: batch {i + 1}/{n_batches}")
+    for i, batch in enumerate(
+        batches(docs, cfg.batch_size, pair.tokenizer, progress, "lens mine: batch")
+    ):
         keep = positions_mask(batch)  # [batch, seq]
         delta = _log_diff(pair, batch)  # [batch, seq, vocab]
         sel = delta[keep.to(delta.device)]  # [n, vocab]
