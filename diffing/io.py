@@ -208,18 +208,24 @@ def write_json(
     )
 
 
-def check_out_dir(path: str | Path, flag: str = "--out") -> Path:
-    """``path`` as an output folder: an existing file there is a clear :class:`DiffingError`, not a crash later."""
+def check_out_dir(path: str | Path, name: str = "`out`") -> Path:
+    """``path`` as an output folder: an existing file there is a clear :class:`DiffingError`, not a crash later.
+
+    ``name`` is how the message calls the folder (by default the ``out`` argument).
+    """
     p = Path(path).expanduser()
+    fields = ("out",) if name == "`out`" else ()
     if p.exists() and not p.is_dir():
         raise DiffingError(
-            f"{flag} {path} is an existing file, not a folder; give a folder path (it is created if missing)"
+            f"{name} {path} is an existing file, not a folder; give a folder path (it is created if missing)",
+            fields=fields,
         )
     for parent in p.parents:
         if parent.exists():
             if not parent.is_dir():
                 raise DiffingError(
-                    f"{flag} {path} lies under {parent}, an existing file; give a folder path"
+                    f"{name} {path} lies under {parent}, an existing file; give a folder path",
+                    fields=fields,
                 )
             break
     return p
@@ -237,7 +243,8 @@ def folder_lock(folder: str | Path, name: str, what: str):
         return lock.acquire()
     except Timeout:
         raise DiffingError(
-            f"another {what} is writing {folder}; wait for it to finish, or choose another --out"
+            f"another {what} is writing {folder}; wait for it to finish, or choose another `out`",
+            fields=("out",),
         ) from None
 
 
@@ -275,8 +282,9 @@ def claim_out_dir(
         src = src.resolve()
         if not force and (here == src or (src.is_dir() and src in here.parents)):
             raise DiffingError(
-                f"--out {path} is {'an input' if here == src else 'inside an input'} of this run ({ref}); "
-                "writing there would overwrite what the run reads: choose another --out (or pass --force)"
+                f"`out` {path} is {'an input' if here == src else 'inside an input'} of this run ({ref}); "
+                "writing there would overwrite what the run reads: choose another `out` (or pass `force=True`)",
+                fields=("out", "force"),
             )
     owner = None
     if (out / OUT_MARKER).is_file():
@@ -288,8 +296,9 @@ def claim_out_dir(
         owner = next((who for name, who in RESULT_FILES.items() if (out / name).exists()), None)
     if owner is not None and owner != command and not force:
         raise DiffingError(
-            f"--out {path} holds the results of {owner if ' ' in owner or owner.startswith('a ') else 'diffing ' + owner}; "
-            "choose another --out, or pass --force to write into it anyway"
+            f"`out` {path} holds the results of {owner if ' ' in owner or owner.startswith('a ') else 'diffing ' + owner}; "
+            "choose another `out`, or pass `force=True` to write into it anyway",
+            fields=("out", "force"),
         )
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / OUT_MARKER, {"command": command})

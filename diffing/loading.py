@@ -64,8 +64,9 @@ def check_folder(
     if pickles and not allow_pickle:
         raise DiffingError(
             f"{kind} folder {str(path)!r} has only pickle weights ({pickles[0]}), which can run code when loaded; "
-            "convert them to safetensors, or opt in with allow_pickle=True (CLI: --allow-pickle), "
-            "which loads them with weights_only=True"
+            "convert them to safetensors, or opt in with `allow_pickle=True`, "
+            "which loads them with weights_only=True",
+            fields=("allow_pickle",),
         )
     if not pickles:
         raise DiffingError(

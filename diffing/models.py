@@ -58,7 +58,8 @@ def _check_hub_ref(ref: str) -> None:
     if looks_local(ref):
         raise DiffingError(
             f"{ref!r} is a local folder; remote execution (NDIF) runs models deployed on its "
-            "servers: give their Hugging Face ids, or drop --remote"
+            "servers: give their Hugging Face ids, or drop `remote`",
+            fields=("remote",),
         )
 
 

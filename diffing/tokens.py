@@ -67,7 +67,8 @@ def render_chat(
     if template is None and not getattr(tokenizer, "chat_template", None):
         raise DiffingError(
             "the tokenizer has no chat template, so chat data cannot be formatted; "
-            "pass one with template=... (CLI: --template FILE.jinja), or use plain text"
+            "pass one with `template` (a Jinja template), or use plain text",
+            fields=("template",),
         )
     try:
         return tokenizer.apply_chat_template(

@@ -153,13 +153,13 @@ def test_named_datasets_offline_fail_with_one_line(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(
         DiffingError,
-        match=r"^--harmful advbench reads hf:walledai/AdvBench:train .* offline mode is set .*omit --harmful to use the built-in set$",
+        match=r"^`harmful` advbench reads hf:walledai/AdvBench:train .* offline mode is set .*omit `harmful` to use the built-in set$",
     ):
         named.resolve_named("advbench", "harmful")
     cfg = AnalyzeConfig(base="b", finetuned=str(tmp_path), harmless="alpaca")
-    with pytest.raises(DiffingError, match="omit --harmless to use the built-in set"):
+    with pytest.raises(DiffingError, match="omit `harmless` to use the built-in set"):
         prompt_splits(None, cfg)
-    with pytest.raises(DiffingError, match="omit --data to use the built-in corpus"):
+    with pytest.raises(DiffingError, match="omit `data` to use the built-in corpus"):
         corpus_specs(None, AnalyzeConfig(data=["FineWeb"]))
     with pytest.raises(DiffingError, match="not a named dataset; named ones: alpaca"):
         named.resolve_named("advbench", "harmless")

@@ -59,7 +59,7 @@ def test_config_rejects_invalid_values_in_python():
 def test_cuda_device_without_cuda_is_a_clear_error(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     x, _ = synthetic(n_tokens=512)
-    with pytest.raises(DiffingError, match="CUDA is not available.*--device cpu"):
+    with pytest.raises(DiffingError, match="CUDA is not available.*`device` cpu"):
         train_crosscoder(x, small_cfg(steps=2), device="cuda")
     _store(tmp_path / "s", {3: x})
     assert _exit_code(["crosscoder", "train", str(tmp_path / "s"), "--out", str(tmp_path / "cc"),
@@ -74,13 +74,13 @@ def test_out_folder_guard(tmp_path):
     model = tmp_path / "model"  # a transformers model folder: never written over silently
     model.mkdir()
     (model / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    with pytest.raises(DiffingError, match="holds other files .*config.json.*--force"):
+    with pytest.raises(DiffingError, match="holds other files .*config.json.*`force=True`"):
         train_crosscoder(x, cfg, model)
     assert json.loads((model / "config.json").read_text()) == {"model_type": "llama"}
     done = train_crosscoder(x, cfg, tmp_path / "cc")
     weights = (tmp_path / "cc" / "crosscoder.safetensors").read_bytes()
     shorter = small_cfg(steps=5, log_every=5)
-    with pytest.raises(DiffingError, match=r"finished crosscoder \(20 steps\).*--force"):
+    with pytest.raises(DiffingError, match=r"finished crosscoder \(20 steps\).*`force=True`"):
         train_crosscoder(x, shorter, tmp_path / "cc")
     with pytest.raises(DiffingError, match="another config.*steps: checkpoint 20 vs now 5"):
         train_crosscoder(x, shorter, tmp_path / "cc", resume=True)

@@ -124,7 +124,7 @@ def test_same_seed_same_weights_and_resume_equals_uninterrupted(tmp_path):
         assert torch.equal(v, _weights(b.crosscoder)[k]), k
     part = train_crosscoder(x, cfg, tmp_path / "r", max_steps=25)
     assert not part.finished and (tmp_path / "r" / "checkpoint" / "state.safetensors").is_file()
-    with pytest.raises(DiffingError, match="--resume"):
+    with pytest.raises(DiffingError, match="`resume=True`"):
         train_crosscoder(x, cfg, tmp_path / "r")
     with pytest.raises(DiffingError, match="another config.*k: checkpoint 2 vs now 3"):
         train_crosscoder(
@@ -212,7 +212,7 @@ def _store(path, x_by_layer, *, nan_at=None):
 def test_store_training_provenance_and_bad_input(tmp_path):
     x, _ = synthetic(n_tokens=2048)
     store = _store(tmp_path / "s", {1: x, 2: x * 0.5})
-    with pytest.raises(DiffingError, match="pick one with --layer"):
+    with pytest.raises(DiffingError, match="pick one with `layer`"):
         train_crosscoder(store, small_cfg(steps=5))
     res = train_crosscoder(store, small_cfg(steps=10, layer=2), tmp_path / "cc")
     cfg = CrossCoder.load(tmp_path / "cc").cfg

@@ -238,7 +238,7 @@ def test_refusal_dry_run_says_clearly_when_the_filters_discard_every_candidate(t
     with pytest.raises(DiffingError, match="no candidate passes the selection filters") as err:
         with torch_threads(1):
             run(cfg, tmp_path, progress=None)
-    assert "--induce-threshold" in str(err.value)
+    assert "`induce_threshold`" in str(err.value) and "induce_threshold" in err.value.fields
     table = json.loads(
         (tmp_path / "llama-base" / "candidates.json").read_text()
     )  # written before selecting

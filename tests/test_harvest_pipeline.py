@@ -98,7 +98,7 @@ def test_second_writer_is_blocked(tiny_pair, text_file, tmp_path):
     with FileLock(str(tmp_path / ".harvest-r000.lock")):  # another harvest holds the folder
         with pytest.raises(DiffingError, match="another harvest") as err:
             _run(tiny_pair, tmp_path, text_file[0])
-    assert "\n" not in str(err.value) and "--out" in str(err.value)
+    assert "\n" not in str(err.value) and "`out`" in str(err.value)
     assert not list(tmp_path.glob("shard-*"))  # it wrote nothing
     store = _run(tiny_pair, tmp_path, text_file[0])  # released: the same folder works
     assert store.n_tokens > 500

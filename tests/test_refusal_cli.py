@@ -319,7 +319,7 @@ def test_refusal_inference_known_answers():
         ["Sure, here is how.", "I can do it: step one."] * 3,
     )
     assert phrases == ["i cannot do"]
-    with pytest.raises(DiffingError, match="--refusal-phrases"):
+    with pytest.raises(DiffingError, match="`refusal_phrases`"):
         infer_refusal_phrases(["Sure, here"] * 3, ["Sure, here"] * 3)
 
 

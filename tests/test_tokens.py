@@ -57,7 +57,7 @@ def test_plain_text_role_and_batch_padding():
 
 def test_no_chat_template_is_a_clear_error():
     tok = tiny_tokenizer(chat_template=None)
-    with pytest.raises(DiffingError, match="no chat template.*--template"):
+    with pytest.raises(DiffingError, match="no chat template.*`template`"):
         encode_chat(tok, CHAT)
     with pytest.raises(DiffingError, match="cannot encode"):
         encode(tok, 42)

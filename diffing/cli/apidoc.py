@@ -19,6 +19,7 @@ PACKAGES: tuple[tuple[str, str], ...] = (
     ("diffing.tracing", "paired tracing of both models"),
     ("diffing.remote", "where traces run: here, on NDIF, or through NDIF's path locally"),
     ("diffing.tokens", "chat formatting and token roles"),
+    ("diffing.generation", "batched greedy generation, with interventions at every step"),
     ("diffing.data.corpus", "data specs -> documents"),
     ("diffing.data", "prompt and conversation loaders"),
     ("diffing.data.builtin", "the data that ships with the package"),

@@ -8,14 +8,43 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 
 from diffing.cli.options import bounded
+from diffing.configs import flag_name
 from diffing.errors import DiffingError
 from diffing.io import check_out_dir, dumps
 from diffing.refusal.config import MAX_STRENGTH  # one bound for the CLI and the API
 
 PAIR_POSITIONALS = ("base", "finetuned")
 """PairOptions fields given without a flag."""
+
+FIELD_FLAGS = {
+    "pair": "--base/--finetuned",
+    "filter_train=False": "--no-filter",
+}
+"""Fields (or ``field=value`` switches) whose flag is not the field's name with dashes."""
+
+
+def cli_message(err: DiffingError) -> str:
+    """``err``'s message with each setting it names (`field`, `field=True`) shown as its flag.
+
+    The library names config fields and arguments, as a Python user types them; the
+    command line prints the flag that sets each one (:func:`diffing.configs.flag_name`,
+    or :data:`FIELD_FLAGS`).
+    """
+
+    def flag(match: re.Match) -> str:
+        token = match.group(1)
+        name, _, value = token.partition("=")
+        if name not in getattr(err, "fields", ()):
+            return match.group(0)
+        if token in FIELD_FLAGS:
+            return FIELD_FLAGS[token]
+        base = FIELD_FLAGS.get(name) or flag_name(name)
+        return "--no-" + base[2:] if value == "False" else base
+
+    return re.sub(r"`([A-Za-z_]\w*(?:=\w+)?)`", flag, str(err))
 
 
 # The checked argparse types of options that are no config field; each is the rule a config
@@ -58,7 +87,7 @@ def out_dir(text: str) -> str:
     try:
         check_out_dir(text, "the output folder")
     except DiffingError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+        raise argparse.ArgumentTypeError(cli_message(err)) from None
     return text
 
 

@@ -74,7 +74,6 @@ def add_train(actions) -> argparse.ArgumentParser:
         default=None,
         help="prompts/text file (.txt/.jsonl) for the spliced loss (needed with --model)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=run_train)
     return p
 

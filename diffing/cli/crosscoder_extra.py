@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from diffing.cli.common import add_out_arg, device
+from diffing.cli.common import add_out_arg, cli_message, device
 from diffing.cli.options import add_options, config_from_args
 from diffing.crosscoder.extra_config import DiffSAEConfig, RefusalLinkConfig
 
@@ -50,7 +50,6 @@ def add_diff_sae(actions) -> argparse.ArgumentParser:
     p.add_argument(
         "--device", type=device, default=None, help="cpu or cuda (default: cuda if available)"
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_options(p, DiffSAEConfig, only=_TRAIN, title="training")
     add_options(p, DiffSAEConfig, exclude=_TRAIN, title="analysis")
     p.set_defaults(handler=run_diff_sae)
@@ -87,7 +86,7 @@ def run_diff_sae(args: argparse.Namespace) -> int:
         try:
             pair = pair_from_store(store)
         except DiffingError as err:  # the lens is optional: say why it is missing
-            print(f"note: logit lens skipped: {err}")
+            print(f"note: logit lens skipped: {cli_message(err)}")
     res = analyze_diff_sae(out, store, out, pair=pair, crosscoder=args.crosscoder, config=cfg)
     s = res.summary
     print(f"read {s['n_tokens']} tokens (layer {s['layer']}): FVU {s['fvu']}, L0 {s['l0']}, "

@@ -23,7 +23,9 @@ HEADER = """# CLI reference
      tests/test_docs.py fails when this page is out of date. -->
 
 Every command prints one line on a user error (exit 2); `diffing --debug COMMAND ...` shows the
-traceback. Commands that take `BASE FINETUNED` accept Hugging Face ids or local folders (and a
+traceback. The global flags `--debug`, `--quiet` and `--version` go before the command or after
+it (`diffing analyze BASE FT --quiet`). Errors name the flag to change; the same error raised from
+Python names the config field or argument instead (`kl_threshold` for `--kl-threshold`). Commands that take `BASE FINETUNED` accept Hugging Face ids or local folders (and a
 PEFT adapter folder as FINETUNED); see [getting-started](getting-started.md) for a first run and
 [scaling](scaling.md) for `--device auto`, `torchrun` and remote execution.
 """

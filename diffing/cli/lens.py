@@ -75,13 +75,22 @@ def register(sub) -> None:
     p.set_defaults(handler=lambda args: (p.print_help(), 2)[1])
 
 
-def _load(args: argparse.Namespace, cfg: LensDataConfig):
-    """The pair and the ``(texts, chats)`` of ``--data``, read within the token budget."""
+def _run(args: argparse.Namespace, config_cls: type, method, save):
+    """Run one lens from the flags: ``(result, JSON path)``.
+
+    The config from the flags, the pair and the ``(texts, chats)`` of ``--data`` read
+    within the token budget, ``method`` with a progress line, then ``save`` into ``--out``.
+    """
     from diffing.cli.common import load_pair_from_args
     from diffing.lens.data import read_specs
+    from diffing.lens.output import pair_info
 
+    cfg: LensDataConfig = config_from_args(args, config_cls)
     texts, chats = read_specs(args.data, cfg.tokens, cfg.max_length)
-    return load_pair_from_args(args), texts, chats
+    pair = load_pair_from_args(args)
+    res = method(pair, texts=texts, chats=chats, config=cfg, progress=_progress)
+    print(file=sys.stderr)  # end the progress line
+    return res, save(res, args.out, pair_info=pair_info(pair))
 
 
 def _progress(line: str) -> None:
@@ -90,14 +99,10 @@ def _progress(line: str) -> None:
 
 def run_pca(args: argparse.Namespace) -> int:
     """Handler of ``diffing lens pca``."""
-    from diffing.lens.output import pair_info, save_pca
+    from diffing.lens.output import save_pca
     from diffing.lens.pca import diff_pca
 
-    cfg = config_from_args(args, PCAConfig)
-    pair, texts, chats = _load(args, cfg)
-    res = diff_pca(pair, texts=texts, chats=chats, config=cfg, progress=_progress)
-    print(file=sys.stderr)
-    path = save_pca(res, args.out, pair_info=pair_info(pair))
+    res, path = _run(args, PCAConfig, diff_pca, save_pca)
     print(f"{res.positions} positions of {res.documents} documents")
     for lay in res.layers:
         ratios = " ".join(f"{r:.3f}" for r in lay.decomposition.variance_ratio.tolist())
@@ -115,13 +120,9 @@ def run_pca(args: argparse.Namespace) -> int:
 def run_mine(args: argparse.Namespace) -> int:
     """Handler of ``diffing lens mine``."""
     from diffing.lens.mining import diff_mining
-    from diffing.lens.output import pair_info, save_mining
+    from diffing.lens.output import save_mining
 
-    cfg = config_from_args(args, MiningConfig)
-    pair, texts, chats = _load(args, cfg)
-    res = diff_mining(pair, texts=texts, chats=chats, config=cfg, progress=_progress)
-    print(file=sys.stderr)
-    path = save_mining(res, args.out, pair_info=pair_info(pair))
+    res, path = _run(args, MiningConfig, diff_mining, save_mining)
     print(
         f"{res.positions} positions of {res.documents} documents; top raised tokens (count, mean nats):"
     )

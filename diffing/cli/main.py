@@ -52,18 +52,51 @@ def build_parser() -> argparse.ArgumentParser:
         description="What did fine-tuning change inside a language model? "
         "Compare a base checkpoint with its fine-tuned version.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {diffing.__version__}")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    parser.add_argument(
-        "--quiet",
-        action="store_true",
-        help="no progress bars and no progress messages (errors only)",
-    )
+    _add_global_options(parser, shown=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         if importlib.util.find_spec(f"diffing.cli.{name}") is not None:
             importlib.import_module(f"diffing.cli.{name}").register(sub)
+    for command in _subcommands(parser):
+        _add_global_options(command, shown=False)
     return parser
+
+
+GLOBAL_FLAGS = {
+    "--debug": "show full tracebacks on errors",
+    "--quiet": "no progress bars and no progress messages (errors only)",
+}
+"""The switches every command takes, before or after its name: flag -> help."""
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, shown: bool) -> None:
+    """``--version`` and :data:`GLOBAL_FLAGS` on ``parser``.
+
+    On a sub-command (``shown`` False) they default to ``SUPPRESS``: a flag given there
+    sets the value, and one left out keeps whatever the main parser set (argparse
+    copies a sub-command's values over the main namespace). Their help is kept to the
+    main parser's, so each command's help lists its own options only.
+    """
+    hidden = {} if shown else {"default": argparse.SUPPRESS, "help": argparse.SUPPRESS}
+    version = f"diffing {diffing.__version__}"
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=version,
+        **({} if shown else {"help": argparse.SUPPRESS}),
+    )
+    for flag, help_text in GLOBAL_FLAGS.items():
+        parser.add_argument(flag, action="store_true", **{"help": help_text, **hidden})
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every sub-command parser below ``parser``, at any depth."""
+    out = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):  # aliases share one parser
+                out += [sub, *_subcommands(sub)]
+    return out
 
 
 def _setup_output(quiet: bool) -> None:
@@ -125,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     except DiffingError as err:
         if args.debug:
             raise
-        print(f"diffing: error: {err}", file=sys.stderr)
+        from diffing.cli.common import cli_message
+
+        print(f"diffing: error: {cli_message(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(

@@ -51,7 +51,6 @@ def register(sub) -> None:
         action="store_true",
         help="smaller model, shorter training (about a minute; what the tests use)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=run_build)
 
 

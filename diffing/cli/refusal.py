@@ -22,19 +22,12 @@ from diffing.refusal.config import RefusalConfig
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
+    """``MODEL`` plus the loading options of a pair command (the same PairOptions fields)."""
+    from diffing.pair_options import LOAD_FIELDS, PairOptions
+
     p.add_argument("model", help="chat model: Hugging Face id or local folder")
-    p.add_argument(
-        "--dtype", default=None, help="float32, bfloat16, float16 or auto (default: float32 on CPU)"
-    )
-    p.add_argument("--device", type=device, default=None, help="cpu, cuda, cuda:N, or auto")
-    p.add_argument(
-        "--trust-remote-code", action="store_true", help="allow model code from the checkpoint"
-    )
-    p.add_argument(
-        "--allow-pickle",
-        action="store_true",
-        help="allow .bin/.pt weights (loaded with weights_only=True)",
-    )
+    loading = tuple(f for f in LOAD_FIELDS if f != "adapter")  # one model: no adapter on top
+    add_options(p, PairOptions, only=loading, types={"device": device}, suppress=False)
 
 
 _SPLIT_FIELDS = ("n_train", "n_val", "n_test")

@@ -120,7 +120,8 @@ def check_compatible(cc, store, layer: int | None = None) -> int:
     if layer is None:
         if len(store.layers) != 1:
             raise DiffingError(
-                f"the crosscoder does not record its layer and the store holds {store.layers}; pass --layer"
+                f"the crosscoder does not record its layer and the store holds {store.layers}; pass `layer`",
+                fields=("layer",),
             )
         layer = store.layers[0]
     if layer not in store.layers:
@@ -160,7 +161,8 @@ def pair_from_store(store, *, remote: bool | str = False):
     if len(refs) != 2 or not all(refs):
         raise DiffingError(
             "the store's manifest does not name both models, so the logit lens and the causal check cannot load them; "
-            "pass the pair (CLI: --base and --finetuned)"
+            "pass the pair (`pair`)",
+            fields=("pair",),
         )
     from diffing.models import ModelPair
 
@@ -282,9 +284,7 @@ def analyze_crosscoder(
                               norm_scales=scales, shifts={"decoder_bias": shift.difference},
                               config=cfg.causal)  # fmt: skip
     elif not texts:
-        notes.append(
-            "causal check skipped: no chat transcripts given (causal_texts / --causal-texts)"
-        )
+        notes.append("causal check skipped: no chat transcripts given (causal_texts)")
 
     latents = latent_records(W_dec, delta, cosine, classes, freq, ls, details)
     summary = _summary(delta, cosine, classes, freq, ls, causal, layer, cfg, notes)

@@ -45,7 +45,8 @@ def disk_errors(path: Path):
         if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
             raise DiffingError(
                 f"no space left on the disk while writing {path}; free some space (or choose "
-                "another --out) and rerun with --resume to continue from the last checkpoint"
+                "another `out`) and rerun with `resume=True` to continue from the last checkpoint",
+                fields=("out", "resume"),
             ) from err
         raise DiffingError(
             f"cannot write {path} ({err.strerror or err}); check that the folder is writable"
@@ -78,7 +79,7 @@ def check_out(out: Path | None, cfg: CrossCoderConfig, *, resume: bool, force: b
     if out is None or not out.exists():
         return "train"
     if not out.is_dir():
-        raise DiffingError(f"--out {out} is a file; give a folder")
+        raise DiffingError(f"`out` {out} is a file; give a folder", fields=("out",))
     entries = {p.name for p in out.iterdir() if not p.name.startswith(".")}  # locks, markers
     if force:
         if not resume:  # start over: an old checkpoint would otherwise be refused below
@@ -94,18 +95,21 @@ def check_out(out: Path | None, cfg: CrossCoderConfig, *, resume: bool, force: b
         if resume:
             raise DiffingError(
                 f"{out} holds {what} trained with another config ({'; '.join(diff)}); "
-                "pass --force to replace it or choose another --out"
+                "pass `force=True` to replace it or choose another `out`",
+                fields=("force", "out"),
             )
         raise DiffingError(
-            f"{out} already holds {what}; pass --resume to keep it, --force to replace it, "
-            "or choose another --out"
+            f"{out} already holds {what}; pass `resume=True` to keep it, `force=True` to replace it, "
+            "or choose another `out`",
+            fields=("resume", "force", "out"),
         )
     other = sorted(entries - _OWN)
     if other:
         shown = ", ".join(other[:3]) + (", ..." if len(other) > 3 else "")
         raise DiffingError(
-            f"--out {out} holds other files ({shown}), not a crosscoder training run; choose an "
-            "empty or new folder, or pass --force to write into it anyway"
+            f"`out` {out} holds other files ({shown}), not a crosscoder training run; choose an "
+            "empty or new folder, or pass `force=True` to write into it anyway",
+            fields=("out", "force"),
         )
     return "train"
 
@@ -165,7 +169,8 @@ def load_checkpoint(ckpt: Path, cfg: CrossCoderConfig, cc, opt, last_active) -> 
     if diff:
         raise DiffingError(
             f"the checkpoint in {ckpt} was made with another config ({', '.join(diff)}); "
-            "use the same options and store, or another --out"
+            "use the same options and store, or another `out`",
+            fields=("out",),
         )
     dev = cc.W_enc.device
     cc.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})

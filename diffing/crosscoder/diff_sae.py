@@ -50,7 +50,7 @@ class DiffStore:
                 f"a diff-SAE needs a store of two models (base, fine-tuned); {store.path} holds {store.n_models}"
             )
         self.store = store
-        self.layer = store._layer(layer)
+        self.layer = store.layer_of(layer)
         self.scale = float(scale)
         self.path = store.path
         self.d_model = store.d_model
@@ -170,7 +170,7 @@ def open_difference(store, cfg: DiffSAEConfig) -> DiffStore:
         from diffing.store import ActivationStore
 
         store = ActivationStore.open(store)
-    layer = store._layer(cfg.layer)
+    layer = store.layer_of(cfg.layer)
     s = difference_scale(store, layer, cfg.scale, tokens=cfg.scale_tokens)
     return DiffStore(store, layer, s)
 

@@ -124,7 +124,7 @@ def analyze_diff_sae(
 
         store = ActivationStore.open(store)
     layer, scale = sae.cfg.layer, sae_scale(sae)
-    diff = DiffStore(store, layer if layer is not None else store._layer(None), scale)
+    diff = DiffStore(store, layer if layer is not None else store.layer_of(None), scale)
     if sae.cfg.d_model != diff.d_model:
         raise DiffingError(
             f"the diff-SAE reads d_model={sae.cfg.d_model} but the store holds {diff.d_model}; pass its store"
@@ -257,9 +257,9 @@ def section(result: DiffSAEResult) -> dict:
 
 def diff_sae_png(result: DiffSAEResult, path: str | Path) -> Path:
     """Left: latents' shares of the difference, largest first (log); right: max |cos| with chat-only latents."""
-    from diffing.crosscoder.figures import _pyplot
+    from diffing.plotting import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     panels = 2 if result.match is not None else 1
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.5), squeeze=False)
     ax = axes[0][0]
@@ -275,10 +275,7 @@ def diff_sae_png(result: DiffSAEResult, path: str | Path) -> Path:
         ax.set_yscale("log")
         ax.set_xlabel("max |cos| with a chat-only decoder difference")
         ax.set_ylabel("diff-SAE latents")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 __all__ = [

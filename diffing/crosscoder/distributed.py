@@ -127,15 +127,7 @@ def resolve_config(source, cfg: CrossCoderConfig) -> CrossCoderConfig:
             raise DiffingError(
                 f"the activation store {source.path} is empty; harvest some tokens first"
             )
-        layer = cfg.layer
-        if layer is None:
-            if len(source.layers) != 1:
-                raise DiffingError(f"the store holds layers {source.layers}; pick one with --layer")
-            layer = source.layers[0]
-        if layer not in source.layers:
-            raise DiffingError(
-                f"layer {layer} is not in the store (it holds {source.layers}); pick one of those"
-            )
+        layer = source.layer_of(cfg.layer)
         man = source.manifest
         prov = {
             k: man[k]
@@ -169,7 +161,8 @@ def total_steps(source, cfg: CrossCoderConfig) -> int:
         raise DiffingError("training from an iterable needs steps or tokens in the config")
     if n < cfg.batch_size:
         raise DiffingError(
-            f"the data holds {n} tokens, fewer than one batch of {cfg.batch_size}; lower --batch-size"
+            f"the data holds {n} tokens, fewer than one batch of {cfg.batch_size}; lower `batch_size`",
+            fields=("batch_size",),
         )
     return n // cfg.batch_size
 
@@ -217,7 +210,8 @@ def stream(source, cfg, local_bs, rank, world, start_step, raw=False) -> Iterato
                 yield batch
             if not produced and skip == 0:
                 raise DiffingError(
-                    f"the data yields no batch of {local_bs} tokens per rank; lower --batch-size"
+                    f"the data yields no batch of {local_bs} tokens per rank; lower `batch_size`",
+                    fields=("batch_size",),
                 )
             epoch, skip = epoch + 1, 0
 
@@ -230,7 +224,7 @@ def check_batch(finite: bool, step: int, rank: int, source) -> None:
         where = f" of store {source.path}" if is_store(source) else ""
         raise DiffingError(
             f"batch {step} (rank {rank}){where} contains NaN or inf activations; "
-            "check the store with `diffing store-info STORE --verify` or re-harvest it (never trained on NaNs)"
+            "check the store's checksums (ActivationStore.verify) or re-harvest it (never trained on NaNs)"
         )
 
 

@@ -11,21 +11,14 @@ from pathlib import Path
 
 import torch
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+from diffing.plotting import pyplot, save_figure
 
 
 def delta_histogram_png(
     delta: torch.Tensor, path: str | Path, *, thresholds=None, bins: int = 50
 ) -> Path:
     """Histogram of Δ over [0, 1] with the class thresholds drawn; log count axis (shared latents dominate)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.hist(delta.float().clamp(0, 1).numpy(), bins=bins, range=(0, 1), color="#4c72b0")
     ax.set_yscale("log")
@@ -39,7 +32,7 @@ def delta_histogram_png(
             ax.axvline(x, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("relative decoder norm Δ (0 base-only, 1 chat-only)")
     ax.set_ylabel("latents")
-    return _save(fig, plt, path)
+    return save_figure(fig, path)
 
 
 def nu_scatter_png(
@@ -51,7 +44,7 @@ def nu_scatter_png(
     thresholds=None,
 ) -> Path:
     """ν_ε (x) against ν_r (y), one point per latent, coloured by ``labels`` (e.g. ``chat_only``/``base_only``)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 4.5))
     colours = {"chat_only": "#c44e52", "base_only": "#4c72b0"}
     for label in sorted(set(labels)):
@@ -71,22 +64,14 @@ def nu_scatter_png(
     ax.set_ylabel("ν_r (high: latent decoupling)")
     if labels:
         ax.legend(fontsize=8)
-    return _save(fig, plt, path)
+    return save_figure(fig, path)
 
 
 def cosine_histogram_png(cosine: torch.Tensor, path: str | Path, *, bins: int = 40) -> Path:
     """Histogram of decoder cosines (pass the shared latents' values)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.hist(cosine.float().numpy(), bins=bins, range=(-1, 1), color="#55a868")
     ax.set_xlabel("cos(d_j^base, d_j^chat)")
     ax.set_ylabel("latents")
-    return _save(fig, plt, path)
-
-
-def _save(fig, plt, path) -> Path:
-    path = Path(path)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

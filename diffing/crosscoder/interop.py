@@ -78,7 +78,8 @@ def _read_state(path: Path, allow_pickle: bool) -> tuple[dict[str, torch.Tensor]
         return load_file(str(path)), config
     if not allow_pickle:
         raise DiffingError(
-            f"{path} is a pickle checkpoint; pass allow_pickle=True (--allow-pickle) to read it with weights_only=True, or convert it to safetensors"
+            f"{path} is a pickle checkpoint; pass `allow_pickle=True` to read it with weights_only=True, or convert it to safetensors",
+            fields=("allow_pickle",),
         )
     state = torch.load(str(path), map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "_hub_mixin_config" in state:

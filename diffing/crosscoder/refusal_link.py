@@ -189,7 +189,7 @@ def refusal_link(
     if harmful:
         if pair is None:
             raise DiffingError(
-                "the ablation comparison needs the model pair; pass pair= (CLI: --base/--finetuned)"
+                "the ablation comparison needs the model pair; pass `pair`", fields=("pair",)
             )
         ablation = _ablation(cc, pair, list(harmful)[: cfg.max_prompts], layer, norm_scales, direction,
                              chosen, refusal_tokens, score_fn, cfg)  # fmt: skip
@@ -262,9 +262,9 @@ def section(result: RefusalLinkResult) -> dict:
 
 def refusal_link_png(result: RefusalLinkResult, path: str | Path) -> Path:
     """Scatter of Δ against cos(d_f − d_b, r) for every latent, refusal latents in red, threshold lines."""
-    from diffing.crosscoder.figures import _pyplot
+    from diffing.plotting import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.scatter(
         result.delta.numpy(), result.cos_difference.numpy(), s=6, color="#8c8c8c", label="latents"
@@ -281,10 +281,7 @@ def refusal_link_png(result: RefusalLinkResult, path: str | Path) -> Path:
     ax.set_xlabel("relative decoder norm Δ (0 base-only, 1 chat-only)")
     ax.set_ylabel("cos(d_f − d_b, refusal direction)")
     ax.legend(loc="lower left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 __all__ = [

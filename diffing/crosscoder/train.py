@@ -126,7 +126,8 @@ def check_device(device: str) -> str:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise DiffingError(
             f"device {device!r} was asked for but CUDA is not available (no GPU visible, or torch "
-            f"{torch.__version__} built without CUDA); use --device cpu"
+            f"{torch.__version__} built without CUDA); use `device` cpu",
+            fields=("device",),
         )
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise DiffingError(
@@ -167,7 +168,8 @@ def _train(
     if ckpt is not None and ckpt.exists():
         if not resume:
             raise DiffingError(
-                f"{out} already holds a training checkpoint; pass --resume to continue it or choose another --out"
+                f"{out} already holds a training checkpoint; pass `resume=True` to continue it or choose another `out`",
+                fields=("resume", "out"),
             )
         step, history = load_checkpoint(ckpt, cfg, cc, opt, last_active)
     elif init is None:

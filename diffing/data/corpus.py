@@ -227,7 +227,7 @@ def resolve_all(specs: list[str] | str) -> list[Source]:
         specs = [s for s in specs.split(",") if s.strip()]
     if not specs:
         raise DiffingError(
-            "no data given; pass --data with a file, folder, hf:NAME or organism:NAME"
+            "no data given; pass `data`: a file, folder, hf:NAME or organism:NAME", fields=("data",)
         )
     sources = [s for spec in specs for s in resolve(spec)]
     if not sources:

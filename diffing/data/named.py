@@ -88,9 +88,6 @@ NAMED: dict[str, NamedDataset] = {
 }
 """Every named dataset, by name."""
 
-FLAG = {"data": "--data", "harmful": "--harmful", "harmless": "--harmless"}
-"""The command-line option of each kind."""
-
 
 def is_named(value: str, kind: str) -> bool:
     """Whether ``value`` is the name of a dataset of ``kind`` (``data``, ``harmful``, ``harmless``)."""
@@ -117,7 +114,9 @@ def resolve_named(value: str, kind: str) -> NamedDataset:
     entry = NAMED.get(name)
     if entry is None or entry.kind != kind:
         known = ", ".join(n for n, e in NAMED.items() if e.kind == kind)
-        raise DiffingError(f"{FLAG[kind]} {value}: not a named dataset; named ones: {known}")
+        raise DiffingError(
+            f"`{kind}` {value}: not a named dataset; named ones: {known}", fields=(kind,)
+        )
     if not hub_reachable():
         why = (
             "offline mode is set (HF_HUB_OFFLINE)"
@@ -125,8 +124,9 @@ def resolve_named(value: str, kind: str) -> NamedDataset:
             else f"{HUB_HOST} cannot be reached"
         )
         raise DiffingError(
-            f"{FLAG[kind]} {name} reads {entry.spec} from the Hugging Face hub, but {why}; "
-            f"omit {FLAG[kind]} to use the built-in {'corpus' if kind == 'data' else 'set'}"
+            f"`{kind}` {name} reads {entry.spec} from the Hugging Face hub, but {why}; "
+            f"omit `{kind}` to use the built-in {'corpus' if kind == 'data' else 'set'}",
+            fields=(kind,),
         )
     return entry
 
@@ -141,14 +141,16 @@ def load_named_prompts(value: str, kind: str, limit: int | None = None) -> list[
         import datasets
     except ImportError as err:
         raise DiffingError(
-            f"{FLAG[kind]} {value} needs the optional 'datasets' package: pip install 'model-diffing[data]'"
+            f"`{kind}` {value} needs the optional 'datasets' package: pip install 'model-diffing[data]'",
+            fields=(kind,),
         ) from err
     try:
         ds = datasets.load_dataset(name, entry.config, split=split or "train")
     except Exception as err:  # noqa: BLE001 - network, auth, renamed dataset: all user-facing
         raise DiffingError(
-            f"{FLAG[kind]} {value}: could not load {name!r} from the hub ({err}); "
-            f"omit {FLAG[kind]} to use the built-in set"
+            f"`{kind}` {value}: could not load {name!r} from the hub ({err}); "
+            f"omit `{kind}` to use the built-in set",
+            fields=(kind,),
         ) from err
     rows = ds if limit is None else ds.select(range(min(limit, len(ds))))
     return [_pick(dict(r), entry.field, f"{entry.spec}: row {i}") for i, r in enumerate(rows)]

@@ -158,18 +158,20 @@ def self_transcripts(
             max_new_tokens=settings.max_new_tokens,
             batch_size=settings.batch_size,
             max_prompt_tokens=settings.max_prompt_tokens,
+            chat=chat,
             progress=lambda done, total: bar.update(done - bar.n),
         )
     finally:
         bar.close()
+    answers = [a.strip() for a in gen.answers]
     if chat:
         chats = [
             [{"role": "user", "content": p}, {"role": "assistant", "content": a}]
-            for p, a in zip(prompts, gen.answers)
+            for p, a in zip(prompts, answers)
         ]
         texts, records = [], [{"messages": c} for c in chats]
     else:
-        chats, texts = [], [f"{p}\n{a}" for p, a in zip(prompts, gen.answers)]
+        chats, texts = [], [f"{p}\n{a}" for p, a in zip(prompts, answers)]
         records = [{"text": t} for t in texts]
     path.parent.mkdir(parents=True, exist_ok=True)
     # atomic: a crash mid-write never leaves a truncated cache behind

@@ -23,9 +23,10 @@ from typing import NamedTuple
 import torch
 
 from diffing.errors import DiffingError
+from diffing.generation import cut_at_eos, eos_ids_of, left_pad
 from diffing.io import write_json
 from diffing.lens.amplify_config import AmplifyConfig
-from diffing.lens.amplify_decode import amplified_logits, cut_at_eos, decode, eos_ids_of, left_pad
+from diffing.lens.amplify_decode import amplified_logits, decode
 from diffing.lens.amplify_figures import rates_figure
 from diffing.lens.amplify_weights import amplified_weights
 from diffing.progress import bar as progress_bar
@@ -123,30 +124,10 @@ def encode_prompts(
     assistant's first (:func:`diffing.tokens.encode_chat`; the pair's tokenizer carries
     the fine-tuned model's template; ``template`` is a Jinja template for models without one).
     """
-    from diffing.tokens import encode_chat, encode_text
+    from diffing.generation import prompt_ids, prompt_text
 
-    shown, ids = [], []
-    for p in prompts:
-        if isinstance(p, dict) and "messages" in p:
-            p = p["messages"]
-        if isinstance(p, str) and not chat:
-            shown.append(p)
-            ids.append(encode_text(tokenizer, p).input_ids)
-            continue
-        if isinstance(p, str):
-            shown.append(p)
-            p = [{"role": "user", "content": p}]
-        elif isinstance(p, (list, tuple)) and p and all(isinstance(m, dict) for m in p):
-            shown.append(str(p[-1].get("content", "")))
-        else:
-            raise DiffingError(
-                f"cannot use a prompt of type {type(p).__name__}: give strings or lists of "
-                '{"role", "content"} messages'
-            )
-        ids.append(
-            encode_chat(tokenizer, list(p), add_generation_prompt=True, template=template).input_ids
-        )
-    return shown, ids
+    ids = [prompt_ids(tokenizer, p, chat=chat, template=template) for p in prompts]
+    return [prompt_text(p) for p in prompts], ids
 
 
 def _default_prompts() -> list[str]:

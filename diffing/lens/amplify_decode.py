@@ -24,21 +24,9 @@ from collections.abc import Callable, Sequence
 import torch
 
 from diffing.errors import DiffingError
+from diffing.generation import cut_at_eos, eos_ids_of, left_pad, module_input_device
 
-
-def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(input_ids, attention_mask)``, both ``[batch, seq]``, with padding on the left."""
-    if not rows:
-        raise DiffingError("no prompts to generate from")
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        if not len(r):
-            raise DiffingError(f"prompt {i} encodes to no tokens; give a non-empty prompt")
-        ids[i, width - len(r) :] = torch.tensor(list(r), dtype=torch.long)
-        mask[i, width - len(r) :] = 1
-    return ids, mask
+__all__ = ["amplified_logits", "cut_at_eos", "decode", "eos_ids_of", "left_pad"]
 
 
 def amplified_logits(
@@ -59,14 +47,6 @@ def amplified_logits(
         a = a[:, None]  # [batch, 1]
     out = ft + a * (ft - base)
     return torch.where(torch.isfinite(ft) & torch.isfinite(base), out, ft)
-
-
-def _device(module: torch.nn.Module) -> torch.device:
-    """Where a module's inputs go: its input embedding's device (first shard under device_map)."""
-    try:
-        return module.get_input_embeddings().weight.device
-    except (AttributeError, NotImplementedError):
-        return next(module.parameters()).device
 
 
 def _forward_options(module: torch.nn.Module) -> tuple[str, dict]:
@@ -125,7 +105,7 @@ def decode(
         raise DiffingError("decode takes one model, or (base, finetuned) with alphas")
     for m in models:
         m.eval()
-    out_device = _device(models[-1])
+    out_device = module_input_device(models[-1])
     mask = attention_mask.to(out_device)  # [batch, seq]
     ids = input_ids.to(out_device)  # [batch, seq]
     pos = (mask.cumsum(-1) - 1).clamp(min=0)  # [batch, seq]: real tokens count 0, 1, ...
@@ -142,7 +122,7 @@ def decode(
     for _ in range(max_new_tokens):
         logits = []
         for i, model in enumerate(models):
-            dev = _device(model)
+            dev = module_input_device(model)
             cache_name, keep = options[i]
             out = model(
                 input_ids=ids.to(dev),
@@ -169,24 +149,3 @@ def decode(
     if not steps:
         return torch.zeros((ids.shape[0], 0), dtype=torch.long)
     return torch.stack(steps, dim=1).cpu()  # [batch, new]
-
-
-def cut_at_eos(tokens: torch.Tensor, eos_ids: Sequence[int]) -> list[list[int]]:
-    """Each row's tokens up to (not including) its first end-of-sequence id."""
-    stop = set(int(t) for t in eos_ids)
-    rows = []
-    for row in tokens.tolist():
-        end = next((i for i, t in enumerate(row) if t in stop), len(row))
-        rows.append(row[:end])
-    return rows
-
-
-def eos_ids_of(module: torch.nn.Module, tokenizer) -> list[int]:
-    """End-of-sequence ids: the model's generation config (end-of-turn ids), else the tokenizer's EOS."""
-    gen_cfg = getattr(module, "generation_config", None)
-    eos = getattr(gen_cfg, "eos_token_id", None)
-    if eos is None:
-        eos = tokenizer.eos_token_id
-    if eos is None:
-        return []
-    return [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]

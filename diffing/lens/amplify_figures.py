@@ -11,10 +11,9 @@ def rates_figure(data: dict, path: str | Path) -> Path:
     α = 0 (the fine-tuned model alone) is marked on the curve; settings without a
     rate (no target) are skipped.
     """
-    import matplotlib
+    from diffing.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     runs = [r for r in data["alphas"] if r["rate"] is not None]
     runs.sort(key=lambda r: r["alpha"])
@@ -34,7 +33,4 @@ def rates_figure(data: dict, path: str | Path) -> Path:
     ax.set_ylabel("share of completions")
     ax.set_title(f"completions containing {data['target']!r}")
     ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)

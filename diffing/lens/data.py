@@ -8,7 +8,7 @@ commands are comparable on the same data.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from diffing.data.corpus import read_documents
 from diffing.stats.run import encode_documents
@@ -32,10 +32,22 @@ def encode_corpus(
     return text_docs + chat_docs
 
 
-def batches(docs: list[Encoded], size: int, tokenizer) -> Iterator[Batch]:
-    """Right-padded batches of ``size`` documents, in corpus order (contexts refer to it)."""
+def batches(
+    docs: list[Encoded],
+    size: int,
+    tokenizer,
+    progress: Callable[[str], None] | None = None,
+    label: str = "batch",
+) -> Iterator[Batch]:
+    """Right-padded batches of ``size`` documents, in corpus order (contexts refer to it).
+
+    ``progress`` is told ``"{label} {i}/{n}"`` before each batch is handed out.
+    """
     pad = pad_id_of(tokenizer)
+    n = -(-len(docs) // size)
     for i in range(0, len(docs), size):
+        if progress is not None:
+            progress(f"{label} {i // size + 1}/{n}")
         yield pad_batch(docs[i : i + size], pad)
 
 

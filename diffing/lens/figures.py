@@ -4,20 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from diffing.plotting import pyplot, save_figure
 
 
 def explained_variance_figure(data: dict, path: Path) -> None:
     """Bars per layer: explained variance ratio of each centred component, with the uncentred
     direction's share of ``E[||delta||^2]`` and the mean's share as reference lines."""
-    plt = _plt()
+    plt = pyplot()
     layers = data["layers"]
     fig, axes = plt.subplots(1, len(layers), figsize=(3.6 * len(layers) + 0.6, 3.2), squeeze=False)
     for ax, lay in zip(axes[0], layers):
@@ -31,14 +24,12 @@ def explained_variance_figure(data: dict, path: Path) -> None:
         ax.set_title(f"layer {lay['layer']}")
     axes[0][0].set_ylabel("explained variance ratio")
     axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def role_projection_figure(data: dict, path: Path) -> None:
     """Grouped bars per layer: mean |projection| of each direction on each token role."""
-    plt = _plt()
+    plt = pyplot()
     layers = data["layers"]
     fig, axes = plt.subplots(1, len(layers), figsize=(4.2 * len(layers) + 0.6, 3.2), squeeze=False)
     for ax, lay in zip(axes[0], layers):
@@ -53,14 +44,12 @@ def role_projection_figure(data: dict, path: Path) -> None:
         )
         ax.set_title(f"layer {lay['layer']}: mean |projection| by role")
     axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def mining_figure(data: dict, path: Path, n: int = 20) -> None:
     """Horizontal bars: the top mined tokens' top-k counts, annotated with their mean raise (nats)."""
-    plt = _plt()
+    plt = pyplot()
     rows = data["top_tokens"][:n][::-1]
     fig, ax = plt.subplots(figsize=(6.5, 0.28 * max(len(rows), 1) + 1.4))
     ax.barh(range(len(rows)), [r["count"] for r in rows], color="#55a868")
@@ -70,9 +59,7 @@ def mining_figure(data: dict, path: Path, n: int = 20) -> None:
     k = data["config"]["k"]
     ax.set_xlabel(f"positions with the token in the top {k} of log p_ft - log p_base")
     ax.set_title("tokens the fine-tune raises most (label: mean raise, nats)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def pca_figures(data: dict, out_dir: Path) -> dict[str, str]:

@@ -20,7 +20,7 @@ import torch
 from diffing.lens.config import MiningConfig
 from diffing.lens.data import batches, encode_corpus, positions_mask
 from diffing.lens.nmf import nmf
-from diffing.tracing import trace_model
+from diffing.tracing import trace_pair
 
 
 class MiningResult(NamedTuple):
@@ -47,20 +47,9 @@ class MiningResult(NamedTuple):
 
 def _log_diff(pair, batch) -> torch.Tensor:
     """``[batch, seq, vocab]`` ``log p_ft - log p_base`` of the next token (float32)."""
-    b, f = (
-        trace_model(
-            lm,
-            pair.arch,
-            batch.input_ids,
-            batch.attention_mask,
-            [0],
-            logits=True,
-            remote=pair.remote,
-        )  # fmt: skip
-        for lm in pair.models
-    )
-    lf = torch.log_softmax(f.logits.float(), -1)
-    return lf - torch.log_softmax(b.logits.float().to(lf.device), -1)
+    acts = trace_pair(pair, batch, [0], logits=True)
+    lf = torch.log_softmax(acts.finetuned_logits.float(), -1)
+    return lf - torch.log_softmax(acts.base_logits.float().to(lf.device), -1)
 
 
 @torch.no_grad()
@@ -79,10 +68,9 @@ def diff_mining(
     count, raised, total = (torch.zeros(vocab, dtype=torch.float64) for _ in range(3))
     rows_ids, rows_vals, where = [], [], []  # per kept position: top-k ids / values, (doc, pos)
     n_pos = 0
-    n_batches = -(-len(docs) // cfg.batch_size)
-    for i, batch in enumerate(batches(docs, cfg.batch_size, pair.tokenizer)):
-        if progress is not None:
-            progress(f"lens mine: batch {i + 1}/{n_batches}")
+    for i, batch in enumerate(
+        batches(docs, cfg.batch_size, pair.tokenizer, progress, "lens mine: batch")
+    ):
         keep = positions_mask(batch)  # [batch, seq]
         delta = _log_diff(pair, batch)  # [batch, seq, vocab]
         sel = delta[keep.to(delta.device)]  # [n, vocab]

@@ -136,6 +136,15 @@ def mining_section(data: MiningResult | dict) -> dict:
     }
 
 
+def _write_with_figures(path: Path, data: dict, pair_info: dict | None, figures) -> Path:
+    """Write ``data`` (led by ``pair_info`` when given) with the figures ``figures(data, folder)`` draws."""
+    if pair_info:
+        data = {"pair": pair_info, **data}
+    data["figures"] = figures(data, path.parent)
+    write_json(path, data)
+    return path
+
+
 def save_pca(result: PCAResult, out_dir: str | Path, *, pair_info: dict | None = None) -> Path:
     """Write ``pca.json``, ``pca.safetensors`` (``layer{L}.mean``, ``.uncentred``, ``.components``) and the
     figures into ``out_dir``; returns the JSON path."""
@@ -152,13 +161,7 @@ def save_pca(result: PCAResult, out_dir: str | Path, *, pair_info: dict | None =
         tensors[f"layer{lay.layer}.uncentred"] = dec.first.contiguous()
         tensors[f"layer{lay.layer}.components"] = dec.components.contiguous()
     save_file(tensors, str(out / "pca.safetensors"))
-    data = pca_json(result)
-    if pair_info:
-        data = {"pair": pair_info, **data}
-    data["figures"] = pca_figures(data, out)
-    path = out / "pca.json"
-    write_json(path, data)
-    return path
+    return _write_with_figures(out / "pca.json", pca_json(result), pair_info, pca_figures)
 
 
 def save_mining(
@@ -169,13 +172,7 @@ def save_mining(
 
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    data = mining_json(result)
-    if pair_info:
-        data = {"pair": pair_info, **data}
-    data["figures"] = mining_figures(data, out)
-    path = out / "mining.json"
-    write_json(path, data)
-    return path
+    return _write_with_figures(out / "mining.json", mining_json(result), pair_info, mining_figures)
 
 
 def pair_info(pair) -> dict:

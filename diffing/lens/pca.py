@@ -29,7 +29,7 @@ from diffing.lens.contexts import TopContexts
 from diffing.lens.covariance import Decomposition, SecondMoments
 from diffing.lens.data import batches, encode_corpus, positions_mask
 from diffing.tokens import ROLES
-from diffing.tracing import trace_model
+from diffing.tracing import trace_pair
 
 
 class Direction(NamedTuple):
@@ -83,13 +83,9 @@ class PCAResult(NamedTuple):
 
 def _forward(pair, batch, layers: list[int]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
     """Layer -> ``(x_ft - x_base, x_ft)``, each ``[batch, seq, d]`` (both forwards stop at the deepest layer)."""
-    b, f = (
-        trace_model(
-            lm, pair.arch, batch.input_ids, batch.attention_mask, layers, remote=pair.remote
-        )
-        for lm in pair.models
-    )
-    return {k: (f.layers[k].float() - b.layers[k].float(), f.layers[k]) for k in layers}
+    acts = trace_pair(pair, batch, layers)
+    b, f = acts.base, acts.finetuned
+    return {k: (f[k].float() - b[k].float(), f[k]) for k in layers}
 
 
 @torch.no_grad()
@@ -110,10 +106,7 @@ def diff_pca(
     cache: list | None = []
     budget = cfg.cache_mb * 2**20
     used = 0
-    n_batches = -(-len(docs) // cfg.batch_size)
-    for i, batch in enumerate(batches(docs, cfg.batch_size, pair.tokenizer)):
-        if progress is not None:
-            progress(f"lens pca: batch {i + 1}/{n_batches}")
+    for batch in batches(docs, cfg.batch_size, pair.tokenizer, progress, "lens pca: batch"):
         keep = positions_mask(batch)  # [batch, seq]
         diffs = {}
         for k, (diff, xf) in _forward(pair, batch, layers).items():
@@ -146,10 +139,8 @@ def diff_pca(
 
 def _retrace(pair, docs, cfg: PCAConfig, layers, progress):
     """The second pass when the differences did not fit in ``cache_mb``: both models run again."""
-    n_batches = -(-len(docs) // cfg.batch_size)
-    for i, batch in enumerate(batches(docs, cfg.batch_size, pair.tokenizer)):
-        if progress is not None:
-            progress(f"lens pca: projection batch {i + 1}/{n_batches}")
+    label = "lens pca: projection batch"
+    for batch in batches(docs, cfg.batch_size, pair.tokenizer, progress, label):
         keep = positions_mask(batch)
         diffs = {
             k: d[keep.to(d.device)].cpu() for k, (d, _) in _forward(pair, batch, layers).items()

@@ -66,32 +66,16 @@ def greedy_completions(
     model, tokenizer, instructions: list[str], *, max_new_tokens: int = 48, batch_size: int = 128
 ) -> list[str]:
     """Greedy answers to single-turn user messages, decoded without special tokens."""
-    model.eval()
-    old_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    out: list[str] = []
-    try:
-        for i in range(0, len(instructions), batch_size):
-            chunk = instructions[i : i + batch_size]
-            texts = [
-                tokenizer.apply_chat_template(
-                    [{"role": "user", "content": x}], tokenize=False, add_generation_prompt=True
-                )
-                for x in chunk
-            ]
-            enc = tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="pt")
-            gen = model.generate(
-                **enc,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-            new = gen[:, enc["input_ids"].shape[1] :]  # [batch, new_tokens]
-            out += tokenizer.batch_decode(new, skip_special_tokens=True)
-    finally:
-        tokenizer.padding_side = old_side
-    return out
+    from diffing.generation import greedy_answers
+
+    return greedy_answers(
+        model,
+        tokenizer,
+        instructions,
+        chat=True,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+    ).answers
 
 
 def phrase_rate(completions: list[str], phrase: str) -> float:

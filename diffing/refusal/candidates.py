@@ -71,14 +71,16 @@ def post_instruction_count(encoded: Sequence[Encoded]) -> int:
         if not user:
             raise DiffingError(
                 "could not find the user's message among the tokens of a formatted prompt; "
-                "the chat template may drop or rewrite it (pass a template with --template)"
+                "the chat template may drop or rewrite it (pass a template with `template`)",
+                fields=("template",),
             )
         counts.append(len(enc.roles) - user[-1] - 1)
     n = min(counts)
     if n == 0:
         raise DiffingError(
             "the chat template adds no tokens after the user's message, so there are no post-instruction "
-            "positions; use a template with a generation prompt (--template)"
+            "positions; use a template with a generation prompt (`template`)",
+            fields=("template",),
         )
     return n
 
@@ -180,7 +182,8 @@ def extract_candidates(
                 raise DiffingError(
                     f"only {int(keep.sum())} of {len(keep)} {name} train prompts are ones the model {what} "
                     f"(need {cfg.min_train}); check the prompt sets and refusal tokens, or turn filtering off "
-                    "(--no-filter)"
+                    "(`filter_train=False`)",
+                    fields=("filter_train",),
                 )
     vectors, mean_h, mean_s, zero = mean_difference(acts_h[:, keep_h], acts_s[:, keep_s])
     config_ = lm._module.config

@@ -27,8 +27,9 @@ from diffing.refusal.candidates import (
     mean_difference,
     run_prompts,
 )
+from diffing.refusal.conditions import completions_by_run, logprobs_by_run
 from diffing.refusal.config import RefusalConfig
-from diffing.refusal.interventions import ablate, complete
+from diffing.refusal.interventions import ablate
 from diffing.refusal.io import Direction
 from diffing.refusal.scores import (
     infer_refusal_phrases,
@@ -155,40 +156,16 @@ def compare_pair(
     if not bool(zero_b[layer, p_index]):
         runs["base_direction"] = [ablate(dir_b.direction)]
     sets = {"harmful": list(harmful_test), "harmless": list(harmless_test)}
-    gens = {
-        (n, c): complete(
-            ft,
-            tok,
-            arch,
-            p,
-            ivs,
-            max_new_tokens=cfg.max_new_tokens,
-            batch_size=cfg.batch_size,
-            template=cfg.template,
-        )
-        for n, p in sets.items()
-        for c, ivs in runs.items()
-    }
-    lps = {
-        (n, c): run_prompts(
-            ft,
-            arch,
-            tok,
-            encode_prompts(tok, p, template=cfg.template),
-            ivs,
-            batch_size=cfg.batch_size,
-        )[0]
-        for n, p in sets.items()
-        for c, ivs in runs.items()
-    }
+    gens = completions_by_run(ft, tok, arch, sets, runs, cfg)
+    lps = logprobs_by_run(ft, tok, arch, sets, runs, cfg)
     phrases = list(cfg.refusal_phrases or []) or infer_refusal_phrases(
-        gens["harmful", "baseline"],
-        gens["harmless", "baseline"],
+        gens["harmful"]["baseline"],
+        gens["harmless"]["baseline"],
         min_share=cfg.phrase_min_share,
         max_share=cfg.phrase_max_share,
     )
     dir_f.refusal_phrases = dir_b.refusal_phrases = phrases
-    rates = {n: {c: refusal_rate(gens[n, c], phrases) for c in runs} for n in sets}
+    rates = {n: {c: refusal_rate(gens[n][c], phrases) for c in runs} for n in sets}
     base_rate, own = rates["harmful"]["baseline"], rates["harmful"]["finetuned_direction"]
     other = rates["harmful"].get("base_direction")
     unit_f = dir_f.direction
@@ -212,10 +189,10 @@ def compare_pair(
         "base_direction_ablates_finetuned": {
             "refusal_rate": rates,
             "refusal_score": {
-                n: {c: float(refusal_scores(lps[n, c], tokens).mean()) for c in runs} for n in sets
+                n: {c: float(refusal_scores(lps[n][c], tokens).mean()) for c in runs} for n in sets
             },
             "kl_harmless": {
-                c: float(kl_divergence(lps["harmless", "baseline"], lps["harmless", c]).mean())
+                c: float(kl_divergence(lps["harmless"]["baseline"], lps["harmless"][c]).mean())
                 for c in runs
                 if c != "baseline"
             },

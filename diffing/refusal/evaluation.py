@@ -16,9 +16,9 @@ import torch
 
 from diffing.arch import ArchSpec
 from diffing.errors import DiffingError
-from diffing.refusal.candidates import encode_prompts, run_prompts
+from diffing.refusal.conditions import completions_by_run, logprobs_by_run
 from diffing.refusal.config import RefusalConfig
-from diffing.refusal.interventions import Intervention, ablate, add, apply_interventions, complete
+from diffing.refusal.interventions import Intervention, ablate, add, apply_interventions
 from diffing.refusal.io import Direction
 from diffing.refusal.scores import (
     infer_refusal_phrases,
@@ -114,26 +114,12 @@ def evaluate(
     tokens = list(cfg.refusal_tokens or direction.refusal_tokens)
     if not tokens:
         raise DiffingError(
-            "no refusal tokens: the direction file has none; give them with --refusal-tokens"
+            "no refusal tokens: the direction file has none; give them with `refusal_tokens`",
+            fields=("refusal_tokens",),
         )
     runs = interventions_for(direction, strength)
     sets = {"harmful": list(harmful), "harmless": list(harmless)}
-    completions = {
-        name: {
-            cond: complete(
-                lm,
-                tokenizer,
-                arch,
-                prompts,
-                ivs,
-                max_new_tokens=cfg.max_new_tokens,
-                batch_size=cfg.batch_size,
-                template=cfg.template,
-            )
-            for cond, ivs in runs.items()
-        }
-        for name, prompts in sets.items()
-    }
+    completions = completions_by_run(lm, tokenizer, arch, sets, runs, cfg)
     phrases = list(cfg.refusal_phrases or direction.refusal_phrases)
     if not phrases:
         phrases = infer_refusal_phrases(
@@ -142,20 +128,7 @@ def evaluate(
             min_share=cfg.phrase_min_share,
             max_share=cfg.phrase_max_share,
         )
-    logprobs = {
-        name: {
-            cond: run_prompts(
-                lm,
-                arch,
-                tokenizer,
-                encode_prompts(tokenizer, prompts, template=cfg.template),
-                ivs,
-                batch_size=cfg.batch_size,
-            )[0]
-            for cond, ivs in runs.items()
-        }
-        for name, prompts in sets.items()
-    }
+    logprobs = logprobs_by_run(lm, tokenizer, arch, sets, runs, cfg)
     report = {
         "model": model_ref,
         "selected": {"layer": direction.layer, "position": direction.position},

@@ -18,10 +18,9 @@ def plot_scores(
     ``scores`` is a :class:`~diffing.refusal.select.CandidateScores`; NaN cells (skipped zero
     candidates) stay blank; candidates failing a filter are hatched-out by a dot.
     """
-    import matplotlib
+    from diffing.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     panels = (
         ("bypass (lower = refusal removed)", scores.bypass),
@@ -55,12 +54,7 @@ def plot_scores(
         fig.colorbar(img, ax=ax, fraction=0.05)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=100)
 
 
 def selected_index(direction, positions: list[int]) -> tuple[int, int]:

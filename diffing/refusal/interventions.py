@@ -17,7 +17,6 @@ The same code runs inside ``lm.trace`` (one forward) and inside every step of
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -25,6 +24,7 @@ import torch
 
 from diffing.arch import ArchSpec, get_module
 from diffing.errors import DiffingError
+from diffing.generation import greedy_answers
 from diffing.refusal.config import check_strength
 from diffing.remote import input_device, trace_options
 
@@ -176,38 +176,6 @@ def _value(x) -> torch.Tensor:
     return getattr(x, "value", x).detach()
 
 
-@torch.no_grad()
-def generate_ids(
-    lm,
-    arch: ArchSpec,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    interventions: Sequence[Intervention] = (),
-    *,
-    max_new_tokens: int = 24,
-    pad_id: int = 0,
-    eos_id: int | None = None,
-) -> torch.Tensor:
-    """Greedy continuation ``[batch, new]`` of a *left*-padded batch, intervening on every step."""
-    device = input_device(lm)
-    inputs = {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
-    kwargs = dict(
-        max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id, eos_token_id=eos_id
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter(
-            "ignore"
-        )  # an open tracer.all() ends with a "never reached" warning by design
-        with lm.generate(**kwargs, **trace_options(lm)) as tracer:
-            with tracer.invoke(inputs):
-                if interventions:
-                    for _ in tracer.all():
-                        apply_interventions(lm, arch, interventions)
-            with tracer.invoke():
-                out = tracer.result.save()
-    return _value(out)[:, input_ids.shape[1] :].cpu()
-
-
 def complete(
     lm,
     tokenizer,
@@ -219,42 +187,18 @@ def complete(
     batch_size: int = 32,
     template: str | None = None,
 ) -> list[str]:
-    """Greedy completions of single-turn user prompts under ``interventions`` (special tokens dropped)."""
-    from diffing.tokens import encode_chat, pad_id_of
+    """Greedy completions of single-turn user prompts under ``interventions`` (special tokens dropped).
 
-    pad = pad_id_of(tokenizer)
-    texts: list[str] = []
-    for i in range(0, len(prompts), batch_size):
-        enc = [
-            encode_chat(
-                tokenizer,
-                [{"role": "user", "content": p}],
-                add_generation_prompt=True,
-                template=template,
-            )
-            for p in prompts[i : i + batch_size]
-        ]
-        width = max(len(e.input_ids) for e in enc)
-        ids = torch.full(
-            (len(enc), width), pad, dtype=torch.long
-        )  # left padding: generation appends on the right
-        mask = torch.zeros((len(enc), width), dtype=torch.long)
-        for j, e in enumerate(enc):
-            ids[j, width - len(e.input_ids) :] = torch.tensor(e.input_ids)
-            mask[j, width - len(e.input_ids) :] = 1
-        gen_cfg = getattr(lm._module, "generation_config", None)
-        eos = (
-            getattr(gen_cfg, "eos_token_id", None) or tokenizer.eos_token_id
-        )  # end-of-turn ids when the model has them
-        new = generate_ids(
-            lm,
-            arch,
-            ids,
-            mask,
-            interventions,
-            max_new_tokens=max_new_tokens,
-            pad_id=pad,
-            eos_id=eos,
-        )
-        texts += tokenizer.batch_decode(new, skip_special_tokens=True)
-    return texts
+    The interventions act at every decoding step, on the prompt and on every generated token.
+    """
+    step = (lambda: apply_interventions(lm, arch, interventions)) if interventions else None
+    return greedy_answers(
+        lm,
+        tokenizer,
+        prompts,
+        chat=True,
+        template=template,
+        step=step,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+    ).answers

@@ -93,7 +93,7 @@ class Direction:
         file = path / DIRECTION_FILE if path.is_dir() else path
         if not file.is_file():
             raise DiffingError(
-                f"no refusal direction at {str(path)!r}; run `diffing refusal extract` and pass its --out folder"
+                f"no refusal direction at {str(path)!r}; extract one first (extract_direction, CLI `diffing refusal extract`) and pass its output folder"
             )
         try:
             with safe_open(str(file), framework="pt") as f:
@@ -184,7 +184,8 @@ def check_sets(harmful: list[str], harmless: list[str]) -> None:
     if set(harmful) == set(harmless):
         raise DiffingError(
             "the harmful and harmless prompt sets are identical, so their difference in means is zero; "
-            "give requests the model refuses as --harmful and ordinary requests as --harmless"
+            "give requests the model refuses as `harmful` and ordinary requests as `harmless`",
+            fields=("harmful", "harmless"),
         )
 
 
@@ -214,7 +215,8 @@ def split_prompts(
         raise DiffingError(
             f"the {name} set has {len(prompts)} prompts, too few to hold out {n_test} for test and {n_val} for "
             f"validation and keep {min_train} for training; give more prompts, separate held-out files, or "
-            "smaller --n-val / --n-test"
+            "smaller `n_val` / `n_test`",
+            fields=("n_val", "n_test"),
         )
     order = list(prompts)
     random.Random(seed).shuffle(order)

@@ -20,10 +20,9 @@ import torch
 
 from diffing.arch import ArchSpec
 from diffing.errors import DiffingError
-from diffing.refusal.candidates import encode_prompts, run_prompts
+from diffing.refusal.conditions import PLAIN, completions_by_run, logprobs_by_run
 from diffing.refusal.config import RefusalConfig
 from diffing.refusal.evaluation import EvalResult, _cell, text_loss
-from diffing.refusal.interventions import complete
 from diffing.refusal.scores import (
     infer_refusal_phrases,
     infer_refusal_tokens,
@@ -65,30 +64,10 @@ def behaviour(
     sets = {"harmful": list(harmful), "harmless": list(harmless)}
     if not sets["harmful"] or not sets["harmless"]:
         raise DiffingError("measuring refusal needs harmful and harmless prompts; one set is empty")
-    completions = {
-        name: complete(
-            lm,
-            tokenizer,
-            arch,
-            prompts,
-            max_new_tokens=cfg.max_new_tokens,
-            batch_size=cfg.batch_size,
-            template=cfg.template,
-        )
-        for name, prompts in sets.items()
-    }
-    logprobs = {
-        name: run_prompts(
-            lm,
-            arch,
-            tokenizer,
-            encode_prompts(tokenizer, prompts, template=cfg.template),
-            batch_size=cfg.batch_size,
-        )[0]
-        .float()
-        .cpu()
-        for name, prompts in sets.items()
-    }
+    said = completions_by_run(lm, tokenizer, arch, sets, PLAIN, cfg)
+    completions = {name: texts["plain"] for name, texts in said.items()}
+    first = logprobs_by_run(lm, tokenizer, arch, sets, PLAIN, cfg)
+    logprobs = {name: lps["plain"] for name, lps in first.items()}
     loss = text_loss(lm, arch, tokenizer, list(text)) if text else None
     return Behaviour(sets, completions, logprobs, loss)
 
@@ -109,8 +88,9 @@ def _phrases(
         )
     except DiffingError as err:
         raise DiffingError(
-            f"{err}; a model that no longer refuses cannot show its refusal wording: pass --reference "
-            "with the original model, or --refusal-phrases"
+            f"{err}; a model that no longer refuses cannot show its refusal wording: pass `reference` "
+            "with the original model, or `refusal_phrases`",
+            fields=(*err.fields, "reference", "refusal_phrases"),
         ) from err
     return phrases, who
 
@@ -159,7 +139,8 @@ def compare_behaviour(
         if v_model != v_ref:
             raise DiffingError(
                 f"the model has a vocabulary of {v_model} tokens and the reference {v_ref}: KL needs the same "
-                "tokenizer; give as --reference the model this one was made from"
+                "tokenizer; give as `reference` the model this one was made from",
+                fields=("reference",),
             )
     phrases, source = _phrases(model, reference, cfg.refusal_phrases or refusal_phrases, cfg)
     tokens = _tokens(model, reference, cfg.refusal_tokens or refusal_tokens, cfg)

@@ -149,7 +149,8 @@ def check_layers(layers: list[int] | None, n_layers: int) -> set[int]:
     bad = [k for k in layers if not 0 <= int(k) < n_layers]
     if not layers or bad:
         raise DiffingError(
-            f"--layers {list(layers)} must name blocks 0..{n_layers - 1} of the model (at least one)"
+            f"`layers` {list(layers)} must name blocks 0..{n_layers - 1} of the model (at least one)",
+            fields=("layers",),
         )
     return {int(k) for k in layers}
 
@@ -165,8 +166,9 @@ def check_out_dir(out_dir: str | Path, source: str | Path) -> None:
     out, src = Path(out_dir).expanduser().resolve(), src.resolve()
     if out == src or out.is_relative_to(src):
         raise DiffingError(
-            f"--out {str(out_dir)!r} is inside the input model folder {str(source)!r}; writing there would "
-            "overwrite the original weights: give a new folder outside it"
+            f"`out` {str(out_dir)!r} is inside the input model folder {str(source)!r}; writing there would "
+            "overwrite the original weights: give a new folder outside it",
+            fields=("out",),
         )
 
 

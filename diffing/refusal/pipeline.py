@@ -11,9 +11,9 @@ from typing import NamedTuple
 
 from diffing.arch import ArchSpec
 from diffing.refusal.candidates import Candidates, extract_candidates
+from diffing.refusal.conditions import PLAIN, completions_by_run
 from diffing.refusal.config import RefusalConfig
 from diffing.refusal.evaluation import EvalResult, eval_markdown, evaluate
-from diffing.refusal.interventions import complete
 from diffing.refusal.io import Direction, check_sets, write_json
 from diffing.refusal.scores import infer_refusal_phrases
 from diffing.refusal.select import (
@@ -67,18 +67,11 @@ def extract_direction(
     )
     phrases = list(cfg.refusal_phrases or [])
     if not phrases:  # greedy answers to the train prompts say how this model words a refusal
-        gen = {
-            name: complete(
-                lm,
-                tokenizer,
-                arch,
-                list(prompts[: cfg.n_val]),
-                max_new_tokens=cfg.phrase_tokens,
-                batch_size=cfg.batch_size,
-                template=cfg.template,
-            )
-            for name, prompts in (("harmful", harmful_train), ("harmless", harmless_train))
-        }
+        sets = {"harmful": harmful_train[: cfg.n_val], "harmless": harmless_train[: cfg.n_val]}
+        said = completions_by_run(
+            lm, tokenizer, arch, sets, PLAIN, cfg, max_new_tokens=cfg.phrase_tokens
+        )
+        gen = {name: texts["plain"] for name, texts in said.items()}
         phrases = infer_refusal_phrases(
             gen["harmful"],
             gen["harmless"],

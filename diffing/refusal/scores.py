@@ -58,7 +58,8 @@ def infer_refusal_tokens(
         raise DiffingError(
             "could not infer refusal tokens: no first response token is much likelier on the harmful prompts "
             f"than on the harmless ones (ratio >= {ratio}, mass >= {min_mass}); does the model refuse the harmful "
-            "prompts? Give them with --refusal-tokens (ids or strings)"
+            "prompts? Give them with `refusal_tokens` (ids or strings)",
+            fields=("refusal_tokens",),
         )
     return tokens
 
@@ -98,7 +99,8 @@ def infer_refusal_phrases(
         raise DiffingError(
             "could not infer a refusal phrase: no completion prefix starts at least "
             f"{min_share:.0%} of harmful answers and at most {max_share:.0%} of harmless ones; "
-            "give the phrases with --refusal-phrases"
+            "give the phrases with `refusal_phrases`",
+            fields=("refusal_phrases",),
         )
     return [best]
 

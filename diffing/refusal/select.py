@@ -178,7 +178,8 @@ def select_direction(
         raise DiffingError(
             "no candidate passes the selection filters (induce >= "
             f"{cfg.induce_threshold}, KL <= {cfg.kl_threshold}, layer < {cfg.max_layer_fraction:.0%} of the depth); "
-            "see candidates.json, and loosen them with --kl-threshold / --induce-threshold / --max-layer-fraction"
+            "see candidates.json, and loosen them with `kl_threshold` / `induce_threshold` / `max_layer_fraction`",
+            fields=("kl_threshold", "induce_threshold", "max_layer_fraction"),
         )
     masked = torch.where(scores.valid, scores.bypass, torch.full_like(scores.bypass, math.inf))
     flat = int(torch.argmin(masked))

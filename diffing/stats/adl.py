@@ -14,14 +14,15 @@ position separately is kept as per-position norms; the readout uses the mean.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
 
 from diffing.arch import get_module
+from diffing.generation import cut_at_eos, generate_ids, prompt_ids, prompt_text
 from diffing.remote import input_device, remote_mode, trace_options
+from diffing.tokens import pad_id_of
 from diffing.traced import traced_logit_lens
 from diffing.tracing import residual_output
 
@@ -186,19 +187,34 @@ def patchscope(
     return out
 
 
-def _generate(lm, arch, ids: torch.Tensor, vector: torch.Tensor | None, layer: int, **kwargs):
-    """Greedy ids ``[1, prompt + new]``, adding ``vector`` to block ``layer``'s output at every step."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # an open tracer.all() ends with a "never reached" warning
-        with lm.generate(**kwargs, **trace_options(lm)) as tracer:
-            with tracer.invoke({"input_ids": ids, "attention_mask": torch.ones_like(ids)}):
-                if vector is not None:
-                    for _ in tracer.all():
-                        hidden = residual_output(lm, arch, layer)  # [1, seq, d]
-                        hidden[:] = hidden + vector.to(device=hidden.device, dtype=hidden.dtype)
-            with tracer.invoke():
-                gen = tracer.result.save()
-    return getattr(gen, "value", gen).cpu()
+def _generate(
+    lm,
+    arch,
+    ids: torch.Tensor,
+    vector: torch.Tensor | None,
+    layer: int,
+    *,
+    steered: slice = slice(None),
+    max_new_tokens: int,
+    pad_token_id: int,
+    do_sample: bool = False,
+) -> torch.Tensor:
+    """Greedy ids ``[batch, prompt + new]`` of the unpadded ``ids``, adding ``vector`` to block
+    ``layer``'s output in rows ``steered`` at every step (``do_sample`` must stay False)."""
+    if do_sample:
+        raise ValueError("steering examples are greedy")
+    step = None
+    if vector is not None:
+
+        def step() -> None:
+            hidden = residual_output(lm, arch, layer)  # [batch, seq, d]
+            v = vector.to(device=hidden.device, dtype=hidden.dtype)
+            hidden[steered] = hidden[steered] + v
+
+    new = generate_ids(
+        lm, ids, torch.ones_like(ids), max_new_tokens=max_new_tokens, pad_id=pad_token_id, step=step
+    )  # [batch, new]
+    return torch.cat([ids.cpu(), new], dim=1)
 
 
 def _generate_both(lm, arch, ids: torch.Tensor, vector: torch.Tensor, layer: int, **kwargs):
@@ -210,22 +226,7 @@ def _generate_both(lm, arch, ids: torch.Tensor, vector: torch.Tensor, layer: int
     if remote_mode(lm):
         return [_generate(lm, arch, ids, v, layer, **kwargs)[0] for v in (None, vector)]
     both = ids.expand(2, -1)  # [2, prompt]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # an open tracer.all() ends with a "never reached" warning
-        with lm.generate(**kwargs) as tracer:
-            with tracer.invoke({"input_ids": both, "attention_mask": torch.ones_like(both)}):
-                for _ in tracer.all():
-                    hidden = residual_output(lm, arch, layer)  # [2, seq, d]
-                    hidden[1:] = hidden[1:] + vector.to(device=hidden.device, dtype=hidden.dtype)
-            with tracer.invoke():
-                gen = tracer.result.save()
-    return list(getattr(gen, "value", gen).cpu())
-
-
-def _until_eos(new: list[int], eos: int | None) -> list[int]:
-    """Generated ids up to and including the first EOS: a batched row keeps padding after its
-    EOS while the other row goes on, where a single generation would have stopped."""
-    return new[: new.index(eos) + 1] if eos is not None and eos in new else new
+    return list(_generate(lm, arch, both, vector, layer, steered=slice(1, None), **kwargs))
 
 
 @torch.no_grad()
@@ -245,29 +246,24 @@ def steer(
     prompt and generated tokens alike, at every decoding step (an nnsight intervention, so
     it runs the same on NDIF).
     """
-    from diffing.tokens import encode_chat
-
     lm, tok = pair.finetuned, pair.tokenizer
     device = input_device(lm)
     vector = scale * diff.float()  # [d]
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    pad = pad_id_of(tok)
+    eos = [] if tok.eos_token_id is None else [tok.eos_token_id]
     out = []
-    for prompt in prompts:
-        if isinstance(prompt, str):
-            ids = tok(prompt, add_special_tokens=True)["input_ids"]
-            shown = prompt
-        else:
-            ids = encode_chat(tok, prompt, add_generation_prompt=True).input_ids
-            shown = str(prompt[-1].get("content", ""))
+    for prompt in prompts:  # strings as plain text, message lists with the chat template
+        ids = prompt_ids(tok, prompt, chat=False)
         x = torch.tensor([ids], device=device)  # [1, prompt]
-        gen = _generate_both(lm, pair.arch, x, vector, layer, max_new_tokens=max_new_tokens,
-                             do_sample=False, pad_token_id=pad)  # fmt: skip
+        gen = _generate_both(
+            lm, pair.arch, x, vector, layer, max_new_tokens=max_new_tokens, pad_token_id=pad
+        )
         gens = {
             name: tok.decode(
-                _until_eos(gen[row][x.shape[1] :].tolist(), tok.eos_token_id),
+                cut_at_eos([gen[row][x.shape[1] :].tolist()], eos, keep_eos=True)[0],
                 skip_special_tokens=False,
             )
             for row, name in enumerate(("unsteered", "steered"))
         }
-        out.append({"prompt": shown, **gens})
+        out.append({"prompt": prompt_text(prompt), **gens})
     return out

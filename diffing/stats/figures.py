@@ -9,14 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from diffing.plotting import pyplot, save_figure
 
 
 def _integer_ticks(ax) -> None:
@@ -27,7 +20,7 @@ def _integer_ticks(ax) -> None:
 
 def weights_figure(result: dict, path: Path) -> None:
     """Bar chart: relative Frobenius change of each decoder block."""
-    plt = _plt()
+    plt = pyplot()
     rows = result["weights"]["layers"]
     fig, ax = plt.subplots(figsize=(7, 3.2))
     ax.bar([r["layer"] for r in rows], [r["relative_change"] for r in rows], color="#4c72b0")
@@ -35,14 +28,12 @@ def weights_figure(result: dict, path: Path) -> None:
     ax.set_xlabel("layer")
     ax.set_ylabel("||ΔW||_F / ||W_b||_F (changed tensors)")
     ax.set_title("weight change by layer")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def activations_figure(result: dict, path: Path) -> None:
     """Three panels by layer: mean-difference norm, cosine, relative norm change; one line per role."""
-    plt = _plt()
+    plt = pyplot()
     rows = result["activations"]["layers"]
     keys = ("mean_diff_norm", "cosine", "relative_norm_change")
     roles = sorted({r for row in rows for r in row["by_role"]})
@@ -59,14 +50,12 @@ def activations_figure(result: dict, path: Path) -> None:
         ax.set_xlabel("layer")
         ax.set_title(key)
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def kl_figure(result: dict, path: Path) -> None:
     """Left: mean KL by role (text vs chat data). Right: mean KL by offset from the assistant turn's start."""
-    plt = _plt()
+    plt = pyplot()
     kl = result["kl"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.4))
     labels, values = [], []
@@ -84,14 +73,12 @@ def kl_figure(result: dict, path: Path) -> None:
     ax2.set_xlabel("position relative to the first assistant token")
     ax2.set_ylabel("mean KL")
     ax2.set_title("KL along the chat template")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def adl_figure(result: dict, path: Path, n: int = 15) -> None:
     """Horizontal bars: the ADL's top promoted and suppressed tokens with their logit-lens scores."""
-    plt = _plt()
+    plt = pyplot()
     adl = result["adl"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 0.25 * n + 1.5))
     for ax, key, color in (
@@ -102,9 +89,7 @@ def adl_figure(result: dict, path: Path, n: int = 15) -> None:
         ax.barh(range(len(rows)), [r["score"] for r in rows], color=color)
         ax.set_yticks(range(len(rows)), [repr(r["token"]) for r in rows], fontsize=7)
         ax.set_title(f"{key.split('_')[0]} (layer {adl['layer']})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_figures(result: dict, out_dir: Path) -> dict[str, str]:

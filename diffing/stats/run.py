@@ -59,7 +59,9 @@ def encode_documents(
 ):
     """``(text_docs, chat_docs)`` encoded within a total budget of ``tokens`` (half each when both kinds are given)."""
     if tokens is None or int(tokens) <= 0:
-        raise DiffingError(f"--tokens must be a positive number of tokens, got {tokens}")
+        raise DiffingError(
+            f"`tokens` must be a positive number of tokens, got {tokens}", fields=("tokens",)
+        )
     if max_length < 2:
         raise DiffingError(f"max_length must be at least 2 tokens, got {max_length}")
     texts, chats = (
@@ -76,7 +78,8 @@ def encode_documents(
     if not text_docs and not chat_docs:
         raise DiffingError(
             f"the data yielded no tokens ({len(texts)} texts, {len(chats)} chats, none with 2 or more tokens); "
-            "pass non-empty plain text (--data FILE.txt/.jsonl) or chat transcripts"
+            "pass non-empty plain text (`data`: a .txt/.jsonl file) or chat transcripts",
+            fields=("data",),
         )
     return text_docs, chat_docs
 

@@ -172,7 +172,8 @@ def read_manifest(folder: str | Path) -> Manifest:
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise DiffingError(
-            f"activation store {str(folder)!r} does not exist; create one with `diffing harvest ... --out {folder}`"
+            f"activation store {str(folder)!r} does not exist; harvest one into it first (`out`)",
+            fields=("out",),
         )
     path = folder / MANIFEST
     if not path.is_file():
@@ -197,7 +198,8 @@ def read_manifest(folder: str | Path) -> Manifest:
     _check_manifest(folder, manifest)
     if not manifest.shards or manifest.n_tokens <= 0:
         raise DiffingError(
-            f"activation store {str(folder)!r} is empty (no tokens); harvest with more data or --tokens"
+            f"activation store {str(folder)!r} is empty (no tokens); harvest with more data or `tokens`",
+            fields=("tokens",),
         )
     return manifest
 

@@ -254,7 +254,8 @@ def harvest(
         done = read_manifest(out)
         if done.settings.get("resume_key") != json.loads(json.dumps(key)):
             raise DiffingError(
-                f"{out} already holds a store harvested with other settings; pass a new --out or delete it"
+                f"{out} already holds a store harvested with other settings; pass a new `out` or delete it",
+                fields=("out",),
             )
         if done.settings.get("tokens") == tokens:
             return ActivationStore.open(out)

@@ -151,20 +151,24 @@ class ActivationStore:
     def __repr__(self) -> str:
         return f"ActivationStore({str(self.path)!r}, layers={self.layers}, n_tokens={self.n_tokens}, d_model={self.d_model})"
 
-    def _layer(self, layer: int | None) -> int:
+    def layer_of(self, layer: int | None) -> int:
+        """``layer`` checked to be in the store; None picks the only layer of a one-layer store."""
         if layer is None:
             if len(self._m.layers) == 1:
                 return self._m.layers[0]
-            raise DiffingError(f"the store holds layers {self._m.layers}; pick one with layer=...")
+            raise DiffingError(
+                f"the store holds layers {self._m.layers}; pick one with `layer`", fields=("layer",)
+            )
         if int(layer) not in self._m.layers:
             raise DiffingError(
-                f"layer {layer} is not in the store (it holds {self._m.layers}); harvest it with --layers"
+                f"layer {layer} is not in the store (it holds {self._m.layers}); harvest it (`layers`)",
+                fields=("layers",),
             )
         return int(layer)
 
     def norm_scales(self, layer: int | None = None) -> torch.Tensor:
         """``[n_models]`` scalars that make each model's mean squared norm equal d_model at ``layer``."""
-        return torch.tensor(self._m.norm_scales[str(self._layer(layer))], dtype=torch.float32)
+        return torch.tensor(self._m.norm_scales[str(self.layer_of(layer))], dtype=torch.float32)
 
     def verify(self) -> None:
         """Recompute every shard's sha256 and check its header against the manifest.
@@ -251,7 +255,7 @@ class ActivationStore:
         dtype: torch.dtype = torch.float32,
     ) -> StoreBatch:
         """Tokens ``[start, stop)`` in storage order, with metadata."""
-        layer = self._layer(layer)
+        layer = self.layer_of(layer)
         acts, cols = self._read(self._pieces(start, stop), layer, True)
         return StoreBatch(self._finish(acts, layer, normalize, dtype), *cols)
 
@@ -300,7 +304,7 @@ class ActivationStore:
             raise DiffingError(f"batch_size must be positive, got {batch_size}")
         if not 0 <= rank < world_size:
             raise DiffingError(f"rank {rank} is outside 0..{world_size - 1}")
-        layer = self._layer(layer)
+        layer = self.layer_of(layer)
         itemsize = torch.empty(0, dtype=_storage_torch_dtype(self._m.dtype)).element_size()
         window_tokens = max(
             batch_size, window_bytes // max(1, self.n_models * self.d_model * itemsize)

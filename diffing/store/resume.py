@@ -35,7 +35,8 @@ def _load_progress(out: Path, rank: int, key: dict) -> list[ShardInfo]:
         )
         raise DiffingError(
             f"{out} holds a harvest with different settings ({', '.join(diff)} differ); "
-            "rerun with the same settings to resume, or pass a new --out"
+            "rerun with the same settings to resume, or pass a new `out`",
+            fields=("out",),
         )
     shards = [ShardInfo(**s) for s in state["shards"]]
     for s in shards:

@@ -56,7 +56,8 @@ def check_free_space(folder: Path, needed: int, what: str) -> None:
     if free < needed * 1.05:
         raise DiffingError(
             f"not enough disk space in {str(folder)!r} to write {what}: needs {needed / 2**20:.1f} MiB, "
-            f"{free / 2**20:.1f} MiB free; free some space or choose another --out (finished shards are kept; rerun to resume)"
+            f"{free / 2**20:.1f} MiB free; free some space or choose another `out` (finished shards are kept; rerun to resume)",
+            fields=("out",),
         )
 
 
