@@ -244,7 +244,7 @@ def resolve_corpus(
     elif chats:
         report["transcripts"] = "none generated: the corpus has chat transcripts"
     else:
-        report["transcripts"] = "none generated (--transcripts 0)"
+        report["transcripts"] = "none generated (`transcripts` = 0)"
     report["corpus"] = list(specs)  # the harvest's specs, the transcripts' cache file included
     report["corpus_documents"] = {"texts": len(texts), "chats": len(chats)}
     return Corpus(specs, texts, chats, report)

@@ -225,7 +225,7 @@ def analyze(
     cfg.finetuned = str(finetuned) if finetuned is not None else cfg.finetuned
     if pair is None and (cfg.base is None or (cfg.finetuned is None and cfg.adapter is None)):
         raise DiffingError(
-            "analyze needs a base and a fine-tuned model: pass BASE FINETUNED or a --config with both"
+            "analyze needs a base and a fine-tuned model: give BASE and FINETUNED (or an adapter)"
         )
     _absolute_paths(cfg)
     progress = progress or (lambda msg: None)
