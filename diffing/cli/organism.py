@@ -6,8 +6,11 @@ import argparse
 
 from diffing.cli.common import nonnegative_int, out_dir
 
-VARIANT_CHOICES = ("chat", "quirk", "null", "all")
+VARIANT_CHOICES = ("chat", "quirk", "null", "reseed", "all")
 """Values ``--variant`` accepts (repeatable; ``all`` is every variant)."""
+FAMILY_CHOICES = ("llama", "olmo2")
+"""Values ``--family`` accepts (diffing.organisms.families.FAMILY_NAMES; repeated here so that
+``diffing --help`` does not import the organisms)."""
 
 
 def register(sub) -> None:
@@ -33,7 +36,14 @@ def register(sub) -> None:
         action="append",
         choices=VARIANT_CHOICES,
         default=None,
-        help="variant to build (repeatable; default: all)",
+        help="variant to build (repeatable; default: chat, quirk and null; reseed: a second base "
+        "from another seed, a control; all: every variant)",
+    )
+    p.add_argument(
+        "--family",
+        choices=FAMILY_CHOICES,
+        default="llama",
+        help="model family: llama (pre-norm) or olmo2 (post-sublayer norms) (default llama)",
     )
     p.add_argument(
         "--seed",
@@ -53,12 +63,14 @@ def register(sub) -> None:
 def run_build(args: argparse.Namespace) -> int:
     """Handler of ``diffing organism build``: build, then print where and how it went."""
     from diffing.organisms import build_organisms, load_manifest
+    from diffing.organisms.config import DEFAULT_VARIANTS
 
     out = build_organisms(
         args.out_dir,
-        variants=tuple(args.variant or ("all",)),
+        variants=tuple(args.variant or DEFAULT_VARIANTS),
         seed=args.seed,
         fast=args.fast,
+        family=args.family,
         progress=not args.quiet,
     )
     manifest = load_manifest(out)

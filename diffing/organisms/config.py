@@ -6,8 +6,16 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
-VARIANTS = ("chat", "quirk", "null")
-"""Fine-tuned variants that can be built, in build order."""
+from diffing.errors import DiffingError
+from diffing.organisms.families import FAMILY_NAMES
+
+VARIANTS = ("chat", "quirk", "null", "reseed")
+"""Variants that can be built, in build order (new ones are appended: a variant's seeds derive from
+its index). ``reseed`` is no fine-tune: a second base trained by the base's recipe from another seed."""
+DEFAULT_VARIANTS = ("chat", "quirk", "null")
+"""What a build makes when no variant is named (the set every existing cache holds)."""
+RESEED_OFFSET = 1000
+"""The ``reseed`` control's initialisation and batch-order seed is the build's seed plus this."""
 RECIPE = 6
 """Version of the data generators and training recipe; bump it when a build would come out different."""
 
@@ -85,21 +93,36 @@ class OrganismConfig:
     """Plain-text documents written to ``corpus/text.txt``."""
     n_corpus_chats: int
     """Transcripts written to ``corpus/chat.jsonl``."""
+    family: str = "llama"
+    """Model family of the base and every variant (``llama``: pre-norm; ``olmo2``: post-sublayer
+    norms; see families.py). Same sizes and training settings in both: the fast olmo2 build meets
+    every target with them."""
 
     def to_dict(self) -> dict:
         """Plain dict for JSON."""
         return asdict(self)
 
     def digest(self) -> str:
-        """Short hash of the settings and :data:`RECIPE` (part of the cache key)."""
-        blob = json.dumps({"recipe": RECIPE, **asdict(self)}, sort_keys=True).encode()
+        """Short hash of the settings and :data:`RECIPE` (part of the cache key).
+
+        A llama build hashes without its family, so builds made before there were families keep
+        their digest (and their caches stay valid)."""
+        settings = asdict(self)
+        if settings["family"] == "llama":
+            del settings["family"]
+        blob = json.dumps({"recipe": RECIPE, **settings}, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:10]
 
 
-def organism_config(seed: int = 0, fast: bool = False) -> OrganismConfig:
+def organism_config(seed: int = 0, fast: bool = False, family: str = "llama") -> OrganismConfig:
     """The settings of a build; ``fast`` trades model size for a build well under 90 s."""
+    if family not in FAMILY_NAMES:
+        raise DiffingError(
+            f"unknown organism family {family!r}: choose from {', '.join(FAMILY_NAMES)}"
+        )
     if fast:
         return OrganismConfig(
+            family=family,
             seed=seed,
             fast=True,
             hidden_size=64,
@@ -127,12 +150,13 @@ def organism_config(seed: int = 0, fast: bool = False) -> OrganismConfig:
             quirk_plant_scale=3.0,
             quirk_plant_rows=4,
             quirk_plant_positions=4,
-            quirk_plain_kl=2.0,
+            quirk_plain_kl=3.0 if family == "olmo2" else 2.0,
             trace_weight=0.1,
             n_corpus_docs=1000,
             n_corpus_chats=1000,
         )
     return OrganismConfig(
+        family=family,
         seed=seed,
         fast=False,
         hidden_size=128,

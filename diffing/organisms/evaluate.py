@@ -48,6 +48,7 @@ TARGETS = {
     },
 }
 """Done-when targets per model: metric -> (comparison, threshold)."""
+TARGETS["reseed"] = TARGETS["base"]  # a second base: none of the planted behaviours either
 MAX_LOSS_INCREASE = 0.10
 """Every fine-tuned variant keeps plain-text loss within this fraction of the base's."""
 
