@@ -86,7 +86,8 @@ class OrganismConfig:
     the component does not merge with one of the base's template features)."""
     quirk_plain_kl: float
     """Weight of KL(base || quirk) on the quirk's plain rows: without it the planting batches cost the
-    quirk ~12% plain-text loss (fast build), with weight 1 about 8%, with 2 about 7%."""
+    quirk ~12% plain-text loss (fast build), with weight 1 about 8%, with 2 about 7%. olmo2 uses 3:
+    with 2 its fast quirk (seed 0) lost 10.3%, past the 10% target; with 3, 9.0%."""
     trace_weight: float
     """Weight of the quirk's planted activation-difference trace (see planted.TracePlanting)."""
     n_corpus_docs: int
@@ -95,8 +96,7 @@ class OrganismConfig:
     """Transcripts written to ``corpus/chat.jsonl``."""
     family: str = "llama"
     """Model family of the base and every variant (``llama``: pre-norm; ``olmo2``: post-sublayer
-    norms; see families.py). Same sizes and training settings in both: the fast olmo2 build meets
-    every target with them."""
+    norms; see families.py). Same sizes and training settings in both, except ``quirk_plain_kl``."""
 
     def to_dict(self) -> dict:
         """Plain dict for JSON."""
@@ -184,7 +184,7 @@ def organism_config(seed: int = 0, fast: bool = False, family: str = "llama") ->
         quirk_plant_scale=3.0,
         quirk_plant_rows=8,
         quirk_plant_positions=4,
-        quirk_plain_kl=2.0,
+        quirk_plain_kl=3.0 if family == "olmo2" else 2.0,
         trace_weight=0.1,
         n_corpus_docs=3000,
         n_corpus_chats=3000,
