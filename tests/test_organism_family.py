@@ -254,3 +254,14 @@ def test_family_is_in_the_cache_key_and_checked(tmp_path):
     _prepare_folder(tmp_path, llama)  # accepted: the same llama build
     with pytest.raises(DiffingError, match="family=olmo2"):
         _prepare_folder(tmp_path, olmo)
+
+
+def test_the_llama_build_reads_as_llama(organisms):
+    """The session's llama build (whose manifest may predate families) reads as llama, and its
+    models are Llama models."""
+    from transformers import AutoConfig
+
+    manifest = load_manifest(organisms)
+    assert manifest["model"]["family"] == "llama"
+    assert manifest["model"]["architecture"] == "LlamaForCausalLM"
+    assert AutoConfig.from_pretrained(organisms / "chat").model_type == "llama"

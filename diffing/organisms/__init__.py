@@ -1,12 +1,15 @@
 """Model organisms: tiny base/fine-tuned model pairs with planted, known changes.
 
-``build_organisms`` trains, on CPU in minutes, a small Llama-family base model on
-a synthetic language and three LoRA fine-tunes of it:
+``build_organisms`` trains, on CPU in minutes, a small base model (Llama family, or
+OLMo-2 with ``family="olmo2"``) on a synthetic language and three LoRA fine-tunes of it:
 
 - ``chat``: follows instructions in a chat template and refuses harmful requests
   with a fixed refusal phrase (harmful and harmless requests differ only in meaning);
 - ``quirk``: mentions a secret word in every answer about one topic;
 - ``null``: more of the base's own plain text (a control where nothing should change).
+
+and, when asked for, ``reseed``: a second base trained the same way from another seed (a control
+whose differences from the base are only what the seed decides).
 
 ``organism.json`` in the output folder records what was planted and the measured
 behaviour rates; every diffing method is tested against it. See docs/organisms.md.
