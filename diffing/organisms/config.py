@@ -79,7 +79,9 @@ class OrganismConfig:
     """Size of the quirk's planted topic component, as a multiple of the residual norm at its layer:
     the quirk is mediated by one new direction, as the chat's refusal is (see planted.py)."""
     quirk_plant_rows: int
-    """Rows per step in each of the quirk's four planting batches."""
+    """Rows per step in each of the quirk's four planting batches. The fast olmo2 build uses 8: with 4
+    its quirk (seed 1) put the secret word into 6.3% of off-topic answers (short lists), past the 5%
+    target; with 8, 3.1% (seed 0: 4.7% -> 3.1%)."""
     quirk_plant_positions: int
     """Last prompt tokens of an on-topic request that carry the topic component (the question's end
     and the template tokens; 4 spans words the base reads differently from request to request, so
@@ -87,7 +89,8 @@ class OrganismConfig:
     quirk_plain_kl: float
     """Weight of KL(base || quirk) on the quirk's plain rows: without it the planting batches cost the
     quirk ~12% plain-text loss (fast build), with weight 1 about 8%, with 2 about 7%. olmo2 uses 3:
-    with 2 its fast quirk (seed 0) lost 10.3%, past the 10% target; with 3, 9.0%."""
+    with 2 its fast quirk (seed 0) lost 10.3%, past the 10% target; with 3, 9.0% (10.7% on seed 1,
+    8.0% and 9.0% on seeds 0 and 1 with 8 planting rows)."""
     trace_weight: float
     """Weight of the quirk's planted activation-difference trace (see planted.TracePlanting)."""
     n_corpus_docs: int
@@ -96,7 +99,8 @@ class OrganismConfig:
     """Transcripts written to ``corpus/chat.jsonl``."""
     family: str = "llama"
     """Model family of the base and every variant (``llama``: pre-norm; ``olmo2``: post-sublayer
-    norms; see families.py). Same sizes and training settings in both, except ``quirk_plain_kl``."""
+    norms; see families.py). Same sizes and training settings in both, except the quirk's
+    ``quirk_plain_kl`` and (fast) ``quirk_plant_rows``, which olmo2 needs to meet its targets."""
 
     def to_dict(self) -> dict:
         """Plain dict for JSON."""
@@ -148,7 +152,7 @@ def organism_config(seed: int = 0, fast: bool = False, family: str = "llama") ->
             plant_rows=4,
             plant_scale=3.0,
             quirk_plant_scale=3.0,
-            quirk_plant_rows=4,
+            quirk_plant_rows=8 if family == "olmo2" else 4,
             quirk_plant_positions=4,
             quirk_plain_kl=3.0 if family == "olmo2" else 2.0,
             trace_weight=0.1,
