@@ -128,8 +128,9 @@ def test_olmo2_quirk_direction_mediates_the_secret_word(olmo2, manifest):
 
 
 def test_reseed_is_a_second_base_from_another_seed(olmo2, manifest):
-    """``reseed``: a full model (no adapter), plain-text loss within 10% of the base's, weights far
-    from the base's (another initialisation, not a small fine-tune), a control with no targets."""
+    """``reseed``: a full model (no adapter), plain-text loss within 10% of the base's, a control with
+    no targets, and every weight matrix as far from the base's as two independent ones are
+    (relative difference ~sqrt(2); the chat fine-tune moves none by more than 0.8)."""
     from safetensors.torch import load_file
 
     entry = manifest["variants"]["reseed"]
@@ -140,9 +141,11 @@ def test_reseed_is_a_second_base_from_another_seed(olmo2, manifest):
     base = load_file(olmo2 / "base" / "model.safetensors")
     reseed = load_file(olmo2 / "reseed" / "model.safetensors")
     assert base.keys() == reseed.keys()
-    for name in ("model.embed_tokens.weight", "model.layers.0.mlp.down_proj.weight"):
+    matrices = [name for name, w in base.items() if w.dim() == 2]
+    assert "model.embed_tokens.weight" in matrices
+    for name in matrices:
         rel = (reseed[name] - base[name]).norm() / base[name].norm()
-        assert rel > 0.5, (name, float(rel))  # a fine-tune moves weights by a few percent
+        assert rel > 1.2, (name, float(rel))
 
 
 def _block_inputs(model, ids) -> list[torch.Tensor]:
