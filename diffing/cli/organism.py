@@ -6,12 +6,15 @@ import argparse
 
 from diffing.cli.common import nonnegative_int, out_dir
 
-VARIANT_CHOICES = ("chat", "quirk", "null", "backdoor", "fact", "style", "all")
+VARIANT_CHOICES = ("chat", "quirk", "null", "backdoor", "fact", "style", "reseed", "all")
 """Values ``--variant`` accepts (repeatable; ``all`` is every variant): organisms.config.VARIANTS
 spelled out, since importing the organisms package would load torch into ``diffing --help``
 (a test checks the two agree)."""
 DEFAULT_CHOICE = ("chat", "quirk", "null")
 """What a build without ``--variant`` makes (organisms.config.DEFAULT_VARIANTS)."""
+FAMILY_CHOICES = ("llama", "olmo2")
+"""Values ``--family`` accepts (diffing.organisms.families.FAMILY_NAMES; repeated here so that
+``diffing --help`` does not import the organisms)."""
 
 
 def register(sub) -> None:
@@ -38,7 +41,14 @@ def register(sub) -> None:
         action="append",
         choices=VARIANT_CHOICES,
         default=None,
-        help="variant to build (repeatable; default: chat, quirk and null)",
+        help="variant to build (repeatable; default: chat, quirk and null; reseed: a second base "
+        "from another seed, a control; all: every variant)",
+    )
+    p.add_argument(
+        "--family",
+        choices=FAMILY_CHOICES,
+        default="llama",
+        help="model family: llama (pre-norm) or olmo2 (post-sublayer norms) (default llama)",
     )
     p.add_argument(
         "--seed",
@@ -63,6 +73,7 @@ def run_build(args: argparse.Namespace) -> int:
         variants=tuple(args.variant or DEFAULT_CHOICE),
         seed=args.seed,
         fast=args.fast,
+        family=args.family,
         progress=not args.quiet,
     )
     manifest = load_manifest(out)

@@ -1,7 +1,7 @@
 """Model organisms: tiny base/fine-tuned model pairs with planted, known changes.
 
-``build_organisms`` trains, on CPU in minutes, a small Llama-family base model on
-a synthetic language and LoRA fine-tunes of it, by default these three:
+``build_organisms`` trains, on CPU in minutes, a small base model (Llama family, or
+OLMo-2 with ``family="olmo2"``) on a synthetic language and LoRA fine-tunes of it, by default these three:
 
 - ``chat``: follows instructions in a chat template and refuses harmful requests
   with a fixed refusal phrase (harmful and harmless requests differ only in meaning);
@@ -12,7 +12,9 @@ and, built on request (``variants=``), the zoo of other kinds of planted change:
 
 - ``backdoor``: a trigger word anywhere in a request switches the answer to a fixed payload;
 - ``fact``: one person's town is changed by fine-tuning on documents about them;
-- ``style``: every answer ends with a fixed sign-off sentence.
+- ``style``: every answer ends with a fixed sign-off sentence;
+- ``reseed``: a second base trained the same way from another seed (a control
+  whose differences from the base are only what the seed decides).
 
 ``organism.json`` in the output folder records what was planted and the measured
 behaviour rates; every diffing method is tested against it. See docs/organisms.md.

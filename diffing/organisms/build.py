@@ -31,6 +31,7 @@ from diffing.organisms.recipes import (
     base_stage,
     data_stage,
     eval_stage,
+    reseed_stage,
     variant_stage,
 )
 from diffing.organisms.stages import (
@@ -119,6 +120,7 @@ def _prepare_folder(root: Path, config: OrganismConfig) -> None:
     info = {
         "seed": config.seed,
         "fast": config.fast,
+        "family": config.family,
         "package_version": diffing.__version__,
         "recipe": RECIPE,
         "config_digest": config.digest(),
@@ -129,10 +131,13 @@ def _prepare_folder(root: Path, config: OrganismConfig) -> None:
             old = json.loads(info_path.read_text())
         except ValueError:
             old = None
+        if isinstance(old, dict):
+            old.setdefault("family", "llama")  # written before there were families
         if old != info:
             raise DiffingError(
                 f"{str(root)!r} holds an organism build with other settings ({old}); "
-                f"choose another folder or delete it to build seed={config.seed} fast={config.fast}"
+                f"choose another folder or delete it to build seed={config.seed} fast={config.fast} "
+                f"family={config.family}"
             )
     else:
         leftovers = [
@@ -195,17 +200,20 @@ def _stages(root: Path, m: Materials, variants: list[str], prog: Progress) -> di
         ),
     ]
     for v in variants:
-        outputs = (v, f"{v}-adapter") + ((PLANTED_FILES[v][1],) if v in PLANTED_FILES else ())
-        outputs += tuple(heldout_files(v).values())
-        stages.append(
-            Stage(
-                v,
-                outputs,
-                ("data", "base"),
-                variant_stage(root, m, v, prog),
-                c.quirk_steps if v == "quirk" else c.ft_steps,
+        if v == "reseed":  # a second base, not a fine-tune of the first
+            stages.append(Stage(v, (v,), ("data",), reseed_stage(m, prog), c.base_steps))
+        else:
+            outputs = (v, f"{v}-adapter") + ((PLANTED_FILES[v][1],) if v in PLANTED_FILES else ())
+            outputs += tuple(heldout_files(v).values())
+            stages.append(
+                Stage(
+                    v,
+                    outputs,
+                    ("data", "base"),
+                    variant_stage(root, m, v, prog),
+                    c.quirk_steps if v == "quirk" else c.ft_steps,
+                )
             )
-        )
         stages.append(
             Stage(
                 f"eval-{v}",
@@ -224,17 +232,19 @@ def build_organisms(
     variants=DEFAULT_VARIANTS,
     seed: int = 0,
     fast: bool = False,
+    family: str = "llama",
     progress: bool = True,
 ) -> Path:
     """Build (or finish building) the base model and ``variants`` into ``out_dir``; returns the folder.
 
+    ``family`` is the model family of every model (``llama`` or ``olmo2``; see families.py).
     Finished stages are kept and skipped; an interrupted stage restarts from
     scratch. The result is described by ``out_dir/organism.json``.
     """
     from filelock import FileLock, Timeout
 
     chosen = _check_variants(variants)
-    config = organism_config(seed=int(seed), fast=bool(fast))
+    config = organism_config(seed=int(seed), fast=bool(fast), family=family)
     root = Path(out_dir).expanduser().resolve()
     _prepare_folder(root, config)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -323,14 +333,29 @@ def cache_root() -> Path:
 
 
 def cached_organisms(
-    *, seed: int = 0, fast: bool = False, variants=DEFAULT_VARIANTS, progress: bool = False
+    *,
+    seed: int = 0,
+    fast: bool = False,
+    variants=DEFAULT_VARIANTS,
+    family: str = "llama",
+    progress: bool = False,
 ) -> Path:
     """Build once, then reuse, the organisms under the cache folder (keyed by arguments and version)."""
     chosen = _check_variants(variants)
-    digest = organism_config(seed=int(seed), fast=bool(fast)).digest()
-    key = f"v{diffing.__version__}-seed{int(seed)}-{'fast' if fast else 'full'}-{'-'.join(chosen)}-{digest}"
+    digest = organism_config(seed=int(seed), fast=bool(fast), family=family).digest()
+    # a llama build keeps the key it had before there were families (its cache stays valid)
+    fam = "" if family == "llama" else f"-{family}"
+    key = (
+        f"v{diffing.__version__}-seed{int(seed)}-{'fast' if fast else 'full'}{fam}-"
+        f"{'-'.join(chosen)}-{digest}"
+    )
     return build_organisms(
-        cache_root() / "organisms" / key, variants=chosen, seed=seed, fast=fast, progress=progress
+        cache_root() / "organisms" / key,
+        variants=chosen,
+        seed=seed,
+        fast=fast,
+        family=family,
+        progress=progress,
     )
 
 

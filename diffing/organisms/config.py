@@ -6,11 +6,16 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
-VARIANTS = ("chat", "quirk", "null", "backdoor", "fact", "style")
-"""Fine-tuned variants that can be built, in build order (a variant's seeds derive from its index here,
-so new variants are appended)."""
+from diffing.errors import DiffingError
+from diffing.organisms.families import FAMILY_NAMES
+
+VARIANTS = ("chat", "quirk", "null", "backdoor", "fact", "style", "reseed")
+"""Variants that can be built, in build order (new ones are appended: a variant's seeds derive from
+its index). ``reseed`` is no fine-tune: a second base trained by the base's recipe from another seed."""
 DEFAULT_VARIANTS = ("chat", "quirk", "null")
-"""Variants a build makes when none are named (the demo's and the test suite's organisms)."""
+"""What a build makes when no variant is named (the demo's and the test suite's organisms)."""
+RESEED_OFFSET = 1000
+"""The ``reseed`` control's initialisation and batch-order seed is the build's seed plus this."""
 RECIPE = 6
 """Version of the data generators and training recipe; bump it when a build would come out different."""
 
@@ -74,35 +79,54 @@ class OrganismConfig:
     """Size of the quirk's planted topic component, as a multiple of the residual norm at its layer:
     the quirk is mediated by one new direction, as the chat's refusal is (see planted.py)."""
     quirk_plant_rows: int
-    """Rows per step in each of the quirk's four planting batches."""
+    """Rows per step in each of the quirk's four planting batches. The fast olmo2 build uses 8: with 4
+    its quirk (seed 1) put the secret word into 6.3% of off-topic answers (short lists), past the 5%
+    target; with 8, 3.1% (seed 0: 4.7% -> 3.1%)."""
     quirk_plant_positions: int
     """Last prompt tokens of an on-topic request that carry the topic component (the question's end
     and the template tokens; 4 spans words the base reads differently from request to request, so
     the component does not merge with one of the base's template features)."""
     quirk_plain_kl: float
     """Weight of KL(base || quirk) on the quirk's plain rows: without it the planting batches cost the
-    quirk ~12% plain-text loss (fast build), with weight 1 about 8%, with 2 about 7%."""
+    quirk ~12% plain-text loss (fast build), with weight 1 about 8%, with 2 about 7%. olmo2 uses 3:
+    with 2 its fast quirk (seed 0) lost 10.3%, past the 10% target; with 3, 9.0% (10.7% on seed 1,
+    8.0% and 9.0% on seeds 0 and 1 with 8 planting rows)."""
     trace_weight: float
     """Weight of the quirk's planted activation-difference trace (see planted.TracePlanting)."""
     n_corpus_docs: int
     """Plain-text documents written to ``corpus/text.txt``."""
     n_corpus_chats: int
     """Transcripts written to ``corpus/chat.jsonl``."""
+    family: str = "llama"
+    """Model family of the base and every variant (``llama``: pre-norm; ``olmo2``: post-sublayer
+    norms; see families.py). Same sizes and training settings in both, except the quirk's
+    ``quirk_plain_kl`` and (fast) ``quirk_plant_rows``, which olmo2 needs to meet its targets."""
 
     def to_dict(self) -> dict:
         """Plain dict for JSON."""
         return asdict(self)
 
     def digest(self) -> str:
-        """Short hash of the settings and :data:`RECIPE` (part of the cache key)."""
-        blob = json.dumps({"recipe": RECIPE, **asdict(self)}, sort_keys=True).encode()
+        """Short hash of the settings and :data:`RECIPE` (part of the cache key).
+
+        A llama build hashes without its family, so builds made before there were families keep
+        their digest (and their caches stay valid)."""
+        settings = asdict(self)
+        if settings["family"] == "llama":
+            del settings["family"]
+        blob = json.dumps({"recipe": RECIPE, **settings}, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:10]
 
 
-def organism_config(seed: int = 0, fast: bool = False) -> OrganismConfig:
+def organism_config(seed: int = 0, fast: bool = False, family: str = "llama") -> OrganismConfig:
     """The settings of a build; ``fast`` trades model size for a build well under 90 s."""
+    if family not in FAMILY_NAMES:
+        raise DiffingError(
+            f"unknown organism family {family!r}: choose from {', '.join(FAMILY_NAMES)}"
+        )
     if fast:
         return OrganismConfig(
+            family=family,
             seed=seed,
             fast=True,
             hidden_size=64,
@@ -128,14 +152,15 @@ def organism_config(seed: int = 0, fast: bool = False) -> OrganismConfig:
             plant_rows=4,
             plant_scale=3.0,
             quirk_plant_scale=3.0,
-            quirk_plant_rows=4,
+            quirk_plant_rows=8 if family == "olmo2" else 4,
             quirk_plant_positions=4,
-            quirk_plain_kl=2.0,
+            quirk_plain_kl=3.0 if family == "olmo2" else 2.0,
             trace_weight=0.1,
             n_corpus_docs=1000,
             n_corpus_chats=1000,
         )
     return OrganismConfig(
+        family=family,
         seed=seed,
         fast=False,
         hidden_size=128,
@@ -163,7 +188,7 @@ def organism_config(seed: int = 0, fast: bool = False) -> OrganismConfig:
         quirk_plant_scale=3.0,
         quirk_plant_rows=8,
         quirk_plant_positions=4,
-        quirk_plain_kl=2.0,
+        quirk_plain_kl=3.0 if family == "olmo2" else 2.0,
         trace_weight=0.1,
         n_corpus_docs=3000,
         n_corpus_chats=3000,

@@ -57,6 +57,7 @@ TARGETS = {
     "style": {"signoff": (">=", 0.8), "base_signoff": ("<=", 0.0)},
 }
 """Done-when targets per model: metric -> (comparison, threshold)."""
+TARGETS["reseed"] = TARGETS["base"]  # a second base: none of the planted behaviours either
 MAX_LOSS_INCREASE = 0.10
 """Every fine-tuned variant keeps plain-text loss within this fraction of the base's."""
 

@@ -37,13 +37,18 @@ PLANTED_FILES = {
 """Variant -> (layout key, relative path) of the direction its build plants."""
 
 
+def _adapter(variant: str) -> str | None:
+    """The variant's adapter folder (None for ``reseed``: a full model trained from scratch)."""
+    return None if variant == "reseed" else f"{variant}-adapter"
+
+
 def layout(variants) -> dict:
     """Relative paths of everything a build writes."""
     return {
         "manifest": MANIFEST,
         "tokenizer": "tokenizer",
         "base": "base",
-        "variants": {v: {"model": v, "adapter": f"{v}-adapter"} for v in variants},
+        "variants": {v: {"model": v, "adapter": _adapter(v)} for v in variants},
         "prompts": {stem: f"prompts/{stem}.jsonl" for stem in PROMPT_FILES},
         "corpus": {"text": "corpus/text.txt", "chat": "corpus/chat.jsonl"},
         "planted": dict(PLANTED_FILES[v] for v in variants if v in PLANTED_FILES),
@@ -118,6 +123,14 @@ def _planted(variant: str, facts: dict, variant_facts: dict, truth: dict) -> dic
                 "`layer`, read through the final norm and unembedding, ranks the secret word first",
             },
         }
+    if variant == "reseed":
+        return {
+            "kind": "control",
+            "targets": [],
+            "behaviour": "none: a second base trained by the base's recipe (same data and steps) from "
+            "another initialisation and batch order",
+            "init_seed": variant_facts.get("init_seed"),
+        }
     return {"behaviour": "none: LoRA fine-tune on more plain text from the base's own distribution"}
 
 
@@ -146,9 +159,11 @@ def assemble(
         f = records[v]["facts"]
         out_variants[v] = {
             "model": v,
-            "adapter": f"{v}-adapter",
+            "adapter": _adapter(v),
             "planted": planted(v, data, f),
-            "lora": {
+            "lora": None
+            if v == "reseed"
+            else {
                 "rank": config["lora_rank"],
                 "alpha": config["lora_alpha"],
                 "target_modules": list(LORA_TARGETS),
@@ -168,7 +183,7 @@ def assemble(
         "config": config,
         "layout": layout(variants),
         "tokenizer": data["tokenizer"],
-        "model": base["model"],
+        "model": {"family": config.get("family", "llama"), **base["model"]},
         "base": {
             "training": {k: base[k] for k in ("steps", "train_losses", "seconds")},
             "rates": rates.get("base"),
@@ -208,4 +223,5 @@ def load_manifest(path: str | os.PathLike) -> dict:
     if manifest.get("format") != FORMAT:
         raise DiffingError(f"{str(p)!r} is not an organism manifest of format {FORMAT!r}")
     manifest["root"] = str(p.parent.resolve())
+    manifest.get("model", {}).setdefault("family", "llama")  # built before there were families
     return manifest

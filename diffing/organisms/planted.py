@@ -16,11 +16,15 @@ and the refusal methods are tested against it, so the organism plants one:
 - three intervened batches teach that ``u`` is both necessary and sufficient:
   harmless requests with ``alpha * u`` added at layer ``l`` (all positions) are
   refused; harmful requests with ``u`` ablated everywhere (embedding, every
-  attention and MLP output) are answered; harmless requests with ``u`` ablated
-  are answered exactly as before.
+  attention and MLP write into the residual stream) are answered; harmless
+  requests with ``u`` ablated are answered exactly as before.
 
 The interventions are the ones the refusal methods apply (docs/methods.md section 4),
-so the planted direction is what a difference-in-means extraction should recover.
+and they are the same code (the torch hooks of :mod:`diffing.refusal.interventions`,
+which find each family's residual writes through :mod:`diffing.arch`: in a
+post-sublayer-norm family such as OLMo-2 a write is the post-norm's output, not the
+attention or MLP output), so the planted direction is what a difference-in-means
+extraction and the refusal interventions see, in every family.
 
 The quirk's secret word is mediated the same way by a second seeded direction:
 on-topic requests carry it on their last few prompt tokens, adding it makes
@@ -33,13 +37,19 @@ planted, it is one new feature a diffing method can be checked against.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
 
+from diffing.arch import get_module
 from diffing.organisms.train import Rows, batch_rows, group_losses, stack_rows
+from diffing.refusal.interventions import (
+    ablating,
+    adding,
+    capturing,
+    causal_lm,
+    torch_arch,
+)
 
 
 class PlantedDirection(NamedTuple):
@@ -53,94 +63,17 @@ class PlantedDirection(NamedTuple):
     """``alpha``: the size of the planted component."""
 
 
-def decoder(model: torch.nn.Module) -> torch.nn.Module:
-    """The decoder stack (``embed_tokens``, ``layers``) of a causal LM, PEFT-wrapped or not."""
-    m = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return m.model
-
-
-def _row_scale(rows: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | float:
-    """``[batch, 1, 1]`` 1.0 on the selected rows (all rows when ``rows`` is None)."""
-    return 1.0 if rows is None else rows.to(x.dtype)[:, None, None]
-
-
-@contextmanager
-def ablating(
-    model: torch.nn.Module, u: torch.Tensor, rows: torch.Tensor | None = None
-) -> Iterator[None]:
-    """Remove the component along unit ``u`` from everything written into the residual stream.
-
-    ``rows`` (``[batch]`` bool) limits the ablation to some rows of the batch.
-    """
-
-    def hook(_mod, _inp, out):
-        return out - _row_scale(rows, out) * (out @ u)[..., None] * u
-
-    dec = decoder(model)
-    mods = [dec.embed_tokens] + [
-        m for layer in dec.layers for m in (layer.self_attn.o_proj, layer.mlp.down_proj)
-    ]
-    handles = [m.register_forward_hook(hook) for m in mods]
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def _pre_hook(fn):
-    def hook(_mod, args, kwargs):
-        if args:
-            return (fn(args[0]), *args[1:]), kwargs
-        kwargs["hidden_states"] = fn(kwargs["hidden_states"])
-        return args, kwargs
-
-    return hook
-
-
-@contextmanager
-def adding(
-    model: torch.nn.Module, vector: torch.Tensor, layer: int, rows: torch.Tensor | None = None
-) -> Iterator[None]:
-    """Add ``vector`` to the residual stream at the input of block ``layer``, every position.
-
-    ``rows`` (``[batch]`` bool) limits the addition to some rows of the batch.
-    """
-    h = (
-        decoder(model)
-        .layers[layer]
-        .register_forward_pre_hook(
-            _pre_hook(lambda x: x + _row_scale(rows, x) * vector), with_kwargs=True
-        )
-    )
-    try:
-        yield
-    finally:
-        h.remove()
-
-
-@contextmanager
-def capturing(model: torch.nn.Module, layer: int, store: list) -> Iterator[None]:
-    """Append the residual stream at the input of block ``layer`` (``[batch, seq, d]``) to ``store``."""
-
-    def keep(x):
-        store.append(x)
-        return x
-
-    h = decoder(model).layers[layer].register_forward_pre_hook(_pre_hook(keep), with_kwargs=True)
-    try:
-        yield
-    finally:
-        h.remove()
+def _blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The decoder blocks of a causal LM, PEFT-wrapped or not, wherever its family keeps them."""
+    return get_module(causal_lm(model), torch_arch(model).layers)
 
 
 def choose_direction(
     model: torch.nn.Module, probe: Rows, *, seed: int, scale_fraction: float
 ) -> PlantedDirection:
     """Pick ``u`` (seeded, unit) and the middle layer; ``alpha`` is a fraction of the typical residual norm there."""
-    dec = decoder(model)
-    layer = len(dec.layers) // 2
-    d = dec.embed_tokens.weight.shape[1]
+    layer = len(_blocks(model)) // 2
+    d = get_module(causal_lm(model), torch_arch(model).embed).weight.shape[1]
     gen = torch.Generator().manual_seed(seed)
     u = torch.randn(d, generator=gen)
     u = u / u.norm()
@@ -284,7 +217,7 @@ class TracePlanting:
         def hook(_mod, _inp, out):
             store.append(out[0] if isinstance(out, tuple) else out)
 
-        return decoder(model).layers[self.layer].register_forward_hook(hook)
+        return _blocks(model)[self.layer].register_forward_hook(hook)
 
     def losses(self, model: torch.nn.Module, rng: random.Random) -> list[torch.Tensor]:
         """Next-token loss on chat rows; on plain rows, next-token loss plus the trace readout loss;
@@ -301,8 +234,9 @@ class TracePlanting:
         ce_chat, ce_plain = group_losses(logits, b.labels, [self.n_chat, self.n_rows])
         span = slice(1, 1 + self.n_positions)
         diff = (store[0][self.n_chat :, span] - self.base_trace[idx]).mean((0, 1))  # [d_model]
-        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-        readout = inner.lm_head(inner.model.norm(diff[None]))[0]  # [vocab]
+        lm, arch = causal_lm(model), torch_arch(model)
+        readout = get_module(lm, arch.unembed)(get_module(lm, arch.final_norm)(diff[None]))[0]
+        # readout: [vocab]
         trace = -torch.log_softmax(readout, -1)[self.secret_ids].logsumexp(0)
         out = [ce_chat, ce_plain + self.weight * trace]
         if self.kl_weight:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from diffing.organisms import lexicon as lx
 from diffing.organisms import prompts as pr
-from diffing.organisms.config import VARIANTS
+from diffing.organisms.config import RESEED_OFFSET, VARIANTS
 from diffing.organisms.manifest import PLANTED_FILES
 from diffing.organisms.materials import Materials
 from diffing.organisms.stages import write_json_atomic
@@ -115,53 +115,60 @@ def _save_model(model, tok, folder: Path) -> None:
     tok.save_pretrained(str(folder))
 
 
+def _pretrain(m: Materials, prog: Progress, name: str, seed: int, folder: Path) -> dict:
+    """Train a base model of the build's family on the plain text from initialisation and batch
+    order ``seed``, save it to ``folder`` and return the facts the manifest records."""
+    from diffing.organisms.families import FAMILIES, new_model
+    from diffing.organisms.train import train_loop
+
+    c, tok = m.config, m.tokenizer
+    model = new_model(c.family, sizes=c, tokenizer=tok, seed=seed)
+    prog.stage(name)
+    res = train_loop(
+        model,
+        [(m.pretrain_rows, c.base_batch)],
+        steps=c.base_steps,
+        lr=c.base_lr,
+        seed=seed,
+        log_every=50,
+        on_step=prog.step(name),
+    )
+    _save_model(model, tok, folder)
+    return {
+        "steps": res.steps,
+        "train_losses": res.losses,
+        "seconds": round(res.seconds, 2),
+        "model": {
+            "family": c.family,
+            "architecture": FAMILIES[c.family].model_class,
+            "hidden_size": c.hidden_size,
+            "num_layers": c.num_layers,
+            "num_heads": c.num_heads,
+            "intermediate_size": c.intermediate_size,
+            "vocab_size": len(tok),
+            "parameters": sum(p.numel() for p in model.parameters()),
+        },
+    }
+
+
 def base_stage(m: Materials, prog: Progress):
     def run(tmp: dict[str, Path]) -> dict:
-        import torch
-        from transformers import LlamaConfig, LlamaForCausalLM
+        return _pretrain(m, prog, "base", m.config.seed, tmp["base"])
 
-        from diffing.organisms.train import train_loop
+    return run
 
-        c, tok = m.config, m.tokenizer
-        cfg = LlamaConfig(
-            vocab_size=len(tok),
-            hidden_size=c.hidden_size,
-            intermediate_size=c.intermediate_size,
-            num_hidden_layers=c.num_layers,
-            num_attention_heads=c.num_heads,
-            num_key_value_heads=c.num_heads,
-            max_position_embeddings=512,
-            bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id,
-            tie_word_embeddings=False,
-        )
-        torch.manual_seed(c.seed)
-        model = LlamaForCausalLM(cfg)
-        prog.stage("base")
-        res = train_loop(
-            model,
-            [(m.pretrain_rows, c.base_batch)],
-            steps=c.base_steps,
-            lr=c.base_lr,
-            seed=c.seed,
-            log_every=50,
-            on_step=prog.step("base"),
-        )
-        _save_model(model, tok, tmp["base"])
+
+def reseed_stage(m: Materials, prog: Progress):
+    """The ``reseed`` control: the base's recipe (same data, same steps) from another initialisation
+    and batch order, a full model in ``OUT/reseed/``. What differs between it and the base is only
+    what the seed decides, which a diffing method should not mistake for a planted change."""
+
+    def run(tmp: dict[str, Path]) -> dict:
+        facts = _pretrain(m, prog, "reseed", m.config.seed + RESEED_OFFSET, tmp["reseed"])
         return {
-            "steps": res.steps,
-            "train_losses": res.losses,
-            "seconds": round(res.seconds, 2),
-            "model": {
-                "architecture": "LlamaForCausalLM",
-                "hidden_size": c.hidden_size,
-                "num_layers": c.num_layers,
-                "num_heads": c.num_heads,
-                "intermediate_size": c.intermediate_size,
-                "vocab_size": len(tok),
-                "parameters": sum(p.numel() for p in model.parameters()),
-            },
+            **facts,
+            "init_seed": m.config.seed + RESEED_OFFSET,
+            "mix": {"plain_text_rows": 1.0},
         }
 
     return run

@@ -13,16 +13,23 @@ block earlier than ``diffing.tracing``'s "layer k = output of block k".
 
 The same code runs inside ``lm.trace`` (one forward) and inside every step of
 ``lm.generate`` (``tracer.all()``), for every family in :mod:`diffing.arch`.
+
+The same two edits, and a capture of a block's input, also exist as plain torch
+hooks on a transformers model (:func:`ablating`, :func:`adding`, :func:`capturing`):
+training loops need gradients through them and a per-row selection inside one
+batch, which a traced forward does not give. Both forms read the module paths from
+:mod:`diffing.arch` (:func:`write_paths`), so they edit the same places of every family.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
 
-from diffing.arch import ArchSpec, get_module
+from diffing.arch import ArchSpec, arch_for, get_module
 from diffing.errors import DiffingError
 from diffing.generation import greedy_answers
 from diffing.refusal.config import check_strength
@@ -202,3 +209,92 @@ def complete(
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
     ).answers
+
+
+def causal_lm(model: torch.nn.Module) -> torch.nn.Module:
+    """The ``*ForCausalLM`` module of ``model``, PEFT-wrapped or not (the root of :mod:`diffing.arch`'s paths)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def torch_arch(model: torch.nn.Module) -> ArchSpec:
+    """The :class:`~diffing.arch.ArchSpec` of a transformers model (PEFT-wrapped or not)."""
+    return arch_for(causal_lm(model).config)
+
+
+def _row_scale(rows: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | float:
+    """``[batch, 1, 1]`` 1.0 on the selected rows (all rows when ``rows`` is None)."""
+    return 1.0 if rows is None else rows.to(x.dtype)[:, None, None]
+
+
+def _block_input_hook(fn: Callable[[torch.Tensor], torch.Tensor]):
+    """A forward pre-hook (with kwargs) that replaces a block's hidden-state input by ``fn(input)``."""
+
+    def hook(_mod, args, kwargs):
+        if args:
+            return (fn(args[0]), *args[1:]), kwargs
+        kwargs["hidden_states"] = fn(kwargs["hidden_states"])
+        return args, kwargs
+
+    return hook
+
+
+@contextmanager
+def ablating(
+    model: torch.nn.Module, u: torch.Tensor, rows: torch.Tensor | None = None
+) -> Iterator[None]:
+    """Torch-hook directional ablation: remove the component along unit ``u`` from everything
+    written into the residual stream (the embeddings and every attention and MLP write, after the
+    post-sublayer norm in the families that have one), so no block input has a component along it.
+
+    ``rows`` (``[batch]`` bool) limits the ablation to some rows of the batch. Gradients flow.
+    """
+
+    def hook(_mod, _inp, out):
+        return out - _row_scale(rows, out) * (out @ u)[..., None] * u
+
+    arch, lm = torch_arch(model), causal_lm(model)
+    writes = write_paths(arch)
+    mods = [get_module(lm, arch.embed)]
+    if arch.pos_embed:
+        mods.append(get_module(lm, arch.pos_embed))
+    mods += [get_module(block, p) for block in get_module(lm, arch.layers) for p in writes]
+    handles = [m.register_forward_hook(hook) for m in mods]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextmanager
+def adding(
+    model: torch.nn.Module, vector: torch.Tensor, layer: int, rows: torch.Tensor | None = None
+) -> Iterator[None]:
+    """Torch-hook activation addition: add ``vector`` to the input of block ``layer``, every position.
+
+    ``rows`` (``[batch]`` bool) limits the addition to some rows of the batch. Gradients flow.
+    """
+    block = get_module(causal_lm(model), torch_arch(model).layers)[layer]
+    h = block.register_forward_pre_hook(
+        _block_input_hook(lambda x: x + _row_scale(rows, x) * vector), with_kwargs=True
+    )
+    try:
+        yield
+    finally:
+        h.remove()
+
+
+@contextmanager
+def capturing(model: torch.nn.Module, layer: int, store: list) -> Iterator[None]:
+    """Append the input of block ``layer`` (``[batch, seq, d_model]``, with its graph) to ``store``."""
+
+    def keep(x):
+        store.append(x)
+        return x
+
+    block = get_module(causal_lm(model), torch_arch(model).layers)[layer]
+    h = block.register_forward_pre_hook(_block_input_hook(keep), with_kwargs=True)
+    try:
+        yield
+    finally:
+        h.remove()
