@@ -99,6 +99,20 @@ def test_the_words_rule_fires_above_the_threshold_only():
     assert not [f for f in compute_findings(targeted) if f["id"] == "amplify-words"]
 
 
+def test_words_table_in_the_page_and_markdown_escaped():
+    """The page's table: base then each α, shares as percentages, the word as text (escaped)."""
+    from diffing.report.html import environment
+    from diffing.report.lens_sections import amplify_md, amplify_view
+
+    sec = _report(0.5)["amplify"]
+    sec["emerging_words"][1]["word"] = "<b>x"
+    html = str(environment().get_template("lens.html.j2").module.amplify(amplify_view(sec)))
+    assert "<th>word</th><th>base</th><th>α = 2</th><th>rise</th>" in html
+    assert '<td>&lt;b&gt;x</td><td class="num">0%</td><td class="num">50%</td>' in html
+    assert "<b>x" not in html
+    assert "| &lt;b&gt;x | 0% | 50% | 0.5 |" in amplify_md(sec)
+
+
 def test_more_prompts_without_a_target_on_a_small_model():
     """Without a target the prompt count follows the work budget: the most for a tiny model, fewer for larger ones."""
     assert auto_budget(345_000, "cpu", 64).amplify_prompts == 32
