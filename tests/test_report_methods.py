@@ -162,8 +162,8 @@ def test_each_method_section_is_wired():
 
 def test_amplify_prompts_scale_with_the_device():
     """A handful of prompts on a CPU, more on a GPU, and the flag wins."""
-    assert auto_budget(500_000_000, "cpu", 896).amplify_prompts == 6
-    assert auto_budget(500_000_000, "cuda", 896).amplify_prompts == 32
+    assert auto_budget(500_000_000, "cpu", 896, amplify_target="x").amplify_prompts == 6
+    assert auto_budget(500_000_000, "cuda", 896, amplify_target="x").amplify_prompts == 32
     given = auto_budget(500_000_000, "cpu", 896, amplify_prompts=3)
     assert given.amplify_prompts == 3 and given.chosen_by["amplify_prompts"] == "flag"
 
@@ -174,9 +174,9 @@ def test_method_sections_ok_with_documented_keys(chat_report, organisms):
     assert {k: rep["sections"][k]["status"] for k in METHODS} == dict.fromkeys(METHODS, "ok")
     amp = rep["amplify"]
     assert amp["target"] is None and amp["alphas"] == [0.0, 0.5, 1.0, 2.0, 4.0]
-    assert amp["n_prompts"] == rep["inputs"]["budget"]["amplify_prompts"] == 6
+    assert amp["n_prompts"] == rep["inputs"]["budget"]["amplify_prompts"] == 32  # no target
     assert [r["model"] for r in amp["rates"]] == ["base", "finetuned", *["amplified"] * 4]
-    assert all(r["rate"] is None and r["n"] == 6 for r in amp["rates"])
+    assert all(r["rate"] is None and r["n"] == 32 for r in amp["rates"])
     assert [b["alpha"] for b in amp["by_alpha"]] == [0.5, 1.0, 2.0, 4.0]
     # the prompts are openings of the organism's own chats (its corpus), not the built-in ones
     chats = [json.loads(x) for x in (organisms / "corpus/chat.jsonl").read_text().splitlines()]

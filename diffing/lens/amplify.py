@@ -29,6 +29,7 @@ from diffing.lens.amplify_config import AmplifyConfig
 from diffing.lens.amplify_decode import amplified_logits, decode
 from diffing.lens.amplify_figures import rates_figure
 from diffing.lens.amplify_weights import amplified_weights
+from diffing.lens.amplify_words import emerging_words_json
 from diffing.progress import bar as progress_bar
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "decode",
     "amplified_logits",
     "amplified_weights",
+    "emerging_words_json",
 ]
 
 AMPLIFY_JSON = "amplify.json"
@@ -289,7 +291,9 @@ def section(result: AmplifyResult | dict, *, examples: int = 3) -> dict:
 
     Accepts the result or its :func:`amplify_json` dictionary. ``examples`` are taken
     at the α with the highest target rate (hits first), or, without a target, at the
-    largest α, preferring completions that differ from the fine-tuned model's.
+    largest α, preferring completions that differ from the fine-tuned model's. Without a
+    target (and with the base alone), ``emerging_words`` lists the words the fine-tuned or
+    amplified answers use most above the base's (:mod:`diffing.lens.amplify_words`).
     """
     data = amplify_json(result) if isinstance(result, AmplifyResult) else result
     settings = ([data["base_model"]] if data.get("base_model") else []) + data["alphas"]
@@ -315,9 +319,18 @@ def section(result: AmplifyResult | dict, *, examples: int = 3) -> dict:
             for s in pool[:examples]
         ]
     by = {r["model"] if r["model"] != "amplified" else r["alpha"]: r["rate"] for r in rates}
+    words = emerging_words_json(data) if data.get("target") is None else None
     if data.get("target") is None:
         alphas = ", ".join(f"{r['alpha']:g}" for r in data["alphas"])
-        summary = f"generated at α = {alphas}; no target to count"
+        summary = f"generated at α = {alphas}; " + (
+            "words said more than by the base: "
+            + ", ".join(
+                f"{w['word']} ({w['share']:.0%} at α = {w['alpha']:g}, base {w['base']:.0%})"
+                for w in words[:3]
+            )
+            if words
+            else "no target to count"
+        )
     else:
         parts = [f"{_label(k)} {v:.0%}" for k, v in by.items() if v is not None]
         summary = f"completions containing {data['target']!r}: " + ", ".join(parts)
@@ -330,5 +343,6 @@ def section(result: AmplifyResult | dict, *, examples: int = 3) -> dict:
         "best_alpha": best["alpha"] if best else None,
         "examples": shown,
         "figure": RATES_FIGURE if data.get("target") is not None else None,
+        "emerging_words": words,
         "notes": data.get("notes", []),
     }

@@ -32,7 +32,13 @@ BATCH = 512
 STEPS = (400, 20_000)
 """Fewest and most crosscoder training steps."""
 AMPLIFY_PROMPTS = {"cpu": 6, "gpu": 32}
-"""Prompts logit-difference amplification generates on (each at every α, plus the base alone)."""
+"""Prompts logit-difference amplification generates on when counting a given target (each at every α,
+plus the base alone)."""
+AMPLIFY_WORD_WORK = {"cpu": 3e9, "gpu": 1e12}
+"""Prompt x parameter products amplification may spend without a target, where the emerging words need
+more prompts to tell a planted word from chance (0.5B params: 6 prompts on a CPU, the 128 cap on a GPU)."""
+AMPLIFY_WORD_PROMPTS = {"cpu": (6, 32), "gpu": (32, 128)}
+"""Fewest and most prompts without a target (a tiny model on a CPU gets the most)."""
 AMPLIFY_TOKENS = {"cpu": 32, "gpu": 96}
 """Longest amplified completion, in tokens."""
 
@@ -91,8 +97,14 @@ def auto_budget(
     transcripts: int | None = None,
     transcript_tokens: int | None = None,
     amplify_prompts: int | None = None,
+    amplify_target: str | None = None,
 ) -> Budget:
-    """Sizes for a model of ``parameters`` on ``device``; any size given here is kept as is."""
+    """Sizes for a model of ``parameters`` on ``device``; any size given here is kept as is.
+
+    Amplification with an ``amplify_target`` counts one string and needs only a handful
+    of prompts; without one it ranks words by how many prompts' answers contain them,
+    and gets as many prompts as its share of the work allows.
+    """
     gpu = device not in ("cpu", "meta")
     given = {
         "tokens": tokens,
@@ -116,8 +128,10 @@ def auto_budget(
     if transcript_tokens is None:
         transcript_tokens = 128 if gpu else 64
     kind = "gpu" if gpu else "cpu"
-    if amplify_prompts is None:
+    if amplify_prompts is None and amplify_target is not None:
         amplify_prompts = AMPLIFY_PROMPTS[kind]
+    elif amplify_prompts is None:
+        amplify_prompts = _clamp(AMPLIFY_WORD_WORK[kind] / n, AMPLIFY_WORD_PROMPTS[kind])
     return Budget(
         device=device,
         parameters=n,
@@ -162,4 +176,5 @@ def pair_budget(pair, cfg) -> Budget:
         transcripts=cfg.transcripts,
         transcript_tokens=cfg.transcript_tokens,
         amplify_prompts=cfg.amplify_prompts,
+        amplify_target=cfg.amplify_target,
     )

@@ -58,6 +58,9 @@ class Thresholds:
     (a diffuse difference spreads over dozens of latents; calibration: docs/report.md)."""
     amplify_gain: float = 0.2
     """Rise of the target's rate from the fine-tuned model (α = 0) to the best α (absolute) that is a finding."""
+    amplify_word_rise: float = 0.35
+    """Rise of a word's share of answers from the base to some α >= 0 (absolute) above which amplification
+    without a target names it (the null control's top word: 0.25-0.28; calibration: docs/report.md)."""
     pca_component: float = 0.3
     """Explained variance ratio of the difference's first centred component above which it is a finding
     (a spread-out change stays well below it; calibration: docs/report.md)."""

@@ -31,12 +31,38 @@ def amplify_view(a: dict) -> dict:
         "target_repr": repr(a.get("target")),
         "figure": figures.amplify_rates(rates) if has_target else None,
         "blocks": a.get("by_alpha") or [],
+        "words": amplify_words_view(a),
     }
+
+
+def amplify_words_view(a: dict) -> dict | None:
+    """The emerging words as a table: headers (base, then each α) and per word its shares and rise."""
+    words = a.get("emerging_words") or []
+    if not words:
+        return None
+    settings = [s.get("alpha") for s in words[0].get("shares") or []]
+    headers = ["word", *("base" if x is None else f"α = {fmt_num(x)}" for x in settings), "rise"]
+    rows = [
+        [w.get("word"), *(s.get("share") for s in w.get("shares") or []), w.get("rise")]
+        for w in words
+    ]
+    return {"headers": headers, "rows": rows}
 
 
 def amplify_md(a: dict) -> list[str]:
     """The summary line and, at the largest α, the example completions."""
     lines = [md(a.get("summary", "")), ""]
+    words = amplify_words_view(a)
+    if words:
+        lines += [
+            "| " + " | ".join(words["headers"]) + " |",
+            "|" + "---|" * len(words["headers"]),
+        ]
+        lines += [
+            f"| {md(r[0])} | " + " | ".join(pct(x) for x in r[1:-1]) + f" | {fmt_num(r[-1])} |"
+            for r in words["rows"]
+        ]
+        lines.append("")
     blocks = a.get("by_alpha") or []
     if blocks:
         last = blocks[-1]

@@ -16,6 +16,7 @@ from diffing.report.util import fmt_pct, token_text
 if TYPE_CHECKING:
     from diffing.report.findings import Thresholds
     from diffing.report.results import ReportResults
+    from diffing.report.results_lens import Amplify
 
 
 def finding(
@@ -84,11 +85,21 @@ def diff_sae(r: ReportResults, th: Thresholds) -> list[dict]:
     return [finding("diff-sae-top-latent", "diff_sae", title, detail, evidence, 1.3)]
 
 
+AMPLIFY_WORD_PROMPTS = 4
+"""Fewest prompts whose answers must contain an emerging word before it is a finding (a few prompts
+cannot tell a planted word from chance)."""
+AMPLIFY_WORDS_NAMED = 3
+"""Emerging words a finding names at most."""
+
+
 def amplify(r: ReportResults, th: Thresholds) -> list[dict]:
-    """Amplification makes the target behaviour much more frequent than the fine-tuned model shows it."""
+    """Amplification makes the target behaviour much more frequent than the fine-tuned model shows it;
+    without a target, the fine-tuned or amplified answers say words the base's do not."""
     amp = r.amplify
-    if amp is None or amp.target is None:
+    if amp is None:
         return []
+    if amp.target is None:
+        return _amplify_words(amp, th)
     ft = next((or_nan(x.rate) for x in amp.rates if x.model == "finetuned"), math.nan)
     amped = [(or_nan(x.rate), x.alpha) for x in amp.rates if x.model == "amplified"]
     amped = [x for x in amped if not math.isnan(x[0])]
@@ -103,6 +114,47 @@ def amplify(r: ReportResults, th: Thresholds) -> list[dict]:
     )
     evidence = {"target": amp.target, "finetuned": ft, "best": best, "alpha": alpha}
     return [finding("amplify-target", "amplify", title, "", evidence, 1.4)]
+
+
+def _amplify_words(amp: Amplify, th: Thresholds) -> list[dict]:
+    """The words whose share of answers rises from the base's by ``amplify_word_rise`` or more.
+
+    Words the base never says come first among them: a word of the shared language that the
+    fine-tune merely uses more (``of``, a format word) is weaker evidence than one it introduced.
+    """
+    words = [
+        w
+        for w in amp.emerging_words or []
+        if math.isfinite(w.rise)
+        and w.rise >= th.amplify_word_rise
+        and w.count >= AMPLIFY_WORD_PROMPTS
+    ]
+    if not words:
+        return []
+    words.sort(key=lambda w: w.base > 0)  # stable: by rise within each group
+    top = words[0]
+    named = [w.word for w in words[:AMPLIFY_WORDS_NAMED]]
+    if top.alpha == 0:
+        title = f"The fine-tuned model says {', '.join(named)} ({top.word} in {fmt_pct(top.share)} of its answers"
+    else:
+        title = (
+            f"Amplified, the fine-tuned model says {', '.join(named)} ({top.word} in "
+            f"{fmt_pct(top.share)} of answers at α = {top.alpha:g}"
+        )
+    title += f"; the base's {fmt_pct(top.base)})"
+    detail = "; ".join(
+        f"{w.word}: {fmt_pct(w.base)} → {fmt_pct(w.share)} at α = {w.alpha:g}" for w in words[:8]
+    )
+    detail = f"Share of the {amp.n_prompts} prompts' answers containing each word, base → best α: {detail}."
+    evidence = {
+        "words": named,
+        "rise": top.rise,
+        "share": top.share,
+        "base": top.base,
+        "alpha": top.alpha,
+        "prompts": amp.n_prompts,
+    }
+    return [finding("amplify-words", "amplify", title, detail, evidence, 1.4)]
 
 
 def pca(r: ReportResults, th: Thresholds) -> list[dict]:

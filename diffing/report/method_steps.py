@@ -28,6 +28,10 @@ AMPLIFY_EXAMPLES = 3
 """Prompts shown per α (base, fine-tuned and amplified completions side by side)."""
 CHAT_PROMPT_TOKENS = 2_000
 """Token budget read from the corpus when looking for the pair's own chat prompts (only their user turns are kept)."""
+WORD_TEMPERATURE = 1.0
+"""Sampling temperature of amplification without a target (the emerging words compare sampled answers)."""
+CHAT_TOKENS_PER_PROMPT = 100
+"""More of the corpus read per prompt asked for, so that many prompts still come from distinct chats."""
 
 
 def _bars(progress: Progress) -> bool:
@@ -52,7 +56,7 @@ def chat_prompts(pair, cfg: AnalyzeConfig, n: int) -> tuple[list, str]:
     source, specs = corpus_specs(pair, cfg)
     prompts: list = []
     if source != "built-in":
-        _, chats = read_specs(specs, CHAT_PROMPT_TOKENS)
+        _, chats = read_specs(specs, max(CHAT_PROMPT_TOKENS, CHAT_TOKENS_PER_PROMPT * n))
         seen = set()
         for chat in chats:
             users = [i for i, m in enumerate(chat) if m.get("role") == "user"]
@@ -97,7 +101,11 @@ def _by_alpha(data: dict, examples: int) -> list[dict]:
 def amplify(
     pair, cfg: AnalyzeConfig, out: Path, progress: Progress, data: RunData, report: dict
 ) -> dict:
-    """``amplify``: the default α sweep on a handful of the pair's chat prompts (``diffing.lens.amplify``)."""
+    """``amplify``: the default α sweep on the pair's chat prompts (``diffing.lens.amplify``).
+
+    With ``amplify_target`` it counts that string per α; without one the section ranks the
+    words the fine-tuned and amplified answers use more than the base's (``emerging_words``).
+    """
     if pair.remote:
         raise SkipSection("amplification decodes with both models' weights; the pair is remote")
     from diffing.lens.amplify import AmplifyConfig, amplify_json, save_amplify, section
@@ -107,6 +115,9 @@ def amplify(
     acfg = AmplifyConfig(
         max_new_tokens=data.budget.amplify_tokens,
         target=cfg.amplify_target,
+        # without a target, sampled answers: greedy decoding turns a small logit change into a
+        # different answer altogether, which moves every word's share at once
+        temperature=0.0 if cfg.amplify_target is not None else WORD_TEMPERATURE,
         seed=cfg.seed,
         batch_size=max(1, min(len(prompts), data.budget.transcript_batch)),  # the generation batch
     )

@@ -65,6 +65,34 @@ class AlphaBlock(Result):
     """The first prompts with all three completions."""
 
 
+class WordShare(Result):
+    """A word's share of answers under one setting."""
+
+    alpha: Num
+    """α (None for the base alone)."""
+    share: float
+    """Fraction of prompts whose answer contains the word."""
+
+
+class EmergingWord(Result):
+    """A word the fine-tuned or amplified answers use more than the base's (docs/amplify.md)."""
+
+    word: str
+    """The word, lower-cased, punctuation stripped."""
+    rise: float
+    """Its largest share at any α >= 0 minus its share in the base's answers."""
+    alpha: float
+    """The α of that largest share (0: the fine-tuned model alone)."""
+    share: float
+    """Fraction of prompts whose answer at ``alpha`` contains the word."""
+    count: int
+    """Prompts whose answer at ``alpha`` contains the word."""
+    base: float
+    """Fraction of prompts whose base answer contains the word."""
+    shares: list[WordShare]
+    """Its share per setting: the base alone, then each α in the sweep's order."""
+
+
 class Amplify(Result):
     """Logit-difference amplification: ``logits_ft + α (logits_ft - logits_base)``, greedy."""
 
@@ -94,6 +122,9 @@ class Amplify(Result):
     """The section's title."""
     figure: str | None = None
     """A figure file name (None: the page draws it from ``rates``)."""
+    emerging_words: list[EmergingWord] | None = None
+    """Without a target: the words whose share of answers rises most from the base to some α >= 0,
+    largest rise first (None with a target or without the base alone)."""
 
 
 # ---- pca ----
