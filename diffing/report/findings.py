@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from diffing.report import control_findings as _control
 from diffing.report.method_findings import amplify as _amplify
 from diffing.report.method_findings import diff_sae as _diff_sae
 from diffing.report.method_findings import finding as _finding
@@ -55,6 +56,16 @@ class Thresholds:
     pca_component: float = 0.3
     """Explained variance ratio of the difference's first centred component above which it is a finding
     (a spread-out change stays well below it; calibration: docs/report.md)."""
+    mining_raise: float = 2.0
+    """Count-weighted mean raise (nats) of diff mining's top tokens where they are raised, above which
+    the tokens are a finding (calibration: docs/report.md)."""
+    unrelated_weight_change: float = 0.9
+    """Relative change above which a tensor counts as replaced rather than tuned (independent weights
+    differ by about 1.4)."""
+    unrelated_tensor_share: float = 0.5
+    """Share of replaced tensors above which the weights say the pair is not a base and its fine-tune."""
+    unrelated_cosine: float = 0.3
+    """Mean activation cosine at the first layer below which the activations say the same."""
 
     def to_dict(self) -> dict:
         """Plain dict for report.json."""
@@ -303,6 +314,7 @@ def _no_change(report: dict, th: Thresholds) -> list[dict]:
 
 RULES = (
     _no_change,
+    _control.unrelated,
     _refusal,
     _refusal_link,
     _crosscoder,
@@ -310,6 +322,7 @@ RULES = (
     _amplify,
     _adl,
     _pca,
+    _control.mining,
     _constant_shift,
     _kl,
     _weights,
@@ -324,6 +337,8 @@ READS: dict = {
     _diff_sae: ("diff_sae",),
     _amplify: ("amplify",),
     _pca: ("pca",),
+    _control.mining: ("mining",),
+    _control.unrelated: ("weights", "activations"),
     _adl: ("adl",),
     _constant_shift: ("crosscoder",),
     _kl: ("kl",),
@@ -334,15 +349,18 @@ READS: dict = {
 
 
 def compute_findings(
-    report: dict, thresholds: Thresholds | None = None, *, limit: int = 5
+    report: dict, thresholds: Thresholds | None = None, *, limit: int | None = 5
 ) -> list[dict]:
-    """The ``limit`` most important findings of a report dict, most important first.
+    """The ``limit`` most important findings of a report dict (None: all), most important first.
 
     Priorities: a "no substantial change" verdict first, then refusal, crosscoder
     and ADL evidence (which name what changed), then KL, weights and activations.
     A "refusal" section finding is only made when the model does refuse. A
     non-finite statistic comes before all of them, and no rule reads a section
-    that holds one ("no substantial change" needs every section finite).
+    that holds one ("no substantial change" needs every section finite). The two
+    verdicts drop what they make noise (``control_findings.apply_verdicts``): under
+    "no substantial change" the findings with no threshold of their own, under
+    "unrelated pair" every finding that compares the two models.
     """
     th = thresholds or Thresholds()
     broken = broken_sections(report)
@@ -360,10 +378,7 @@ def compute_findings(
             AttributeError,
         ):  # a malformed section never breaks the summary
             continue
-    if any(
-        f["id"] == "no-substantial-change" for f in found
-    ):  # moved weights are in its detail already
-        found = [f for f in found if f["id"] != "weights-top-module"]
+    found = _control.apply_verdicts(found)  # a verdict drops the findings it makes noise
     found.sort(key=lambda f: f["priority"])
     out = []
     for f in found[:limit]:

@@ -13,8 +13,10 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from diffing.errors import DiffingError
 from diffing.report.budget import fit_to_harvest
 from diffing.report.config import AnalyzeConfig
+from diffing.report.findings import Thresholds
 from diffing.report.inputs import RunData, prompt_files, prompt_source, prompt_splits
 from diffing.report.util import SkipSection
 
@@ -125,7 +127,20 @@ def refusal(pair, cfg: AnalyzeConfig, out: Path, progress: Progress, data: RunDa
     progress(
         f"refusal: {len(h_tr)}/{len(h_va)}/{len(h_te)} harmful and {len(n_tr)}/{len(n_va)}/{len(n_te)} harmless prompts (train/val/test)"
     )
-    cmp = compare_pair(pair, h_tr, n_tr, h_va, n_va, h_te, n_te, config=rcfg)
+    try:
+        cmp = compare_pair(pair, h_tr, n_tr, h_va, n_va, h_te, n_te, config=rcfg)
+    except DiffingError as err:  # a model that does not refuse has no refusal direction: a result
+        progress(f"refusal: no direction ({err}); measuring how often the model refuses")
+        result = no_direction(pair, rcfg, h_te, n_te, str(err))
+        write_json(out / "eval.json", result)
+        return {
+            "refusal": result,
+            "inputs": {
+                "refusal_source": prompt_source(pair, cfg),
+                "refusal_prompts": prompt_files(pair, cfg),
+                "refusal_split_sizes": {k: [len(x) for x in v] for k, v in splits.items()},
+            },
+        }
     progress(
         f"refusal: direction at layer {cmp.finetuned_direction.layer}; evaluating ablation and addition"
     )
@@ -153,6 +168,12 @@ def refusal(pair, cfg: AnalyzeConfig, out: Path, progress: Progress, data: RunDa
         refusal_phrases=ev.report["refusal_phrases"],
         examples=ev.report["examples"],
     )
+    refuses = (ev.report["refusal_rate"].get("harmful") or {}).get("baseline")
+    result["verdict"] = (
+        "refuses"
+        if isinstance(refuses, (int, float)) and refuses >= Thresholds().refusal_present
+        else "does-not-refuse"
+    )
     sizes = {k: [len(x) for x in v] for k, v in splits.items()}
     return {
         "refusal": result,
@@ -161,6 +182,71 @@ def refusal(pair, cfg: AnalyzeConfig, out: Path, progress: Progress, data: RunDa
             "refusal_prompts": prompt_files(pair, cfg),
             "refusal_split_sizes": sizes,
         },
+    }
+
+
+def no_direction(pair, rcfg, harmful: list[str], harmless: list[str], reason: str) -> dict:
+    """The refusal section of a pair whose fine-tuned model has no refusal direction to extract.
+
+    Most fine-tunes do not teach refusal (a style or a fact, a control): the selection
+    then finds no candidate, which is a result, not a failure. The fine-tuned model's
+    own greedy answers to the held-out prompts say whether it refuses at all: refusal
+    phrases are inferred from them as the refusal package does (none found: it does not).
+    """
+    from diffing.refusal.interventions import complete
+    from diffing.refusal.scores import infer_refusal_phrases, refusal_rate
+
+    answers = {
+        name: complete(
+            pair.finetuned,
+            pair.tokenizer,
+            pair.arch,
+            prompts,
+            max_new_tokens=rcfg.max_new_tokens,
+            batch_size=rcfg.batch_size,
+            template=rcfg.template,
+        )
+        for name, prompts in (("harmful", harmful), ("harmless", harmless))
+    }
+    try:
+        phrases = list(rcfg.refusal_phrases or []) or infer_refusal_phrases(
+            answers["harmful"],
+            answers["harmless"],
+            min_share=rcfg.phrase_min_share,
+            max_share=rcfg.phrase_max_share,
+        )
+    except DiffingError:  # no answer prefix is typical of harmful prompts: nothing is refused
+        phrases = []
+    rates = {name: refusal_rate(texts, phrases) for name, texts in answers.items()}
+    present = Thresholds().refusal_present
+    if rates["harmful"] < present:
+        verdict = "does-not-refuse"
+        note = (
+            f"The fine-tuned model does not refuse: it refuses {rates['harmful']:.0%} of held-out harmful "
+            f"prompts (below {present:.0%}), so there is no refusal direction to extract."
+        )
+    else:
+        verdict = "no-direction"
+        note = (
+            f"The fine-tuned model refuses {rates['harmful']:.0%} of held-out harmful prompts, but no "
+            f"single direction carries it ({reason})."
+        )
+    return {
+        "verdict": verdict,
+        "note": note,
+        "reason": reason,
+        "selected": None,
+        "refusal_rate": {
+            name: {"baseline": rate, "ablation": None, "addition": None}
+            for name, rate in rates.items()
+        },
+        "refusal_phrases": phrases,
+        "n_prompts": {name: len(texts) for name, texts in answers.items()},
+        "examples": [
+            {"set": name, "prompt": prompt, "baseline": answer}
+            for name, prompts in (("harmful", harmful), ("harmless", harmless))
+            for prompt, answer in list(zip(prompts, answers[name]))[:3]
+        ],
     }
 
 

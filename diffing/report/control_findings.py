@@ -1,0 +1,144 @@
+"""Finding rules that keep the summary honest on controls: diff mining, the unrelated-pair verdict,
+and what the two verdicts ("nothing changed", "not a fine-tune") remove from the summary.
+
+Same contract as :mod:`diffing.report.findings` (which runs them): read documented report
+keys with plain typed access, compare with :class:`~diffing.report.findings.Thresholds`,
+return zero or more findings; a missing or non-finite number gives no finding. Nothing here
+knows a particular pair.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from diffing.report.method_findings import finding
+from diffing.report.util import fmt_pct, token_text
+
+if TYPE_CHECKING:
+    from diffing.report.findings import Thresholds
+
+NO_CHANGE = "no-substantial-change"
+"""Id of the verdict that every functional measure stayed below its threshold."""
+UNRELATED = "unrelated-pair"
+"""Id of the verdict that the two models are not a base and a fine-tune of it."""
+VERDICTS = (NO_CHANGE, UNRELATED)
+"""Findings that say nothing meaningful changed (a control's expected summary)."""
+
+UNTHRESHOLDED = ("adl-promoted", "kl-hot-role", "activations-peak", "weights-top-module")
+"""Findings that describe whatever difference there is, with no threshold of their own deciding that
+it matters: under the "no substantial change" verdict they would read noise as a change."""
+COMPARING = (
+    "adl-promoted",
+    "mining-promoted",
+    "pca-component",
+    "diff-sae-top-latent",
+    "crosscoder-chat-only",
+    "crosscoder-constant-shift",
+    "refusal-latents",
+    "refusal-latents-not-causal",
+    "amplify-target",
+    "kl-hot-role",
+    "weights-top-module",
+    "activations-peak",
+)
+"""Findings that name what one model changed relative to the other: noise when the two are unrelated
+(the refusal findings measure the fine-tuned model alone and stay)."""
+
+
+def _float(value: object) -> float:
+    """A JSON number as a float; anything else (null, missing, a string) as NaN."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return float("nan")
+    return float(value)
+
+
+def mining(report: dict, th: Thresholds) -> list[dict]:
+    """Diff mining's top tokens, when the fine-tune raises them sharply where it raises them.
+
+    Every pair has a top-k of raised tokens at every position, so the ranking alone
+    means nothing; what separates a change from noise is how much the fine-tune raises
+    those tokens. The measure is the count-weighted mean raise (nats) of the listed
+    top tokens at the positions where they are in the top k.
+    """
+    sec = report.get("mining")
+    if not isinstance(sec, dict):
+        return []
+    tops = [t for t in sec.get("top_tokens") or [] if isinstance(t, dict)]
+    rows = [(_float(t.get("count")), _float(t.get("mean_diff")), t) for t in tops]
+    rows = [(c, d, t) for c, d, t in rows if math.isfinite(c) and math.isfinite(d) and c > 0]
+    if not rows:
+        return []
+    total = sum(c for c, _, _ in rows)
+    raise_ = sum(c * d for c, d, _ in rows) / total
+    if raise_ < th.mining_raise:
+        return []
+    positions = _float(sec.get("positions"))
+    toks = [token_text(t.get("token", "")) for _, _, t in rows[:8]]
+    title = "Diff mining: the fine-tune raises " + ", ".join(toks)
+    title += f" (by {raise_:.2g} nats where raised)"
+    detail = ""
+    if math.isfinite(positions) and positions > 0:
+        detail = f"The top token is in the top {len(tops)} raised at {fmt_pct(rows[0][0] / positions)} of {int(positions)} positions."
+    clusters = [c for c in sec.get("clusters") or [] if isinstance(c, dict)]
+    if clusters:
+        words = [token_text(t) for t in (clusters[0].get("tokens") or [])[:8]]
+        detail += " Largest cluster: " + ", ".join(words) + "."
+    evidence = {"mean_raise": raise_, "tokens": toks, "positions": positions}
+    return [finding("mining-promoted", "mining", title, detail.strip(), evidence, 1.55)]
+
+
+def unrelated(report: dict, th: Thresholds) -> list[dict]:
+    """The verdict that the two checkpoints are not a base and a fine-tune of it.
+
+    A fine-tune (LoRA or full, even a long one) moves most tensors by a fraction of
+    their norm and keeps the embedding, so the residual streams at the first layer
+    stay aligned; two independently trained models replace every tensor (independent
+    weights of one shape differ by about sqrt(2) of their norm) and their first-layer
+    activations are nearly orthogonal. Both signs are required when both were measured.
+    """
+    modules = [m for m in (report.get("weights") or {}).get("modules") or [] if isinstance(m, dict)]
+    changes = [_float(m.get("relative_change")) for m in modules]
+    changes = [
+        c for c in changes if not math.isnan(c)
+    ]  # an infinite change (zero base) is a replacement
+    layers = [
+        e for e in (report.get("activations") or {}).get("layers") or [] if isinstance(e, dict)
+    ]
+    first = min(layers, key=lambda e: _float(e.get("layer")), default=None)
+    cos = _float(first.get("cosine")) if first is not None else float("nan")
+    if not changes and math.isnan(cos):
+        return []
+    share = (
+        sum(c >= th.unrelated_weight_change for c in changes) / len(changes)
+        if changes
+        else float("nan")
+    )
+    if changes and share < th.unrelated_tensor_share:
+        return []
+    if not math.isnan(cos) and cos >= th.unrelated_cosine:
+        return []
+    parts = []
+    if changes:
+        parts.append(
+            f"{fmt_pct(share)} of {len(changes)} tensors moved by more than {fmt_pct(th.unrelated_weight_change)}"
+        )
+    if not math.isnan(cos):
+        parts.append(f"activations at layer {first.get('layer')} have mean cosine {cos:.2f}")
+    title = "The two models are not a base and a fine-tune of it: " + "; ".join(parts)
+    detail = (
+        "Method findings that compare the two models would read this difference as noise and are "
+        "left out; the sections keep their numbers."
+    )
+    evidence = {"replaced_share": share, "first_layer_cosine": cos, "tensors": len(changes)}
+    return [finding(UNRELATED, "weights", title, detail, evidence, -0.5)]
+
+
+def apply_verdicts(found: list[dict]) -> list[dict]:
+    """Drop the findings a verdict makes meaningless (see :data:`UNTHRESHOLDED` and :data:`COMPARING`)."""
+    ids = {f["id"] for f in found}
+    if UNRELATED in ids:
+        found = [f for f in found if f["id"] not in COMPARING and f["id"] != NO_CHANGE]
+    elif NO_CHANGE in ids:
+        found = [f for f in found if f["id"] not in UNTHRESHOLDED]
+    return found
