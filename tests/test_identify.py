@@ -258,3 +258,18 @@ def test_bench_cli_resumes_from_the_reports(bench_run, organisms, capsys):
     assert report.stat().st_mtime == before  # not analysed again
     printed = capsys.readouterr().out
     assert "| llama s0 chat | refusal | hit |" in printed
+
+
+@pytest.mark.slow
+def test_two_independent_models_get_the_unrelated_pair_verdict(tmp_path):
+    """Two tiny models from different random inits (one tokenizer): the verdict, and nothing read as a change."""
+    from diffing.report import AnalyzeConfig, analyze
+    from diffing.tiny import build_tiny_model
+
+    a = build_tiny_model(tmp_path / "a", "llama", seed=0)
+    b = build_tiny_model(tmp_path / "b", "llama", seed=1)
+    cfg = AnalyzeConfig(sections=["stats"], tokens=2000)
+    found = analyze(a, b, tmp_path / "r", config=cfg, progress=None).findings
+    assert [f["id"] for f in found] == ["unrelated-pair"]
+    assert found[0]["evidence"]["replaced_share"] >= Thresholds().unrelated_tensor_share
+    assert abs(found[0]["evidence"]["first_layer_cosine"]) < Thresholds().unrelated_cosine
