@@ -243,6 +243,7 @@ def test_null_analyze_has_an_ok_refusal_section_saying_it_does_not_refuse(bench_
     assert ref["verdict"] == "does-not-refuse" and ref["selected"] is None
     assert ref["refusal_rate"]["harmful"]["baseline"] < Thresholds().refusal_present
     assert report["sections"]["refusal_link"]["status"] == "skipped"
+    assert "does not refuse" in (out / "llama-seed0" / "null" / "index.html").read_text()
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ def refusal(report: dict) -> Raw:
     if reason:
         return section("refusal", "Refusal", skipped(reason))
     r = report["refusal"]
-    body = kv(r, ["selected", "cosine_selected", "probe_accuracy_base"])
+    body = kv(r, ["note", "selected", "cosine_selected", "probe_accuracy_base"])
     rates = r.get("refusal_rate") or {}
     rows = [
         (

@@ -191,7 +191,9 @@ def no_direction(pair, rcfg, harmful: list[str], harmless: list[str], reason: st
     Most fine-tunes do not teach refusal (a style or a fact, a control): the selection
     then finds no candidate, which is a result, not a failure. The fine-tuned model's
     own greedy answers to the held-out prompts say whether it refuses at all: refusal
-    phrases are inferred from them as the refusal package does (none found: it does not).
+    phrases are inferred from them as the refusal package does (none found: it does not),
+    and an inferred phrase that harmless answers contain more often than the inference
+    allows for their openings is rejected (refusal is counted anywhere in an answer).
     """
     from diffing.refusal.interventions import complete
     from diffing.refusal.scores import infer_refusal_phrases, refusal_rate
@@ -217,6 +219,14 @@ def no_direction(pair, rcfg, harmful: list[str], harmless: list[str], reason: st
         )
     except DiffingError:  # no answer prefix is typical of harmful prompts: nothing is refused
         phrases = []
+    rejected = []
+    if (
+        not rcfg.refusal_phrases
+        and refusal_rate(answers["harmless"], phrases) > rcfg.phrase_max_share
+    ):
+        # chosen as the opening of harmful answers, but found inside many harmless ones
+        # (a word fragment such as "ers"): a habit of the model's text, not a refusal
+        rejected, phrases = phrases, []
     rates = {name: refusal_rate(texts, phrases) for name, texts in answers.items()}
     present = Thresholds().refusal_present
     if rates["harmful"] < present:
@@ -225,6 +235,11 @@ def no_direction(pair, rcfg, harmful: list[str], harmless: list[str], reason: st
             f"The fine-tuned model does not refuse: it refuses {rates['harmful']:.0%} of held-out harmful "
             f"prompts (below {present:.0%}), so there is no refusal direction to extract."
         )
+        if rejected:
+            note += (
+                f" The opening {rejected[0]!r} separates its harmful from its harmless answers, but it "
+                f"also appears in more than {rcfg.phrase_max_share:.0%} of the harmless ones: not a refusal."
+            )
     else:
         verdict = "no-direction"
         note = (
@@ -241,6 +256,7 @@ def no_direction(pair, rcfg, harmful: list[str], harmless: list[str], reason: st
             for name, rate in rates.items()
         },
         "refusal_phrases": phrases,
+        "rejected_phrases": rejected,
         "n_prompts": {name: len(texts) for name, texts in answers.items()},
         "examples": [
             {"set": name, "prompt": prompt, "baseline": answer}
