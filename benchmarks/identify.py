@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         "(hit / miss; for controls FA / clean; - when the section did not run). Chance: the planted "
         "pairs' top 5 matched against the other kinds' targets.",
         "",
+        "Variants scored: " + ", ".join(dict.fromkeys(r["variant"] for r in res.pairs)) + ".",
+        "",
         f"## Pairs, seed {last}",
         "",
         table(shown),
