@@ -133,7 +133,9 @@ def test_dry_run_analyze_chat_checkpoint(tmp_path):
     }
     assert status == expected, res["sections"]
     # random models do not refuse: the section must say so (and why), not invent a direction
-    assert report["refusal"]["verdict"] == "does-not-refuse" and report["refusal"]["selected"] is None
+    assert (
+        report["refusal"]["verdict"] == "does-not-refuse" and report["refusal"]["selected"] is None
+    )
     assert "refusal tokens" in report["refusal"]["reason"]
     assert res["findings"] and (tmp_path / "report" / "index.html").stat().st_size > 10_000
     rerun = AnalyzeConfig.load(

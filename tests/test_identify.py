@@ -254,7 +254,7 @@ def test_bench_cli_resumes_from_the_reports(bench_run, organisms, capsys):
     _, out = bench_run
     report = out / "llama-seed0" / "chat" / "report.json"
     before = report.stat().st_mtime
-    args = ["organism", "bench", "--root", str(organisms), "--out", str(out), "--force", "--quiet"]
+    args = ["--quiet", "organism", "bench", "--root", str(organisms), "--out", str(out), "--force"]
     assert main(args) == 0
     assert report.stat().st_mtime == before  # not analysed again
     printed = capsys.readouterr().out
