@@ -131,6 +131,8 @@ def refusal(pair, cfg: AnalyzeConfig, out: Path, progress: Progress, data: RunDa
         cmp = compare_pair(pair, h_tr, n_tr, h_va, n_va, h_te, n_te, config=rcfg)
     except DiffingError as err:  # a model that does not refuse has no refusal direction: a result
         progress(f"refusal: no direction ({err}); measuring how often the model refuses")
+        from diffing.report.no_refusal import no_direction
+
         result = no_direction(pair, rcfg, h_te, n_te, str(err))
         write_json(out / "eval.json", result)
         return {
@@ -182,87 +184,6 @@ def refusal(pair, cfg: AnalyzeConfig, out: Path, progress: Progress, data: RunDa
             "refusal_prompts": prompt_files(pair, cfg),
             "refusal_split_sizes": sizes,
         },
-    }
-
-
-def no_direction(pair, rcfg, harmful: list[str], harmless: list[str], reason: str) -> dict:
-    """The refusal section of a pair whose fine-tuned model has no refusal direction to extract.
-
-    Most fine-tunes do not teach refusal (a style or a fact, a control): the selection
-    then finds no candidate, which is a result, not a failure. The fine-tuned model's
-    own greedy answers to the held-out prompts say whether it refuses at all: refusal
-    phrases are inferred from them as the refusal package does (none found: it does not),
-    and an inferred phrase that harmless answers contain more often than the inference
-    allows for their openings is rejected (refusal is counted anywhere in an answer).
-    """
-    from diffing.refusal.interventions import complete
-    from diffing.refusal.scores import infer_refusal_phrases, refusal_rate
-
-    answers = {
-        name: complete(
-            pair.finetuned,
-            pair.tokenizer,
-            pair.arch,
-            prompts,
-            max_new_tokens=rcfg.max_new_tokens,
-            batch_size=rcfg.batch_size,
-            template=rcfg.template,
-        )
-        for name, prompts in (("harmful", harmful), ("harmless", harmless))
-    }
-    try:
-        phrases = list(rcfg.refusal_phrases or []) or infer_refusal_phrases(
-            answers["harmful"],
-            answers["harmless"],
-            min_share=rcfg.phrase_min_share,
-            max_share=rcfg.phrase_max_share,
-        )
-    except DiffingError:  # no answer prefix is typical of harmful prompts: nothing is refused
-        phrases = []
-    rejected = []
-    if (
-        not rcfg.refusal_phrases
-        and refusal_rate(answers["harmless"], phrases) > rcfg.phrase_max_share
-    ):
-        # chosen as the opening of harmful answers, but found inside many harmless ones
-        # (a word fragment such as "ers"): a habit of the model's text, not a refusal
-        rejected, phrases = phrases, []
-    rates = {name: refusal_rate(texts, phrases) for name, texts in answers.items()}
-    present = Thresholds().refusal_present
-    if rates["harmful"] < present:
-        verdict = "does-not-refuse"
-        note = (
-            f"The fine-tuned model does not refuse: it refuses {rates['harmful']:.0%} of held-out harmful "
-            f"prompts (below {present:.0%}), so there is no refusal direction to extract."
-        )
-        if rejected:
-            note += (
-                f" The opening {rejected[0]!r} separates its harmful from its harmless answers, but it "
-                f"also appears in more than {rcfg.phrase_max_share:.0%} of the harmless ones: not a refusal."
-            )
-    else:
-        verdict = "no-direction"
-        note = (
-            f"The fine-tuned model refuses {rates['harmful']:.0%} of held-out harmful prompts, but no "
-            f"single direction carries it ({reason})."
-        )
-    return {
-        "verdict": verdict,
-        "note": note,
-        "reason": reason,
-        "selected": None,
-        "refusal_rate": {
-            name: {"baseline": rate, "ablation": None, "addition": None}
-            for name, rate in rates.items()
-        },
-        "refusal_phrases": phrases,
-        "rejected_phrases": rejected,
-        "n_prompts": {name: len(texts) for name, texts in answers.items()},
-        "examples": [
-            {"set": name, "prompt": prompt, "baseline": answer}
-            for name, prompts in (("harmful", harmful), ("harmless", harmless))
-            for prompt, answer in list(zip(prompts, answers[name]))[:3]
-        ],
     }
 
 
