@@ -99,9 +99,8 @@ def unrelated(report: dict, th: Thresholds) -> list[dict]:
     """
     modules = [m for m in (report.get("weights") or {}).get("modules") or [] if isinstance(m, dict)]
     changes = [_float(m.get("relative_change")) for m in modules]
-    changes = [
-        c for c in changes if not math.isnan(c)
-    ]  # an infinite change (zero base) is a replacement
+    # an infinite change (a zero base tensor) counts as a replacement; a missing one does not count
+    changes = [c for c in changes if not math.isnan(c)]
     layers = [
         e for e in (report.get("activations") or {}).get("layers") or [] if isinstance(e, dict)
     ]
