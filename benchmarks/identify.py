@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Command: `{command.strip()}`",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, shared; "
         f"{'full' if args.full else 'fast'} organism builds, families {', '.join(args.families)}; "
-        f"{seconds:.0f} s (reports reused from earlier runs are not re-analysed).",
+        f"{seconds:.0f} s wall for the analyses not already in --out (here: all of them).",
         "",
         "Each pair is `diffing analyze BASE VARIANT` with default settings. Top 5: a planted pair is a *hit* "
         "when one of the report's five findings names a target of organism.json (word start, "
