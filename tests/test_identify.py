@@ -272,5 +272,5 @@ def test_two_independent_models_get_the_unrelated_pair_verdict(tmp_path):
     cfg = AnalyzeConfig(sections=["stats"], tokens=2000)
     found = analyze(a, b, tmp_path / "r", config=cfg, progress=None).findings
     assert [f["id"] for f in found] == ["unrelated-pair"]
-    assert found[0]["evidence"]["replaced_share"] >= Thresholds().unrelated_tensor_share
+    assert found[0]["evidence"]["replaced_share"] >= Thresholds().unrelated_parameter_share
     assert abs(found[0]["evidence"]["first_layer_cosine"]) < Thresholds().unrelated_cosine

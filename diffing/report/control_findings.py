@@ -53,6 +53,15 @@ def _float(value: object) -> float:
     return float(value)
 
 
+def _numel(module: dict) -> float:
+    """Parameters of one tensor of the weights section (``numel``, else the product of ``shape``; NaN: unknown)."""
+    n = _float(module.get("numel"))
+    shape = module.get("shape")
+    if math.isnan(n) and isinstance(shape, list) and shape:
+        n = float(math.prod(int(x) for x in shape if isinstance(x, int)))
+    return n
+
+
 def mining(report: dict, th: Thresholds) -> list[dict]:
     """Diff mining's top tokens, when the fine-tune raises them sharply where it raises them.
 
@@ -95,32 +104,42 @@ def unrelated(report: dict, th: Thresholds) -> list[dict]:
     their norm and keeps the embedding, so the residual streams at the first layer
     stay aligned; two independently trained models replace every tensor (independent
     weights of one shape differ by about sqrt(2) of their norm) and their first-layer
-    activations are nearly orthogonal. Both signs are required when both were measured.
+    activations are nearly orthogonal. The weights' sign is the share of the base's
+    parameters in replaced tensors (a hand edit may zero a few tensors outright); both
+    signs are required when both were measured.
     """
     modules = [m for m in (report.get("weights") or {}).get("modules") or [] if isinstance(m, dict)]
-    changes = [_float(m.get("relative_change")) for m in modules]
     # an infinite change (a zero base tensor) counts as a replacement; a missing one does not count
-    changes = [c for c in changes if not math.isnan(c)]
+    modules = [m for m in modules if not math.isnan(_float(m.get("relative_change")))]
+    sizes = [_numel(m) for m in modules]
+    total = _float(((report.get("models") or {}).get("parameters") or {}).get("base"))
+    if any(math.isnan(n) for n in sizes):  # sizes unknown: count tensors instead
+        sizes, total = [1.0] * len(modules), float(len(modules))
+    elif not total > 0:
+        total = sum(sizes)
     layers = [
         e for e in (report.get("activations") or {}).get("layers") or [] if isinstance(e, dict)
     ]
     first = min(layers, key=lambda e: _float(e.get("layer")), default=None)
     cos = _float(first.get("cosine")) if first is not None else float("nan")
-    if not changes and math.isnan(cos):
+    if not modules and math.isnan(cos):
         return []
-    share = (
-        sum(c >= th.unrelated_weight_change for c in changes) / len(changes)
-        if changes
-        else float("nan")
-    )
-    if changes and share < th.unrelated_tensor_share:
+    replaced = [
+        n
+        for m, n in zip(modules, sizes)
+        if _float(m.get("relative_change")) >= th.unrelated_weight_change
+    ]
+    # tied embeddings are one parameter tensor but may be listed twice: at most all of them
+    share = min(1.0, sum(replaced) / total) if modules and total > 0 else float("nan")
+    if modules and not share >= th.unrelated_parameter_share:
         return []
     if not math.isnan(cos) and cos >= th.unrelated_cosine:
         return []
     parts = []
-    if changes:
+    if modules:
         parts.append(
-            f"{fmt_pct(share)} of {len(changes)} tensors moved by more than {fmt_pct(th.unrelated_weight_change)}"
+            f"{len(replaced)} tensors holding {fmt_pct(share)} of the parameters moved by more than "
+            f"{fmt_pct(th.unrelated_weight_change)}"
         )
     if not math.isnan(cos):
         parts.append(f"activations at layer {first.get('layer')} have mean cosine {cos:.2f}")
@@ -129,7 +148,11 @@ def unrelated(report: dict, th: Thresholds) -> list[dict]:
         "Method findings that compare the two models would read this difference as noise and are "
         "left out; the sections keep their numbers."
     )
-    evidence = {"replaced_share": share, "first_layer_cosine": cos, "tensors": len(changes)}
+    evidence = {
+        "replaced_share": share,
+        "first_layer_cosine": cos,
+        "replaced_tensors": len(replaced),
+    }
     return [finding(UNRELATED, "weights", title, detail, evidence, -0.5)]
 
 

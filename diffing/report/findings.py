@@ -62,8 +62,9 @@ class Thresholds:
     unrelated_weight_change: float = 0.9
     """Relative change above which a tensor counts as replaced rather than tuned (independent weights
     differ by about 1.4)."""
-    unrelated_tensor_share: float = 0.5
-    """Share of replaced tensors above which the weights say the pair is not a base and its fine-tune."""
+    unrelated_parameter_share: float = 0.5
+    """Share of the base's parameters in replaced tensors above which the weights say the pair is not a
+    base and its fine-tune."""
     unrelated_cosine: float = 0.3
     """Mean activation cosine at the first layer below which the activations say the same."""
 
