@@ -122,8 +122,8 @@ def test_dry_run_analyze_chat_checkpoint(tmp_path):
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     validate_report(report)
     status = {k: v["status"] for k, v in res["sections"].items()}
-    expected = {"weights": "ok", "stats": "ok", "refusal": "failed", "crosscoder": "ok"}
-    # the method sections; the refusal link needs the refusal step, which fails here
+    expected = {"weights": "ok", "stats": "ok", "refusal": "ok", "crosscoder": "ok"}
+    # the method sections; the refusal link needs a refusal direction, which there is none of here
     expected |= {
         "amplify": "ok",
         "diff_sae": "ok",
@@ -132,8 +132,11 @@ def test_dry_run_analyze_chat_checkpoint(tmp_path):
         "mining": "ok",
     }
     assert status == expected, res["sections"]
-    # random models do not refuse: the section must say so (and how to proceed), not invent a direction
-    assert "refusal tokens" in res["sections"]["refusal"]["reason"]
+    # random models do not refuse: the section must say so (and why), not invent a direction
+    assert (
+        report["refusal"]["verdict"] == "does-not-refuse" and report["refusal"]["selected"] is None
+    )
+    assert "refusal tokens" in report["refusal"]["reason"]
     assert res["findings"] and (tmp_path / "report" / "index.html").stat().st_size > 10_000
     rerun = AnalyzeConfig.load(
         tmp_path / "report" / "run.toml"

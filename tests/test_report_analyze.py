@@ -240,8 +240,8 @@ def test_demo_wiring(tiny_pair_dirs, tmp_path, monkeypatch):
     assert cfg == AnalyzeConfig(
         base=str(root / "base"), finetuned=str(root / "chat")
     )  # plain analyze
-    # the random tiny model does not refuse: the refusal section fails, so the command exits 1
-    assert main(["demo", "--out", str(tmp_path / "demo")]) == 1
+    # the random tiny model does not refuse: the refusal section says so, and the command exits 0
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
     data = json.loads((tmp_path / "demo" / "report.json").read_text())
     assert (
         data["models"]["finetuned"] == str(root / "chat")
@@ -254,12 +254,13 @@ def test_demo_wiring(tiny_pair_dirs, tmp_path, monkeypatch):
     assert data["crosscoder"]["summary"]["size"]["steps"] == 40
     # the bundled prompts were found: the refusal step reached the method, which found no refusal to explain
     assert data["inputs"]["refusal_source"] == "organism"
-    assert data["sections"]["refusal"]["status"] == "failed"
-    assert "refusal tokens" in data["sections"]["refusal"]["reason"]
-    # the method sections: the diff-SAE shares the crosscoder's store, the link needs the refusal step
+    assert data["sections"]["refusal"]["status"] == "ok"
+    assert data["refusal"]["verdict"] == "does-not-refuse"
+    assert "refusal tokens" in data["refusal"]["reason"]
+    # the method sections: the diff-SAE shares the crosscoder's store, the link needs a refusal direction
     assert data["sections"]["diff_sae"]["status"] == "ok"
     assert data["sections"]["refusal_link"]["status"] == "skipped"
-    assert "(refusal failed)" in data["sections"]["refusal_link"]["reason"]
+    assert "no refusal direction" in data["sections"]["refusal_link"]["reason"]
 
 
 @pytest.mark.slow

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from diffing.cli.common import nonnegative_int, out_dir
+from diffing.cli.common import add_out_arg, nonnegative_int, out_dir
+from diffing.cli.options import add_options, config_from_args
+from diffing.organisms.bench_config import BenchConfig
 
 VARIANT_CHOICES = ("chat", "quirk", "null", "backdoor", "fact", "style", "reseed", "all")
 """Values ``--variant`` accepts (repeatable; ``all`` is every variant): organisms.config.VARIANTS
@@ -62,6 +64,45 @@ def register(sub) -> None:
         help="smaller model, shorter training (about a minute; what the tests use)",
     )
     p.set_defaults(handler=run_build)
+    add_bench(group_sub)
+
+
+def add_bench(actions) -> argparse.ArgumentParser:
+    """Add ``organism bench``: score ``diffing analyze`` on every organism pair."""
+    p = actions.add_parser(
+        "bench",
+        help="does `diffing analyze` name each organism's planted change? (the identification benchmark)",
+        description="Build (or reuse) the organisms of every family and seed, run `diffing analyze` with "
+        "default settings on each pair (base, variant), and score its findings against what was "
+        "planted (organism.json: kind and targets): planted pairs are identified when a top-5 finding "
+        "names the change, controls raise a false alarm when a top-5 finding is more than a no-change "
+        "verdict; per method from all of its findings. Writes OUT/identify.json and one report folder "
+        "per pair; a pair whose report exists is not analysed again.",
+    )
+    add_options(p, BenchConfig, title="benchmark")
+    add_out_arg(p, "organism bench", "output folder: identify.json and the reports")
+    p.set_defaults(handler=run_bench_cli)
+    return p
+
+
+def run_bench_cli(args: argparse.Namespace) -> int:
+    """Handler of ``diffing organism bench``: run the benchmark and print its tables."""
+    from diffing.organisms.bench_run import run_bench, summary_table
+
+    cfg = config_from_args(args, BenchConfig)
+    res = run_bench(
+        cfg.root,
+        cfg.families,
+        cfg.seeds,
+        not cfg.full,
+        args.out,
+        variants=cfg.variants,
+    )  # progress goes through logging (silenced by --quiet)
+    print(res.table)
+    print()
+    print(summary_table(res.summary))
+    print(f"\nresults: {res.path}")
+    return 0
 
 
 def run_build(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
+from diffing.report import control_findings as _control
 from diffing.report.method_findings import amplify as _amplify
 from diffing.report.method_findings import diff_sae as _diff_sae
 from diffing.report.method_findings import finding as _finding
@@ -64,6 +65,17 @@ class Thresholds:
     pca_component: float = 0.3
     """Explained variance ratio of the difference's first centred component above which it is a finding
     (a spread-out change stays well below it; calibration: docs/report.md)."""
+    mining_raise: float = 2.0
+    """Count-weighted mean raise (nats) of diff mining's top tokens where they are raised, above which
+    the tokens are a finding (calibration: docs/report.md)."""
+    unrelated_weight_change: float = 0.9
+    """Relative change above which a tensor counts as replaced rather than tuned (independent weights
+    differ by about 1.4)."""
+    unrelated_parameter_share: float = 0.5
+    """Share of the base's parameters in replaced tensors above which the weights say the pair is not a
+    base and its fine-tune."""
+    unrelated_cosine: float = 0.3
+    """Mean activation cosine at the first layer below which the activations say the same."""
 
     def to_dict(self) -> dict:
         """Plain dict for report.json."""
@@ -287,6 +299,7 @@ def _no_change(r: ReportResults, th: Thresholds) -> list[dict]:
 
 RULES = (
     _no_change,
+    _control.unrelated,
     _refusal,
     _refusal_link,
     _crosscoder,
@@ -294,6 +307,7 @@ RULES = (
     _amplify,
     _adl,
     _pca,
+    _control.mining,
     _constant_shift,
     _kl,
     _weights,
@@ -308,6 +322,8 @@ READS: dict = {
     _diff_sae: ("diff_sae",),
     _amplify: ("amplify",),
     _pca: ("pca",),
+    _control.mining: ("mining",),
+    _control.unrelated: ("weights", "activations"),
     _adl: ("adl",),
     _constant_shift: ("crosscoder",),
     _kl: ("kl",),
@@ -321,16 +337,19 @@ def compute_findings(
     report: dict,
     thresholds: Thresholds | None = None,
     *,
-    limit: int = 5,
+    limit: int | None = 5,
     results: ReportResults | None = None,
 ) -> list[dict]:
-    """The ``limit`` most important findings of a report dict, most important first.
+    """The ``limit`` most important findings of a report dict (None: all), most important first.
 
     Priorities: a "no substantial change" verdict first, then refusal, crosscoder
     and ADL evidence (which name what changed), then KL, weights and activations.
     A "refusal" section finding is only made when the model does refuse. A
     non-finite statistic comes before all of them, and no rule reads a section
-    that holds one ("no substantial change" needs every section finite).
+    that holds one ("no substantial change" needs every section finite). The two
+    verdicts drop what they make noise (``control_findings.apply_verdicts``): under
+    "no substantial change" the findings with no threshold of their own, under
+    "unrelated pair" every finding that compares the two models.
 
     The rules read typed sections: ``results`` when the caller validated the report
     already (the pipeline), else each section of ``report`` read on its own, one that
@@ -348,8 +367,7 @@ def compute_findings(
         if broken and (reads is None or any(sec in broken for sec in reads)):
             continue
         found.extend(rule(typed, th))
-    if any(f["id"] == "no-substantial-change" for f in found):
-        found = [f for f in found if f["id"] != "weights-top-module"]  # its detail has the weights
+    found = _control.apply_verdicts(found)  # a verdict drops the findings it makes noise
     found.sort(key=lambda f: f["priority"])
     out = []
     for f in found[:limit]:

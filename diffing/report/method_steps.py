@@ -279,6 +279,8 @@ def refusal_link(
             for s in missing
         )
         raise SkipSection(f"needs the crosscoder and refusal sections ({why})")
+    if (report.get("refusal") or {}).get("selected") is None:
+        raise SkipSection("the refusal section found no refusal direction to link latents to")
     from diffing.crosscoder.extra_config import RefusalLinkConfig
     from diffing.crosscoder.refusal_link import refusal_link as link
     from diffing.crosscoder.refusal_link import section

@@ -6,6 +6,8 @@ Field meanings follow docs/refusal.md and docs/refusal-link.md.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from diffing.report.results_common import Context, JsonDict, LogitLens, Num, Result
@@ -90,8 +92,16 @@ class LayerDirection(Result):
 class Refusal(Result):
     """Refusal directions of the fine-tuned model vs the base, and the evaluation of the selected one."""
 
-    selected: Selected
-    """Where the selected direction of the fine-tuned model lives."""
+    selected: Selected | None
+    """Where the selected direction of the fine-tuned model lives (None: no direction was found)."""
+    verdict: Literal["does-not-refuse", "no-direction"] | None = None
+    """Set when no direction was found: the fine-tuned model does not refuse, or refuses with no direction carrying it."""
+    note: str | None = None
+    """One line for the page saying why there is no direction (set with ``verdict``)."""
+    reason: str | None = None
+    """What the direction search reported when it found no candidate (set with ``verdict``)."""
+    rejected_phrases: list[str] | None = None
+    """Inferred refusal openings dropped because harmless answers or the base's answers contain them too."""
     refusal_rate: RateTable
     """Fraction of held-out prompts refused, per set and intervention."""
     refusal_score: RateTable | None = None

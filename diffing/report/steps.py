@@ -13,8 +13,10 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from diffing.errors import DiffingError
 from diffing.report.budget import fit_to_harvest
 from diffing.report.config import AnalyzeConfig
+from diffing.report.findings import Thresholds
 from diffing.report.inputs import RunData, prompt_files, prompt_source, prompt_splits
 from diffing.report.util import SkipSection
 
@@ -125,7 +127,22 @@ def refusal(pair, cfg: AnalyzeConfig, out: Path, progress: Progress, data: RunDa
     progress(
         f"refusal: {len(h_tr)}/{len(h_va)}/{len(h_te)} harmful and {len(n_tr)}/{len(n_va)}/{len(n_te)} harmless prompts (train/val/test)"
     )
-    cmp = compare_pair(pair, h_tr, n_tr, h_va, n_va, h_te, n_te, config=rcfg)
+    try:
+        cmp = compare_pair(pair, h_tr, n_tr, h_va, n_va, h_te, n_te, config=rcfg)
+    except DiffingError as err:  # a model that does not refuse has no refusal direction: a result
+        progress(f"refusal: no direction ({err}); measuring how often the model refuses")
+        from diffing.report.no_refusal import no_direction
+
+        result = no_direction(pair, rcfg, h_te, n_te, str(err))
+        write_json(out / "eval.json", result)
+        return {
+            "refusal": result,
+            "inputs": {
+                "refusal_source": prompt_source(pair, cfg),
+                "refusal_prompts": prompt_files(pair, cfg),
+                "refusal_split_sizes": {k: [len(x) for x in v] for k, v in splits.items()},
+            },
+        }
     progress(
         f"refusal: direction at layer {cmp.finetuned_direction.layer}; evaluating ablation and addition"
     )
@@ -152,6 +169,12 @@ def refusal(pair, cfg: AnalyzeConfig, out: Path, progress: Progress, data: RunDa
         },
         refusal_phrases=ev.report["refusal_phrases"],
         examples=ev.report["examples"],
+    )
+    refuses = (ev.report["refusal_rate"].get("harmful") or {}).get("baseline")
+    result["verdict"] = (
+        "refuses"
+        if isinstance(refuses, (int, float)) and refuses >= Thresholds().refusal_present
+        else "does-not-refuse"
     )
     sizes = {k: [len(x) for x in v] for k, v in splits.items()}
     return {
