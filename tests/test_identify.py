@@ -97,7 +97,11 @@ def test_score_recomputes_every_finding_from_the_sections():
     report = {
         "findings": [],
         "sections": _sections("weights", "stats"),
-        "adl": {"layer": 2, "promoted_tokens": [{"token": " marmalade", "id": 7, "score": 3.0}]},
+        "adl": {
+            "layer": 2,
+            "promoted_tokens": [{"token": " marmalade", "id": 7, "score": 3.0}],
+            "suppressed_tokens": [],
+        },
         "thresholds": Thresholds().to_dict(),
     }
     s = score_report(report, "quirk", ["marmalade"])
@@ -176,10 +180,11 @@ def test_unrelated_verdict_drops_the_comparing_findings():
         "weights": _weights(1.4),
         "activations": _layers(0.05, 0.1),
         "kl": {"mean": 3.0},
-        "adl": {"layer": 1, "promoted_tokens": [{"token": " x", "score": 1.0}]},
+        "adl": {"layer": 1, "promoted_tokens": [{"token": " x", "score": 1.0}], "suppressed_tokens": []},
         "mining": _mining(5.0),
         "refusal": {"selected": {"layer": 1, "position": -1},
-                    "refusal_rate": {"harmful": {"baseline": 0.9, "ablation": 0.1}}},
+                    "refusal_rate": {"harmful": {"baseline": 0.9, "ablation": 0.1, "addition": 1.0},
+                                     "harmless": {"baseline": 0.0, "ablation": 0.0, "addition": 0.9}}},
     }  # fmt: skip
     ids = [f["id"] for f in compute_findings(report, limit=None)]
     assert ids == [
@@ -198,7 +203,11 @@ def test_no_change_verdict_drops_unthresholded_findings_only():
         "weights": _weights(0.3),
         "activations": _layers(0.99, 0.98),
         "kl": {"mean": 0.05},
-        "adl": {"layer": 1, "promoted_tokens": [{"token": " x", "score": 1.0}]},
+        "adl": {
+            "layer": 1,
+            "promoted_tokens": [{"token": " x", "score": 1.0}],
+            "suppressed_tokens": [],
+        },
         "mining": _mining(5.0),
     }
     ids = [f["id"] for f in compute_findings(report, limit=None)]

@@ -109,7 +109,7 @@ def unrelated(r: ReportResults, th: Thresholds) -> list[dict]:
     # an infinite change (a zero base tensor) counts as a replacement; a missing one does not count
     modules = [m for m in modules if not math.isnan(_float(m.relative_change))]
     sizes = [_numel(m) for m in modules]
-    total = _float((r.models.parameters or {}).get("base"))
+    total = _float(((r.models.parameters if r.models else None) or {}).get("base"))
     if any(math.isnan(n) for n in sizes):  # sizes unknown: count tensors instead
         sizes, total = [1.0] * len(modules), float(len(modules))
     elif not total > 0:

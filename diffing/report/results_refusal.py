@@ -94,12 +94,13 @@ class Refusal(Result):
 
     selected: Selected | None
     """Where the selected direction of the fine-tuned model lives (None: no direction was found)."""
-    verdict: Literal["does-not-refuse", "no-direction"] | None = None
-    """Set when no direction was found: the fine-tuned model does not refuse, or refuses with no direction carrying it."""
+    verdict: Literal["refuses", "does-not-refuse", "no-direction"] | None = None
+    """Whether the fine-tuned model refuses (its harmful-prompt rate against ``Thresholds.refusal_present``);
+    ``no-direction`` when it refuses but no direction was found."""
     note: str | None = None
-    """One line for the page saying why there is no direction (set with ``verdict``)."""
+    """One line for the page saying why there is no direction (set when none was found)."""
     reason: str | None = None
-    """What the direction search reported when it found no candidate (set with ``verdict``)."""
+    """What the direction search reported when it found no candidate."""
     rejected_phrases: list[str] | None = None
     """Inferred refusal openings dropped because harmless answers or the base's answers contain them too."""
     refusal_rate: RateTable
