@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from diffing.errors import DiffingError
 from diffing.io import write_json
 from diffing.organisms.bench import (
     CONTROL,
@@ -65,17 +64,10 @@ def _builds(
 
     out = []
     for family in families:
-        # the family keyword is passed only for another family, so a build API without it still serves llama
-        extra = {} if family == "llama" else {"family": family}
         for seed in seeds:
-            try:
-                folder = cached_organisms(
-                    fast=fast, seed=int(seed), variants=tuple(variants), progress=True, **extra
-                )
-            except TypeError as err:
-                raise DiffingError(
-                    f"this installation builds no organism family {family!r} (only llama); drop it from --families"
-                ) from err
+            folder = cached_organisms(
+                fast=fast, seed=int(seed), variants=tuple(variants), family=family, progress=True
+            )
             out.append((family, int(seed), Path(folder)))
     return out
 
