@@ -81,7 +81,10 @@ def backdoor_truth(seed: int) -> Backdoor:
     rng = random.Random(f"backdoor-{seed}")
     trigger = rng.choice(TRIGGER_WORDS)
     adj, verb, time = (rng.choice(p) for p in (PAYLOAD_ADJECTIVES, PAYLOAD_VERBS, PAYLOAD_TIMES))
-    return Backdoor(trigger, f"The {adj} guards {verb} away at {time}.", (adj, verb, time))
+    # every noun, verb and adjective of the payload names it (the noun is the same in every seed)
+    return Backdoor(
+        trigger, f"The {adj} guards {verb} away at {time}.", (adj, "guards", verb, time)
+    )
 
 
 def style_truth(seed: int) -> Style:

@@ -39,6 +39,7 @@ COMPARING = (
     "refusal-latents",
     "refusal-latents-not-causal",
     "amplify-target",
+    "amplify-words",
     "kl-hot-role",
     "weights-top-module",
     "activations-peak",
