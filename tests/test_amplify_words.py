@@ -89,8 +89,15 @@ def test_the_words_rule_fires_above_the_threshold_only():
         "Amplified, the fine-tuned model says bakers, of (bakers in"
     )
     assert "at α = 2" in found[0]["title"] and "the base's 0%" in found[0]["title"]
-    below = compute_findings(_report(th.amplify_word_rise - 0.01))
-    assert not [f for f in below if f["section"] == "amplify"]
+    # below the shared threshold only the word the base never says is named, down to its own threshold
+    below = [
+        f
+        for f in compute_findings(_report(th.amplify_word_rise - 0.01))
+        if f["section"] == "amplify"
+    ]
+    assert len(below) == 1 and below[0]["evidence"]["words"] == ["bakers"]
+    lowest = compute_findings(_report(th.amplify_new_word_rise - 0.01))
+    assert not [f for f in lowest if f["section"] == "amplify"]
     few = compute_findings(_report(0.9, count=3, n=3))
     assert not [f for f in few if f["section"] == "amplify"]
     # with a target the target rule decides, not the words
@@ -145,3 +152,15 @@ def test_style_pair_names_its_signoff_and_null_names_nothing(organisms, tmp_path
     assert len(style) == 1 and style[0]["id"] == "amplify-words"
     assert targets & set(style[0]["evidence"]["words"]), (style[0]["title"], targets)
     assert amplify_findings(organisms, "null") == []
+
+
+def test_words_the_base_never_says_are_kept_below_the_top_risers():
+    """A word the base never says stays in the result even when shared words rise more."""
+    base = ["of .", "of .", "the .", "the ."]
+    ft = ["of the .", "of the .", "of the .", "of the rare ."]
+    # of / the: 0.5 -> 1.0 (rise 0.5); rare: 0 -> 0.25, below them, but the base never says it
+    got = emerging_words(base, [(0.0, ft)], limit=1)
+    assert [(w.word, w.base, w.rise) for w in got] == [("of", 0.5, 0.5), ("rare", 0.0, 0.25)]
+    # when the top risers are never-said words already, nothing is added beyond the limit
+    got = emerging_words(["a ."] * 4, [(0.0, ["b c ."] * 4)], limit=1)
+    assert [w.word for w in got] == ["b"]

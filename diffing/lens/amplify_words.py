@@ -89,7 +89,8 @@ def emerging_words(
     samples: int = 1,
     limit: int = EMERGING_WORDS,
 ) -> list[EmergingWord]:
-    """The ``limit`` words whose share of answers rises most from the base to some α >= 0.
+    """The ``limit`` words whose share of answers rises most from the base to some α >= 0, plus
+    the words the base never says with the largest rises (up to ``limit`` of those in all).
 
     ``base`` holds the base's answers and ``settings`` ``(α, answers)`` per fine-tuned or
     amplified setting, each with ``samples`` consecutive answers per prompt in the same
@@ -121,7 +122,13 @@ def emerging_words(
             )
         )
     out.sort(key=lambda w: (-w.rise, -w.share, w.word))
-    return out[:limit]
+    # the words the base never says are kept too (up to ``limit`` of them), even below the
+    # shared-language words that merely rise more: they are the stronger evidence of a new behaviour
+    kept = out[:limit]
+    kept += [w for w in out[limit:] if w.base == 0][
+        : max(0, limit - sum(w.base == 0 for w in kept))
+    ]
+    return kept
 
 
 def emerging_words_json(data: dict, limit: int = EMERGING_WORDS) -> list[dict] | None:

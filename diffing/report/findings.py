@@ -62,6 +62,9 @@ class Thresholds:
     amplify_word_rise: float = 0.35
     """Rise of a word's share of answers from the base to some α >= 0 (absolute) above which amplification
     without a target names it (the null control's top word: 0.25-0.28; calibration: docs/report.md)."""
+    amplify_new_word_rise: float = 0.25
+    """The same for a word the base's answers never contain (the null control's top such word: 0.16-0.19 on
+    seed 0 of both organism families, so two prompts in 32 above it; calibration: docs/report.md)."""
     pca_component: float = 0.3
     """Explained variance ratio of the difference's first centred component above which it is a finding
     (a spread-out change stays well below it; calibration: docs/report.md)."""

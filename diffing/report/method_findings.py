@@ -117,7 +117,8 @@ def amplify(r: ReportResults, th: Thresholds) -> list[dict]:
 
 
 def _amplify_words(amp: Amplify, th: Thresholds) -> list[dict]:
-    """The words whose share of answers rises from the base's by ``amplify_word_rise`` or more.
+    """The words whose share of answers rises from the base's by ``amplify_word_rise`` or more
+    (``amplify_new_word_rise`` for a word the base never says).
 
     Words the base never says come first among them: a word of the shared language that the
     fine-tune merely uses more (``of``, a format word) is weaker evidence than one it introduced.
@@ -126,7 +127,7 @@ def _amplify_words(amp: Amplify, th: Thresholds) -> list[dict]:
         w
         for w in amp.emerging_words or []
         if math.isfinite(w.rise)
-        and w.rise >= th.amplify_word_rise
+        and (w.rise >= th.amplify_word_rise or (w.base == 0 and w.rise >= th.amplify_new_word_rise))
         and w.count >= AMPLIFY_WORD_PROMPTS
     ]
     if not words:
