@@ -1,7 +1,7 @@
 """Benchmark: wall and CPU time of ``diffing organism build`` (the build-time targets).
 
 Targets: ``diffing organism build OUT --fast`` in at most 90 s and the full build
-(``--variant all``) in at most 8 minutes on 2 CPU cores. Each run is a fresh build in a new
+(``--variants all``) in at most 8 minutes on 2 CPU cores. Each run is a fresh build in a new
 folder, in its own process (imports included), timed from outside like ``/usr/bin/time``.
 
 Machine speed drifts (on the shared 2-core build machine by ~20% within an hour), so a

@@ -234,12 +234,13 @@ def test_torch_hooks_agree_with_the_traced_interventions(tmp_path):
 def test_family_is_in_the_cache_key_and_checked(tmp_path):
     """A family is part of the settings: other digests, unknown ones refused, and a folder built
     before there were families (build.json without ``family``) counts as llama."""
-    from diffing.cli.organism import FAMILY_CHOICES
+    from typing import get_args
+
     from diffing.organisms.build import BUILD_INFO, _prepare_folder
-    from diffing.organisms.config import RECIPE
+    from diffing.organisms.config import RECIPE, FamilyName
     from diffing.organisms.families import FAMILY_NAMES
 
-    assert FAMILY_CHOICES == FAMILY_NAMES
+    assert get_args(FamilyName) == FAMILY_NAMES
     llama, olmo = organism_config(fast=True), organism_config(fast=True, family="olmo2")
     assert llama.digest() != olmo.digest()
     with pytest.raises(DiffingError, match="family"):

@@ -311,7 +311,7 @@ def test_build_threads_follow_the_machine(monkeypatch):
 def test_cli_rejects_unknown_variant(capsys):
     from diffing.cli.main import main
 
-    assert main(["organism", "build", "out", "--variant", "nope"]) == 2
+    assert main(["organism", "build", "out", "--variants", "nope"]) == 2
     assert "invalid choice: 'nope'" in capsys.readouterr().err
 
 

@@ -161,8 +161,15 @@ def test_style_rates(zoo, manifest, models, organisms):
 
 
 def test_cli_variant_choices_follow_config():
-    from diffing.cli.organism import DEFAULT_CHOICE, VARIANT_CHOICES
+    from diffing.cli.main import build_parser
     from diffing.organisms.config import DEFAULT_VARIANTS, VARIANTS
 
-    assert VARIANT_CHOICES == (*VARIANTS, "all")
-    assert DEFAULT_CHOICE == DEFAULT_VARIANTS
+    parser = build_parser()
+    build = parser._subparsers._group_actions[0].choices["organism"]
+    build = build._subparsers._group_actions[0].choices["build"]
+    flag = next(a for a in build._actions if a.dest == "variants")
+    assert tuple(flag.choices) == (*VARIANTS, "all")
+    from diffing.organisms.config import BuildOptions
+
+    assert tuple(BuildOptions().variants) == DEFAULT_VARIANTS  # the flag's default is the field's
+    assert "(default: chat quirk null)" in " ".join(build.format_help().split())

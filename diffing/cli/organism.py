@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from diffing.cli.common import add_out_arg, nonnegative_int, out_dir
+from diffing.cli.common import add_out_arg, out_dir
 from diffing.cli.options import add_options, config_from_args
 from diffing.organisms.bench_config import BenchConfig
-
-VARIANT_CHOICES = ("chat", "quirk", "null", "backdoor", "fact", "style", "reseed", "all")
-"""Values ``--variant`` accepts (repeatable; ``all`` is every variant): organisms.config.VARIANTS
-spelled out, since importing the organisms package would load torch into ``diffing --help``
-(a test checks the two agree)."""
-DEFAULT_CHOICE = ("chat", "quirk", "null")
-"""What a build without ``--variant`` makes (organisms.config.DEFAULT_VARIANTS)."""
-FAMILY_CHOICES = ("llama", "olmo2")
-"""Values ``--family`` accepts (diffing.organisms.families.FAMILY_NAMES; repeated here so that
-``diffing --help`` does not import the organisms)."""
+from diffing.organisms.config import BuildOptions
 
 
 def register(sub) -> None:
@@ -38,31 +29,7 @@ def register(sub) -> None:
     p.add_argument(
         "out_dir", metavar="OUT_DIR", type=out_dir, help="folder to build into (created if missing)"
     )
-    p.add_argument(
-        "--variant",
-        action="append",
-        choices=VARIANT_CHOICES,
-        default=None,
-        help="variant to build (repeatable; default: chat, quirk and null; reseed: a second base "
-        "from another seed, a control; all: every variant)",
-    )
-    p.add_argument(
-        "--family",
-        choices=FAMILY_CHOICES,
-        default="llama",
-        help="model family: llama (pre-norm) or olmo2 (post-sublayer norms) (default llama)",
-    )
-    p.add_argument(
-        "--seed",
-        type=nonnegative_int,
-        default=0,
-        help="seed of the world, data and training (default 0)",
-    )
-    p.add_argument(
-        "--fast",
-        action="store_true",
-        help="smaller model, shorter training (about a minute; what the tests use)",
-    )
+    add_options(p, BuildOptions, title="build")
     p.set_defaults(handler=run_build)
     add_bench(group_sub)
 
@@ -109,12 +76,13 @@ def run_build(args: argparse.Namespace) -> int:
     """Handler of ``diffing organism build``: build, then print where and how it went."""
     from diffing.organisms import build_organisms, load_manifest
 
+    cfg = config_from_args(args, BuildOptions)
     out = build_organisms(
         args.out_dir,
-        variants=tuple(args.variant or DEFAULT_CHOICE),
-        seed=args.seed,
-        fast=args.fast,
-        family=args.family,
+        variants=tuple(cfg.variants),
+        seed=cfg.seed,
+        fast=cfg.fast,
+        family=cfg.family,
         progress=not args.quiet,
     )
     manifest = load_manifest(out)

@@ -6,9 +6,9 @@ Torch-free, so the CLI can build its flags from it without loading the methods.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 from diffing.configs import limits, validate
+from diffing.organisms.config import FamilyName
 
 
 @dataclass
@@ -18,7 +18,7 @@ class BenchConfig:
     root: str | None = None
     """An existing organism build to score (its every variant); None: build or reuse the cached
     builds of every family and seed below."""
-    families: list[Literal["llama", "olmo2"]] = field(default_factory=lambda: ["llama"])
+    families: list[FamilyName] = field(default_factory=lambda: ["llama"])
     """Model families of the organism builds (llama, olmo2)."""
     seeds: list[int] = field(default_factory=lambda: [0], metadata=limits(ge=0))
     """Organism seeds: one build per family and seed."""

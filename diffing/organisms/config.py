@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Literal
 
+from diffing.configs import limits, validate
 from diffing.errors import DiffingError
 from diffing.organisms.families import FAMILY_NAMES
 
@@ -16,6 +18,30 @@ DEFAULT_VARIANTS = ("chat", "quirk", "null")
 """What a build makes when no variant is named (the demo's and the test suite's organisms)."""
 RESEED_OFFSET = 1000
 """The ``reseed`` control's initialisation and batch-order seed is the build's seed plus this."""
+VariantName = Literal[(*VARIANTS, "all")]  # type: ignore[valid-type]
+"""A variant a build may be asked for (``all``: every variant)."""
+FamilyName = Literal[FAMILY_NAMES]  # type: ignore[valid-type]
+"""A model family an organism may be built in."""
+
+
+@dataclass
+class BuildOptions:
+    """What ``diffing organism build`` (and :func:`~diffing.organisms.build_organisms`) builds."""
+
+    variants: list[VariantName] = field(default_factory=lambda: list(DEFAULT_VARIANTS))
+    """Variants to build besides the base (all: every variant; reseed: a second base from another
+    seed, a control)."""
+    family: FamilyName = "llama"
+    """Model family: llama (pre-norm) or olmo2 (post-sublayer norms)."""
+    seed: int = field(default=0, metadata=limits(ge=0))
+    """Seed of the world, the data and the training."""
+    fast: bool = False
+    """Smaller model, shorter training (about a minute; what the tests use)."""
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
 RECIPE = 6
 """Version of the data generators and training recipe; bump it when a build would come out different."""
 
