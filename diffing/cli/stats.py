@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from diffing.cli.common import add_out_arg, add_pair_args, add_remote_arg, integer, token_count
+from diffing.cli.common import add_out_arg, add_pair_args, add_remote_arg, token_count
 from diffing.cli.options import add_options
-from diffing.stats.config import StatsConfig
+from diffing.stats.config import StatsConfig, StatsInputs
 
 OFF_FLAGS = {"weights": "--no-weights"}
 """StatsConfig booleans (on by default) and the flag that turns each off."""
@@ -23,33 +23,7 @@ def register(sub) -> None:
     )
     add_pair_args(p)
     add_out_arg(p, "stats", "output folder for stats.json and the figures")
-    p.add_argument(
-        "--data",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="SPEC",
-        help="data: .txt (one document a line), .jsonl/.json with strings, text records "
-        '({"text": ...}) or chats ({"messages": [...]}), folders, hf:NAME[:split]',
-    )
-    p.add_argument(
-        "--text-field", default=None, help="field holding the text in JSON records (default: text)"
-    )
-    p.add_argument(
-        "--tokens",
-        type=token_count,
-        default=100_000,
-        help="token budget over all data (default 100000)",
-    )
-    p.add_argument(
-        "--layers", type=integer, nargs="+", default=None, help="layers to measure (default: all)"
-    )
-    p.add_argument(
-        "--adl-layer",
-        type=integer,
-        default=None,
-        help="layer of the Activation Difference Lens (default: middle)",
-    )
+    add_options(p, StatsInputs, types={"tokens": token_count}, title="data and layers")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_remote_arg(p, "both models (top-k KL; weight statistics from sketches)")
     add_options(p, StatsConfig, off_flags=OFF_FLAGS, title="statistics (fields of StatsConfig)")
@@ -61,23 +35,19 @@ def run(args: argparse.Namespace) -> int:
     from diffing.cli.common import load_pair_from_args
     from diffing.cli.options import config_from_args
     from diffing.data.corpus import read_documents
-    from diffing.errors import DiffingError
     from diffing.stats import compute_stats
 
-    if not args.data:
-        raise DiffingError(
-            "no data: pass --data FILE ... (.txt lines, or .jsonl with text or chat records)"
-        )
     cfg = config_from_args(args, StatsConfig)
-    docs = read_documents(args.data, field=args.text_field)
+    inputs = config_from_args(args, StatsInputs)
+    docs = read_documents(inputs.data, field=inputs.text_field)
     pair = load_pair_from_args(args)
     result = compute_stats(
         pair,
         texts=docs.texts,
         chats=docs.chats,
-        tokens=args.tokens,
-        layers=args.layers,
-        adl_layer=args.adl_layer,
+        tokens=inputs.tokens,
+        layers=inputs.layers,
+        adl_layer=inputs.adl_layer,
         out_dir=args.out,
         config=cfg,
         progress=not args.no_progress,

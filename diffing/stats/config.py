@@ -13,6 +13,27 @@ SKETCH_SIZE = 64
 
 
 @dataclass
+class StatsInputs:
+    """What ``diffing stats`` reads and where it measures (the arguments of :func:`compute_stats`
+    besides the pair and :class:`StatsConfig`)."""
+
+    data: list[str]
+    """Data: .txt (one document a line), .jsonl/.json with strings, text records ({"text": ...}) or
+    chats ({"messages": [...]}), folders, hf:NAME[:split]."""
+    text_field: str | None = None
+    """Field holding the text in JSON records (None: text)."""
+    tokens: int = field(default=100_000, metadata=limits(gt=0))
+    """Token budget over all data."""
+    layers: list[int] | None = None
+    """Layers to measure (None: all)."""
+    adl_layer: int | None = None
+    """Layer of the Activation Difference Lens (None: the middle one)."""
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+@dataclass
 class StatsConfig:
     """Settings of :func:`compute_stats` beyond the data and the layers."""
 
