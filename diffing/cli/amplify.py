@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from diffing.cli.common import add_out_arg, add_pair_args
+from diffing.cli.common import add_out_arg, add_pair_args, template_file
 from diffing.cli.options import add_options, config_from_args
 from diffing.lens.amplify_config import AmplifyConfig
 
@@ -32,7 +32,9 @@ def register(sub) -> argparse.ArgumentParser:
         default=None,
         help="prompt file (.txt/.json/.jsonl/.csv or hf:NAME; default: the built-in chat prompts)",
     )
-    p.add_argument("--template", help="Jinja chat template file, for models without one")
+    p.add_argument(
+        "--template", type=template_file, help="Jinja chat template file, for models without one"
+    )
     add_options(p, AmplifyConfig, title="amplification")
     p.set_defaults(handler=run_amplify)
     return p
@@ -49,20 +51,8 @@ def run_amplify(args: argparse.Namespace) -> int:
         from diffing.data import load_prompts
 
         prompts = load_prompts(args.prompts)
-    template = None
-    if args.template:
-        from pathlib import Path
-
-        from diffing.errors import DiffingError
-
-        path = Path(args.template).expanduser()
-        if not path.is_file():
-            raise DiffingError(
-                f"template file {args.template!r} does not exist; give a Jinja chat template file"
-            )
-        template = path.read_text()
     pair = load_pair_from_args(args)
-    result = amplify(pair, prompts, cfg, template=template, progress=True)
+    result = amplify(pair, prompts, cfg, template=args.template, progress=True)
     path = save_amplify(result, args.out)
     sec = section(result, examples=1)
     print(f"{result.n_prompts} prompts x {cfg.samples} sample(s), form {cfg.form}")

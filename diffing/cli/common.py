@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+from pathlib import Path
 
 from diffing.cli.options import bounded
 from diffing.configs import flag_name
@@ -65,6 +66,16 @@ probability = bounded(float, ge=0, le=1)
 """A finite number in [0, 1] (fractions and rates)."""
 strength = bounded(float, ge=-MAX_STRENGTH, le=MAX_STRENGTH)
 """A finite intervention strength with |strength| <= MAX_STRENGTH (1 = full ablation)."""
+
+
+def template_file(text: str) -> str:
+    """The contents of a Jinja chat template file (the flag takes the file, the config the template)."""
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(
+            f"template file {text!r} does not exist; give a Jinja chat template file"
+        )
+    return path.read_text()
 
 
 def token_count(text: str) -> int:

@@ -16,6 +16,7 @@ from diffing.cli.common import (
     positive_int,
     print_json,
     strength,
+    template_file,
 )
 from diffing.cli.options import add_options
 from diffing.refusal.config import RefusalConfig
@@ -60,8 +61,12 @@ def _prompt_args(p: argparse.ArgumentParser, *, val: bool = True) -> None:
     p.add_argument(
         "--refusal-tokens", nargs="+", help="refusal token ids or strings (default: inferred)"
     )
-    add_options(p, RefusalConfig, only=("refusal_phrases", *_RUN_FIELDS))
-    p.add_argument("--template", help="Jinja chat template file, for models without one")
+    add_options(
+        p,
+        RefusalConfig,
+        only=("refusal_phrases", "template", *_RUN_FIELDS),
+        types={"template": template_file},
+    )
     p.add_argument(
         "--limit",
         type=positive_int,
@@ -170,19 +175,11 @@ def register(sub) -> None:
 
 def _config(args, tokenizer=None):
     from diffing.cli.options import config_from_args
-    from diffing.errors import DiffingError
     from diffing.refusal.scores import parse_refusal_tokens
 
     cfg = config_from_args(args, RefusalConfig)
     if "max_new_tokens" in vars(args):  # the phrases are inferred from completions this long
         cfg.phrase_tokens = cfg.max_new_tokens
-    if args.template:
-        path = Path(args.template).expanduser()
-        if not path.is_file():
-            raise DiffingError(
-                f"template file {args.template!r} does not exist; give a Jinja chat template file"
-            )
-        cfg.template = path.read_text()
     if args.refusal_tokens and tokenizer is not None:
         cfg.refusal_tokens = parse_refusal_tokens(tokenizer, args.refusal_tokens)
     return cfg

@@ -77,7 +77,8 @@ class RefusalConfig:
     max_new_tokens: int = field(default=24, metadata=limits(gt=0))
     """Greedy tokens generated per prompt in evaluation."""
     template: str | None = None
-    """A Jinja chat template to use instead of the tokenizer's (needed when it has none)."""
+    """A Jinja chat template to use instead of the tokenizer's (needed when it has none; on the command
+    line, the file holding it)."""
 
     def __post_init__(self) -> None:
         validate(self)
