@@ -121,7 +121,7 @@ def add_refusal_link(actions) -> argparse.ArgumentParser:
         "--harmful", default=None, help="harmful prompts (.txt/.jsonl/.json/.csv) for the ablation"
     )
     p.add_argument("--refusal-tokens", nargs="+", default=None,
-                   help="strings whose first token starts a refusal (default: the direction file's refusal_tokens)")  # fmt: skip
+                   help="refusal token ids, or strings whose first token starts a refusal (default: the direction file's refusal_tokens)")  # fmt: skip
     p.add_argument(
         "--latents-json",
         default=None,
@@ -175,9 +175,9 @@ def run_refusal_link(args: argparse.Namespace) -> int:
     store = ActivationStore.open(args.store)
     pair = None if args.no_models else pair_from_store(store)
     if args.refusal_tokens and pair is not None:
-        tokens = [
-            pair.tokenizer.encode(t, add_special_tokens=False)[0] for t in args.refusal_tokens
-        ]
+        from diffing.refusal.scores import parse_refusal_tokens
+
+        tokens = parse_refusal_tokens(pair.tokenizer, args.refusal_tokens)
     harmful = None
     if args.harmful and pair is not None:
         from diffing.data import load_prompts
