@@ -58,14 +58,11 @@ def _prompt_args(p: argparse.ArgumentParser, *, val: bool = True) -> None:
                     help=f"held-out {kind} prompts for {use} (default: split off --{kind})",
                 )
         add_options(p, RefusalConfig, only=_SPLIT_FIELDS, title="split")
-    p.add_argument(
-        "--refusal-tokens", nargs="+", help="refusal token ids or strings (default: inferred)"
-    )
     add_options(
         p,
         RefusalConfig,
-        only=("refusal_phrases", "template", *_RUN_FIELDS),
-        types={"template": template_file},
+        only=("refusal_tokens", "refusal_phrases", "template", *_RUN_FIELDS),
+        types={"template": template_file, "refusal_tokens": str},
     )
     p.add_argument(
         "--limit",
@@ -173,15 +170,12 @@ def register(sub) -> None:
     group.set_defaults(handler=lambda args: group.print_help() or 2)
 
 
-def _config(args, tokenizer=None):
+def _config(args):
     from diffing.cli.options import config_from_args
-    from diffing.refusal.scores import parse_refusal_tokens
 
     cfg = config_from_args(args, RefusalConfig)
     if "max_new_tokens" in vars(args):  # the phrases are inferred from completions this long
         cfg.phrase_tokens = cfg.max_new_tokens
-    if args.refusal_tokens and tokenizer is not None:
-        cfg.refusal_tokens = parse_refusal_tokens(tokenizer, args.refusal_tokens)
     return cfg
 
 
@@ -229,7 +223,7 @@ def run_extract(args: argparse.Namespace) -> int:
     from diffing.refusal.pipeline import extract_direction
 
     lm, tok, arch = _load(args)
-    cfg = _config(args, tok)
+    cfg = _config(args)
     sets = _sets(args, cfg)
     h, s = sets["harmful"], sets["harmless"]
     result = extract_direction(
@@ -273,7 +267,7 @@ def run_compare(args: argparse.Namespace) -> int:
     from diffing.refusal.io import write_json
 
     pair = load_pair_from_args(args)
-    cfg = _config(args, pair.tokenizer)
+    cfg = _config(args)
     sets = _sets(args, cfg)
     h, s = sets["harmful"], sets["harmless"]
     if not h.test or not s.test:

@@ -46,13 +46,11 @@ def run_eval(args: argparse.Namespace) -> int:
     reference = None
     if args.reference:  # measured first and freed, so one model is in memory at a time
         rlm, rtok, rarch = _load(args, args.reference)
-        reference = behaviour(
-            rlm, rtok, rarch, harmful, harmless, config=_config(args, rtok), text=text
-        )
+        reference = behaviour(rlm, rtok, rarch, harmful, harmless, config=_config(args), text=text)
         del rlm
         gc.collect()
     lm, tok, arch = _load(args)
-    cfg = _config(args, tok)
+    cfg = _config(args)
     if args.direction:
         direction = Direction.load(args.direction)
         direction.check_model(lm._module.config, what=repr(args.model))
@@ -112,7 +110,7 @@ def run_export(args: argparse.Namespace) -> int:
         args.out,
         harmful,
         harmless,
-        config=_config(args, tok),
+        config=_config(args),
         strength=args.strength,
         layers=args.layers,
         source=args.model,

@@ -19,7 +19,7 @@ from diffing.arch import ArchSpec, d_model, num_layers
 from diffing.errors import DiffingError
 from diffing.refusal.config import RefusalConfig
 from diffing.refusal.interventions import Intervention, forward_last
-from diffing.refusal.scores import infer_refusal_tokens, refusal_scores
+from diffing.refusal.scores import infer_refusal_tokens, parse_refusal_tokens, refusal_scores
 from diffing.tokens import ROLE_IDS, Encoded, encode_chat, pad_batch, pad_id_of
 
 
@@ -163,7 +163,7 @@ def extract_candidates(
     lp_h, acts_h = run_prompts(lm, arch, tokenizer, enc_h, n_post=n_post, batch_size=cfg.batch_size)
     lp_s, acts_s = run_prompts(lm, arch, tokenizer, enc_s, n_post=n_post, batch_size=cfg.batch_size)
     tokens = (
-        list(cfg.refusal_tokens)
+        parse_refusal_tokens(tokenizer, cfg.refusal_tokens)
         if cfg.refusal_tokens
         else infer_refusal_tokens(
             lp_h,

@@ -58,8 +58,9 @@ class RefusalConfig:
     """Discard candidates whose ablation moves harmless next-token distributions by more KL than this."""
     induce_threshold: float = 0.0
     """Discard candidates whose addition gives a mean harmless refusal score below this."""
-    refusal_tokens: list[int] | None = None
-    """Token ids R that start a refusal; inferred from the model's first-token distributions when None."""
+    refusal_tokens: list[int | str] | None = None
+    """Tokens R that start a refusal: ids, or strings whose first token is taken; inferred from the
+    model's first-token distributions when None."""
     refusal_phrases: list[str] | None = None
     """Substrings that mark a completion as a refusal; inferred from greedy completions when None."""
     max_refusal_tokens: int = field(default=8, metadata=limits(gt=0))

@@ -23,6 +23,7 @@ from diffing.refusal.io import Direction
 from diffing.refusal.scores import (
     infer_refusal_phrases,
     kl_divergence,
+    parse_refusal_tokens,
     refusal_rate,
     refusal_scores,
 )
@@ -111,7 +112,11 @@ def evaluate(
     direction.check_model(lm._module.config, what=model_ref or "the model")
     if not harmful or not harmless:
         raise DiffingError("evaluation needs harmful and harmless prompts; one set is empty")
-    tokens = list(cfg.refusal_tokens or direction.refusal_tokens)
+    tokens = (
+        parse_refusal_tokens(tokenizer, cfg.refusal_tokens)
+        if cfg.refusal_tokens
+        else list(direction.refusal_tokens)
+    )
     if not tokens:
         raise DiffingError(
             "no refusal tokens: the direction file has none; give them with `refusal_tokens`",

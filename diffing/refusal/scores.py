@@ -119,7 +119,7 @@ def refusal_rate(completions: Sequence[str], phrases: Sequence[str]) -> float:
 
 
 def parse_refusal_tokens(tokenizer, items: Sequence[str]) -> list[int]:
-    """Refusal tokens from the CLI: integer ids, or strings whose first token is taken."""
+    """Refusal token ids from ids or strings (a string's first token is taken), sorted and unique."""
     out: list[int] = []
     for item in items:
         item = str(item)
