@@ -135,3 +135,42 @@ def test_lazy_exports_never_shadow_a_submodule(package):
     assert not clash, f"{package} exports names of its own submodules: {clash}"
     for name in pkg.__all__:
         assert not type(getattr(pkg, name)).__name__ == "module", name
+
+
+def test_no_hand_written_flag_mirrors_a_config_field():
+    """A command's options that are config fields come from the config (``add_options``); a flag
+    written by hand in the same module must not repeat one of those fields."""
+    import ast
+    import dataclasses
+    import importlib
+    from pathlib import Path
+
+    import diffing.cli
+
+    mirrors, seen = [], 0
+    for path in sorted(Path(diffing.cli.__file__).parent.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        imported = {
+            a.asname or a.name: node.module
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module
+            for a in node.names
+        }
+        configs, flags = set(), []
+        for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
+            name = getattr(call.func, "id", getattr(call.func, "attr", None))
+            if name in ("add_options", "config_from_args") and len(call.args) >= 2:
+                if isinstance(call.args[1], ast.Name) and call.args[1].id in imported:
+                    configs.add(call.args[1].id)
+            first = call.args[0] if call.args else None
+            if name == "add_argument" and isinstance(first, ast.Constant):
+                if str(first.value).startswith("--"):
+                    flags.append(first.value)
+        fields = set()
+        for cls_name in configs:
+            cls = getattr(importlib.import_module(imported[cls_name]), cls_name)
+            fields |= {f.name for f in dataclasses.fields(cls)}
+        seen += len(configs)
+        mirrors += [f"{path.name}: {f}" for f in flags if f[2:].replace("-", "_") in fields]
+    assert seen >= 10  # the scan finds the generated options (guards the check itself)
+    assert mirrors == []
