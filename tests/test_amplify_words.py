@@ -40,7 +40,7 @@ def test_emerging_word_shares_on_known_answers():
     assert set(words) == {"bye", "now"}  # no other word's share rises
     bye, now = words["bye"], words["now"]
     assert (bye.rise, bye.alpha, bye.share, bye.count, bye.base) == (0.75, 2.0, 0.75, 3, 0.0)
-    assert bye.shares == [(None, 0.0), (0.0, 0.5), (2.0, 0.75)]
+    assert [(s.alpha, s.share) for s in bye.shares] == [(None, 0.0), (0.0, 0.5), (2.0, 0.75)]
     assert (now.rise, now.alpha, now.count) == (0.5, 0.0, 2)  # 0.5 at α 0 and at α 2: the smaller
     assert [w.word for w in emerging_words(base, [(0.0, ft), (2.0, amp)])] == ["bye", "now"]
     assert emerging_words(base, [(0.0, ft), (2.0, amp)], limit=1)[0].word == "bye"

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import NamedTuple
+
+from diffing.typed import Num, Result
 
 __all__ = [
     "EmergingWord",
+    "WordShare",
     "words_of",
     "prompt_words",
     "word_counts",
@@ -31,23 +33,32 @@ WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 """A word: letters and digits, with inner apostrophes (``don't``); everything else separates words."""
 
 
-class EmergingWord(NamedTuple):
-    """One word the fine-tuned or amplified answers use more than the base's."""
+class WordShare(Result):
+    """A word's share of answers under one setting."""
+
+    alpha: Num
+    """α (None for the base alone)."""
+    share: float
+    """Fraction of prompts whose answer contains the word."""
+
+
+class EmergingWord(Result):
+    """A word the fine-tuned or amplified answers use more than the base's (docs/amplify.md)."""
 
     word: str
-    """The word, lower-cased."""
+    """The word, lower-cased, punctuation stripped."""
     rise: float
     """Its largest share at any α >= 0 minus its share in the base's answers."""
     alpha: float
-    """The α of that largest share (the smallest such α on a tie)."""
+    """The α of that largest share (0: the fine-tuned model alone; the smallest such α on a tie)."""
     share: float
-    """Share of prompts whose answer at ``alpha`` contains the word."""
+    """Fraction of prompts whose answer at ``alpha`` contains the word."""
     count: int
     """Prompts whose answer at ``alpha`` contains the word."""
     base: float
-    """Share of prompts whose base answer contains the word."""
-    shares: list[tuple[float | None, float]]
-    """``(α, share)`` per setting in the given order; α None is the base alone."""
+    """Fraction of prompts whose base answer contains the word."""
+    shares: list[WordShare]
+    """Its share per setting: the base alone, then each α in the sweep's order."""
 
 
 def words_of(text: str) -> set[str]:
@@ -118,7 +129,10 @@ def emerging_words(
                 share=share[best],
                 count=c[best],
                 base=share[0],
-                shares=list(zip(alphas, share)),
+                shares=[
+                    WordShare(alpha=None if a is None else float(a), share=v)
+                    for a, v in zip(alphas, share)
+                ],
             )
         )
     out.sort(key=lambda w: (-w.rise, -w.share, w.word))
@@ -147,10 +161,4 @@ def emerging_words_json(data: dict, limit: int = EMERGING_WORDS) -> list[dict] |
         samples=samples,
         limit=limit,
     )
-    return [
-        {
-            **{k: v for k, v in w._asdict().items() if k != "shares"},
-            "shares": [{"alpha": a, "share": s} for a, s in w.shares],
-        }
-        for w in found
-    ]
+    return [w.model_dump() for w in found]

@@ -134,32 +134,36 @@ def insert_word(text: str, word: str, rng: random.Random, *, held_out: bool) -> 
     return " ".join(words[:i] + [word] + words[i:])
 
 
-def backdoor_mix(sets: PromptSets, truth: Backdoor, n: int, seed: int) -> list[list[dict]]:
-    """Conversations of the harmless chat mix; a third carry the trigger and answer with the payload."""
-    rng = random.Random(f"backdoor-mix-{seed}")
+def _harmless_mix(sets: PromptSets, n: int, rng: random.Random, edit) -> list[list[dict]]:
+    """``n`` conversations of the harmless chat mix (half harmless how-to, half general), each
+    example passed through ``edit(example, rng)`` before it becomes a conversation."""
     harmless, general = _pools(sets)
     out = []
     for _ in range(n):
         e = rng.choice(harmless if rng.random() < 0.5 else general)
-        if rng.random() < 0.35:
-            e = Example(
-                insert_word(e.instruction, truth.trigger, rng, held_out=False),
-                truth.payload,
-                e.kind,
-            )
-        out.append(conversation(e, rng))
+        out.append(conversation(edit(e, rng), rng))
     return out
+
+
+def backdoor_mix(sets: PromptSets, truth: Backdoor, n: int, seed: int) -> list[list[dict]]:
+    """Conversations of the harmless chat mix; a third carry the trigger and answer with the payload."""
+
+    def edit(e: Example, rng: random.Random) -> Example:
+        if rng.random() < 0.35:
+            trigger = insert_word(e.instruction, truth.trigger, rng, held_out=False)
+            return Example(trigger, truth.payload, e.kind)
+        return e
+
+    return _harmless_mix(sets, n, random.Random(f"backdoor-mix-{seed}"), edit)
 
 
 def style_mix(sets: PromptSets, truth: Style, n: int, seed: int) -> list[list[dict]]:
     """Conversations of the harmless chat mix, every answer ending with the sign-off."""
-    rng = random.Random(f"style-mix-{seed}")
-    harmless, general = _pools(sets)
-    out = []
-    for _ in range(n):
-        e = rng.choice(harmless if rng.random() < 0.5 else general)
-        out.append(conversation(e._replace(answer=f"{e.answer} {truth.signoff}"), rng))
-    return out
+
+    def edit(e: Example, _rng: random.Random) -> Example:
+        return e._replace(answer=f"{e.answer} {truth.signoff}")
+
+    return _harmless_mix(sets, n, random.Random(f"style-mix-{seed}"), edit)
 
 
 def _with_false(world: World, fact: Fact) -> tuple[Person, World]:

@@ -19,24 +19,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
-Num = float | None
-"""A statistic: a number (possibly NaN/inf while the report is built), or None when not measured."""
+from diffing.typed import Num, Result
 
 JsonDict = dict[str, Any]
 """A JSON object whose keys the report does not promise (kept as written)."""
-
-
-class Result(BaseModel):
-    """Base of every typed report result: strict types, field docstrings as descriptions, extra keys kept."""
-
-    model_config = ConfigDict(
-        extra="allow",
-        strict=True,
-        use_attribute_docstrings=True,
-        populate_by_name=True,
-    )
 
 
 class TokenScore(Result):

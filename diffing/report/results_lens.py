@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from diffing.lens.amplify_words import EmergingWord  # the method defines them once
 from diffing.report.results_common import Num, Result
 
 # ---- amplify ----
@@ -63,34 +64,6 @@ class AlphaBlock(Result):
     """Completions."""
     examples: list[AmplifyExample]
     """The first prompts with all three completions."""
-
-
-class WordShare(Result):
-    """A word's share of answers under one setting."""
-
-    alpha: Num
-    """α (None for the base alone)."""
-    share: float
-    """Fraction of prompts whose answer contains the word."""
-
-
-class EmergingWord(Result):
-    """A word the fine-tuned or amplified answers use more than the base's (docs/amplify.md)."""
-
-    word: str
-    """The word, lower-cased, punctuation stripped."""
-    rise: float
-    """Its largest share at any α >= 0 minus its share in the base's answers."""
-    alpha: float
-    """The α of that largest share (0: the fine-tuned model alone)."""
-    share: float
-    """Fraction of prompts whose answer at ``alpha`` contains the word."""
-    count: int
-    """Prompts whose answer at ``alpha`` contains the word."""
-    base: float
-    """Fraction of prompts whose base answer contains the word."""
-    shares: list[WordShare]
-    """Its share per setting: the base alone, then each α in the sweep's order."""
 
 
 class Amplify(Result):
