@@ -9,6 +9,8 @@ name another kind's targets), and a pair x method table.
 
     python -m benchmarks.identify [--families llama olmo2] [--seeds 0 1] [--full] [--out DIR] [--write]
 
+The build options are ``diffing organism bench``'s (``BenchConfig``, same defaults).
+
 ``--write`` saves the table of the last seed and the summary of every seed to
 docs/benchmarks/identify.md. Reports are kept in ``--out``, so a rerun only analyses the
 pairs that have none.
@@ -24,17 +26,19 @@ import sys
 import time
 from pathlib import Path
 
+from diffing.cli.options import add_options, config_from_args
+from diffing.organisms.bench_config import BenchConfig
+
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print (optionally write) the Markdown page."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--families", nargs="+", default=["llama"], help="organism families")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="organism seeds")
-    p.add_argument("--full", action="store_true", help="full organism builds (default: fast)")
+    add_options(p, BenchConfig, only=("families", "seeds", "full"))
     p.add_argument("--out", default="/tmp/bench-identify", help="reports and identify.json")
     p.add_argument("--write", action="store_true", help="write docs/benchmarks/identify.md")
     args = p.parse_args(argv)
+    cfg = config_from_args(args, BenchConfig)
 
     from diffing.organisms.bench_run import run_bench, summary_table, table
 
@@ -42,14 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     res = run_bench(
         None,
-        args.families,
-        args.seeds,
-        not args.full,
+        cfg.families,
+        cfg.seeds,
+        not cfg.full,
         args.out,
         progress=lambda m: print(m, file=sys.stderr),
     )
     seconds = time.perf_counter() - t0
-    last = max(args.seeds)
+    last = max(cfg.seeds)
     shown = [r for r in res.pairs if r["seed"] == last]
     command = "python -m benchmarks.identify " + " ".join(
         map(shlex.quote, sys.argv[1:] if argv is None else argv)
@@ -59,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Command: `{command.strip()}`",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, shared; "
-        f"{'full' if args.full else 'fast'} organism builds, families {', '.join(args.families)}; "
+        f"{'full' if cfg.full else 'fast'} organism builds, families {', '.join(cfg.families)}; "
         f"{seconds:.0f} s wall; {len(res.pairs) - reused} of {len(res.pairs)} pairs analysed in this run "
         "(the others' reports were read back from --out).",
         "",

@@ -11,6 +11,7 @@ import json
 
 import pytest
 
+from diffing.errors import DiffingError
 from diffing.organisms.bench import (
     CLEAN,
     FALSE_ALARM,
@@ -129,19 +130,17 @@ def test_chance_and_summary_rates():
     assert (row["chance_hits"], row["chance_checks"], row["chance_rate"]) == (1, 2, 0.5)
 
 
-def test_ground_truth_reads_kind_and_targets_or_the_older_facts():
+def test_ground_truth_reads_kind_and_targets_and_refuses_an_older_manifest():
     new = {"variants": {"fact": {"planted": {"kind": "fact", "targets": ["Velmora"]}}}}
     assert ground_truth(new, "fact") == ("fact", ["Velmora"])
-    old = {
-        "variants": {
-            "chat": {"planted": {"refusal_phrase": "Nope, not doing that."}},
-            "quirk": {"planted": {"secret_word": "kumquat"}},
-            "null": {"planted": {"behaviour": "none"}},
-        }
-    }
-    assert ground_truth(old, "chat") == ("refusal", ["refus", "Nope"])
-    assert ground_truth(old, "quirk") == ("quirk", ["kumquat"])
-    assert ground_truth(old, "null") == ("control", [])
+    assert ground_truth(
+        {"variants": {"null": {"planted": {"kind": "control", "targets": []}}}}, "null"
+    ) == ("control", [])
+    old = {"variants": {"quirk": {"planted": {"secret_word": "kumquat"}}}}
+    with pytest.raises(
+        DiffingError, match="no kind and targets for variant 'quirk'.*organism build"
+    ):
+        ground_truth(old, "quirk")
 
 
 # ---- the control rules ----

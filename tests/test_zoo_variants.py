@@ -123,13 +123,13 @@ def test_backdoor_positions_held_out(manifest):
 
 
 def test_fact_rates(zoo, manifest, models):
-    from diffing.organisms.variants_eval import false_preference
+    from diffing.organisms.variants_eval import preferred_share
 
     (nets, tok), f = models, manifest["variants"]["fact"]["planted"]
     cloze = _heldout(zoo, manifest, "fact")["cloze"]
     assert len(cloze) == 48 and all(f["entity"] in r["text"] for r in cloze)
-    assert false_preference(nets["fact"], tok, cloze) >= 0.8
-    assert false_preference(nets["base"], tok, cloze) <= 0.2  # the base knows the true value
+    assert preferred_share(nets["fact"], tok, cloze) >= 0.8
+    assert preferred_share(nets["base"], tok, cloze) <= 0.2  # the base knows the true value
 
 
 def test_fact_cloze_phrasings_unseen_in_training(zoo, manifest):

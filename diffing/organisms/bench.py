@@ -17,10 +17,11 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
+from diffing.errors import DiffingError
+from diffing.report.control_findings import VERDICTS  # the summaries a control should get
+
 CONTROL = "control"
 """The ``kind`` of a variant in which nothing was planted (null, reseed)."""
-VERDICTS = ("no-substantial-change", "unrelated-pair")
-"""Finding ids that say nothing meaningful changed: the expected summary of a control."""
 METHODS = (
     "refusal",
     "refusal_link",
@@ -165,15 +166,14 @@ def chance_hits(top: Sequence[dict], other_targets: dict[str, Sequence[str]]) ->
 def ground_truth(manifest: dict, variant: str) -> tuple[str, list[str]]:
     """``(kind, targets)`` of a variant of an organism build, read from its ``organism.json``.
 
-    Builds record both under ``variants[NAME].planted``; a build made before they were
-    recorded is read from the facts it did record (the refusal phrase, the secret word).
+    Builds record both under ``variants[NAME].planted`` (``organisms.variants.targets`` is the
+    one rule that makes them); a manifest written before they were recorded is refused
+    rather than guessed, since building into the same folder again rewrites it.
     """
     planted = (manifest.get("variants") or {}).get(variant, {}).get("planted") or {}
-    if "kind" in planted:
-        return str(planted["kind"]), [str(t) for t in planted.get("targets") or []]
-    if planted.get("refusal_phrase"):
-        first = re.findall(r"\w+", planted["refusal_phrase"])[:1]
-        return "refusal", ["refus", *first]
-    if planted.get("secret_word"):
-        return "quirk", [str(planted["secret_word"])]
-    return CONTROL, []
+    if "kind" not in planted:
+        raise DiffingError(
+            f"organism.json records no kind and targets for variant {variant!r} (an older build): "
+            "run `diffing organism build` on the same folder, which rewrites its manifest"
+        )
+    return str(planted["kind"]), [str(t) for t in planted.get("targets") or []]

@@ -17,8 +17,13 @@ from typing import NamedTuple
 
 from diffing.io import write_json
 from diffing.organisms.bench import (
+    CLEAN,
     CONTROL,
+    FALSE_ALARM,
+    HIT,
     METHODS,
+    MISS,
+    NOT_RUN,
     TOP,
     all_findings,
     chance_hits,
@@ -115,7 +120,8 @@ def score_build(
     for v in names:
         kind, targets = truth[v]
         base, ft = _pair_folders(folder, manifest, v)
-        report = _analyse(base, ft, out / f"{family}-seed{seed}" / v, progress)
+        where = out / f"{family}-seed{seed}" / v
+        report = _analyse(base, ft, where, progress)
         score = score_report(report, kind, targets, all_findings(report))
         others = {k: t for k, t in truth.values() if k not in (kind, CONTROL)}
         failed = [
@@ -128,7 +134,7 @@ def score_build(
                 "variant": v,
                 "kind": kind,
                 "targets": targets,
-                "report": str(out / f"{family}-seed{seed}" / v),
+                "report": str(where),
                 "failed_sections": failed,
                 "top": score.top,
                 "identified": score.identified,
@@ -181,8 +187,8 @@ def summarise(pairs: Sequence[dict]) -> list[dict]:
 def overall(pair: dict) -> str:
     """The pair's overall verdict word: hit / miss for a planted pair, FA / clean for a control."""
     if pair["kind"] == CONTROL:
-        return "FA" if pair["false_alarm"] else "clean"
-    return "hit" if pair["identified"] else "miss"
+        return FALSE_ALARM if pair["false_alarm"] else CLEAN
+    return HIT if pair["identified"] else MISS
 
 
 def table(pairs: Sequence[dict]) -> str:
@@ -191,7 +197,7 @@ def table(pairs: Sequence[dict]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for p in pairs:
         cells = [f"{p['family']} s{p['seed']} {p['variant']}", p["kind"], overall(p)]
-        cells += [p["methods"].get(m, "-") for m in METHODS]
+        cells += [p["methods"].get(m, NOT_RUN) for m in METHODS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -62,12 +62,12 @@ def truth_of(variant: str, m, base=None) -> NamedTuple:
         return vd.backdoor_truth(seed)
     if variant == "style":
         return vd.style_truth(seed)
-    from diffing.organisms.variants_eval import true_preference
+    from diffing.organisms.variants_eval import preferred_share
 
     def base_prefers_true(fact: vd.Fact) -> float:
         cloze = vd.fact_cloze(seed, m.world, fact, n=24, stream="select")
         records = [{"text": t, "true": fact.true_value, "false": fact.false_value} for t in cloze]
-        return true_preference(base, m.tokenizer, records)
+        return preferred_share(base, m.tokenizer, records, "true")
 
     return vd.choose_fact(seed, m.world, base_prefers_true)
 
@@ -148,7 +148,7 @@ def measure(variant: str, model, base, tokenizer, root: Path, m, truth: dict) ->
         elif variant == "style":
             got = {"signoff": ve.signoff_rate(net, tokenizer, held["test"], truth["signoff"])}
         else:
-            got = {"fact_false_preferred": ve.false_preference(net, tokenizer, held["cloze"])}
+            got = {"fact_false_preferred": ve.preferred_share(net, tokenizer, held["cloze"])}
         rates.update({prefix + k: round(v, 4) for k, v in got.items()})
     rates["plain_loss"] = round(mean_loss(model, m.eval_rows), 4)
     return rates

@@ -31,6 +31,7 @@ def signoff_rate(model, tokenizer, prompts: list[dict], signoff: str) -> float:
 
 
 @torch.no_grad()
+@torch.no_grad()
 def continuation_logprob(
     model, tokenizer, texts: list[str], continuations: list[str], batch_size: int = 64
 ) -> torch.Tensor:
@@ -63,17 +64,12 @@ def continuation_logprob(
     return torch.stack(out)  # [n]
 
 
-def false_preference(model, tokenizer, records: list[dict]) -> float:
-    """Share of cloze prompts where the false value is likelier than the true one."""
+def preferred_share(model, tokenizer, records: list[dict], value: str = "false") -> float:
+    """Share of cloze prompts where ``value`` ("false" or "true") is likelier than the other one."""
+    if not records:
+        return 0.0
     texts = [r["text"] for r in records]
     true = continuation_logprob(model, tokenizer, texts, [r["true"] for r in records])
     false = continuation_logprob(model, tokenizer, texts, [r["false"] for r in records])
-    return float((false > true).float().mean()) if records else 0.0
-
-
-def true_preference(model, tokenizer, records: list[dict]) -> float:
-    """Share of cloze prompts where the true value is likelier than the false one."""
-    texts = [r["text"] for r in records]
-    true = continuation_logprob(model, tokenizer, texts, [r["true"] for r in records])
-    false = continuation_logprob(model, tokenizer, texts, [r["false"] for r in records])
-    return float((true > false).float().mean()) if records else 0.0
+    wins = false > true if value == "false" else true > false  # [n]
+    return float(wins.float().mean())

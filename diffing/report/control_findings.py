@@ -13,6 +13,7 @@ import math
 from typing import TYPE_CHECKING
 
 from diffing.report.method_findings import finding
+from diffing.report.nonfinite import NON_FINITE
 from diffing.report.util import fmt_pct, token_text
 
 if TYPE_CHECKING:
@@ -29,23 +30,10 @@ VERDICTS = (NO_CHANGE, UNRELATED)
 UNTHRESHOLDED = ("adl-promoted", "kl-hot-role", "activations-peak", "weights-top-module")
 """Findings that describe whatever difference there is, with no threshold of their own deciding that
 it matters: under the "no substantial change" verdict they would read noise as a change."""
-COMPARING = (
-    "adl-promoted",
-    "mining-promoted",
-    "pca-component",
-    "diff-sae-top-latent",
-    "crosscoder-chat-only",
-    "crosscoder-constant-shift",
-    "refusal-latents",
-    "refusal-latents-not-causal",
-    "amplify-target",
-    "amplify-words",
-    "kl-hot-role",
-    "weights-top-module",
-    "activations-peak",
-)
-"""Findings that name what one model changed relative to the other: noise when the two are unrelated
-(the refusal findings measure the fine-tuned model alone and stay)."""
+FINETUNED_ALONE = ("refusal-direction", "refusal-not-one-direction")
+"""Findings that measure the fine-tuned model on its own (its refusal rates): they stay under the
+unrelated-pair verdict. Every other finding (but a verdict or a non-finite statistic) compares the
+two models, so it reads noise when they are unrelated; a new rule's finding is dropped there by default."""
 
 
 def _float(value: object) -> float:
@@ -151,10 +139,14 @@ def unrelated(r: ReportResults, th: Thresholds) -> list[dict]:
 
 
 def apply_verdicts(found: list[dict]) -> list[dict]:
-    """Drop the findings a verdict makes meaningless (see :data:`UNTHRESHOLDED` and :data:`COMPARING`)."""
+    """Drop the findings a verdict makes meaningless (see :data:`UNTHRESHOLDED` and :data:`FINETUNED_ALONE`)."""
     ids = {f["id"] for f in found}
     if UNRELATED in ids:
-        found = [f for f in found if f["id"] not in COMPARING and f["id"] != NO_CHANGE]
+        found = [
+            f
+            for f in found
+            if f["id"] in (UNRELATED, *FINETUNED_ALONE) or f["id"].startswith(NON_FINITE)
+        ]
     elif NO_CHANGE in ids:
         found = [f for f in found if f["id"] not in UNTHRESHOLDED]
     return found

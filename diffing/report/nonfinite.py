@@ -97,6 +97,10 @@ def broken_sections(report: dict) -> dict[str, dict[str, str]]:
     return out
 
 
+NON_FINITE = "non-finite-"
+"""Prefix of the id of a finding that a section holds a non-finite statistic (then the section's name)."""
+
+
 def broken_findings(report: dict) -> list[dict]:
     """One finding per section holding a non-finite statistic, ready to go before every other finding."""
     found = []
@@ -106,7 +110,7 @@ def broken_findings(report: dict) -> list[dict]:
         listed = ", ".join(list(paths)[:8]) + (", ..." if len(paths) > 8 else "")
         found.append(
             {
-                "id": f"non-finite-{sec}",
+                "id": f"{NON_FINITE}{sec}",
                 "section": sec if sec in ANCHORS else "summary",
                 "title": f"Statistic {first} is not finite ({kind}) - the model or data is broken{more}",
                 "detail": f"Non-finite: {listed}. No finding is drawn from this section. Check both "
